@@ -1,0 +1,5 @@
+import sys
+
+from prefsift.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""The `prefsift` command line.
+
+Every subcommand lives in its own module under `prefsift/commands/` and exposes
+`NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> dict | int | None`. Heavy imports
+(torch, transformers, trl) happen inside `run`, so `prefsift --help` and light commands
+start fast. Shared conventions: `--db` (default ./prefsift.duckdb or $PREFSIFT_DB),
+`--json` (a machine-readable summary on stdout), one-line errors with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import pkgutil
+import sys
+
+import prefsift.commands as commands_pkg
+from prefsift import __version__
+
+# Errors that are the user's to fix: one line, exit 2, no traceback.
+USER_ERROR_TYPES: tuple[str, ...] = (
+    "prefsift.errors.UserError",
+    "storage.errors.StorageError",
+    "scoring.errors.ScoringError",
+)
+
+
+def _command_modules():
+    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"prefsift.commands.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            yield mod
+
+
+def common_arguments() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--db", default=None, help="DuckDB file (default: $PREFSIFT_DB or ./prefsift.duckdb)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefsift",
+        description="Find the preference pairs that actually help your model.",
+    )
+    parser.add_argument("--version", action="version", version=f"prefsift {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parent = common_arguments()
+    for mod in _command_modules():
+        p = sub.add_parser(
+            mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP), parents=[parent]
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    for cls in type(exc).__mro__:
+        if f"{cls.__module__}.{cls.__qualname__}" in USER_ERROR_TYPES:
+            return True
+    return False
+
+
+def _print_summary(result, as_json: bool) -> None:
+    if result is None or isinstance(result, int):
+        return
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    elif isinstance(result, dict) and "_text" in result:
+        print(result["_text"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        result = args._run(args)
+    except KeyboardInterrupt:
+        print("prefsift: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary
+        if _is_user_error(exc):
+            print(f"prefsift {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        memory = type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+        if memory:
+            print(
+                f"prefsift {args.command}: error: out of memory ({str(exc).splitlines()[0][:200]}). "
+                "Hint: lower --batch-tokens / per_device_train_batch_size, use --dtype bfloat16, or max_length.",
+                file=sys.stderr,
+            )
+            return 3
+        raise
+    _print_summary(result, args.json)
+    if isinstance(result, dict):
+        return int(result.get("_exit", 0))
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Ingest any preference source into a named dataset: read -> normalise -> validate -> store.
+
+Streaming in batches: memory does not grow with the file. Every row ends up either as a pair
+(idempotent: its id is a content hash) or in the quarantine table with its row number, field
+and reason. Each batch is written in its own short connection, so the database stays
+available to readers between batches; re-running an interrupted ingest completes it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+
+from prefsift.errors import UserError
+from prefsift.formats import FORMATS, Bad, ColumnMap, detect_format, normalise
+from prefsift.progress import Progress
+from prefsift.sources import RawError, read_rows, source_kind
+from storage import connect
+from storage import pairs as pairs_store
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 50_000
+DEFAULT_MAX_CHARS = 200_000
+
+
+def _flush(db, name: str, good: list, bad: list) -> int:
+    added = 0
+    with connect(db) as con:
+        if good:
+            cols = list(zip(*good))
+            table = pa.table(
+                {
+                    "pair_id": pa.array(cols[0], pa.string()),
+                    "row_idx": pa.array(cols[1], pa.int64()),
+                    "split": pa.array(cols[2], pa.string()),
+                    "kind": pa.array(cols[3], pa.string()),
+                    "prompt": pa.array(cols[4], pa.string()),
+                    "chosen": pa.array(cols[5], pa.string()),
+                    "rejected": pa.array(cols[6], pa.string()),
+                    "noise": pa.array(cols[7], pa.bool_()),
+                    "meta": pa.array(cols[8], pa.string()),
+                }
+            )
+            added = pairs_store.insert_pairs(con, name, table)
+        if bad:
+            pairs_store.insert_quarantine(
+                con, name, pa.Table.from_pylist(bad, schema=pairs_store.QUARANTINE_SCHEMA)
+            )
+    good.clear()
+    bad.clear()
+    return added
+
+
+def _raw_preview(row) -> str:
+    try:
+        return json.dumps(row, ensure_ascii=False, default=str)[:2000]
+    except (TypeError, ValueError, RecursionError):
+        return repr(row)[:2000]
+
+
+def ingest(
+    source: str | Path,
+    name: str,
+    db: str | Path | None = None,
+    split: str = "train",
+    fmt: str | None = None,
+    column_map: ColumnMap | None = None,
+    hub_split: str = "train",
+    hub_config: str | None = None,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    limit: int | None = None,
+) -> dict:
+    """Ingest `source` into dataset `name`. Returns a summary with counts per reason."""
+    source = str(source)
+    if split not in pairs_store.SPLITS:
+        raise UserError(f"--split must be one of {', '.join(pairs_store.SPLITS)}, got {split!r}")
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError(f"dataset name {name!r}: use letters, digits, '-', '_' or '.'")
+    kind = source_kind(source)
+    cmap = column_map or ColumnMap()
+    rows = read_rows(source, hub_split=hub_split, hub_config=hub_config)
+    src_label = Path(source).name if kind != "hub" else source
+
+    good: list[tuple] = []
+    bad: list[dict] = []
+    reasons: collections.Counter = collections.Counter()
+    n_read = n_valid = n_added = 0
+    detected = fmt
+    stored_kind = None
+    with connect(db) as con:
+        pairs_store.clear_quarantine(con, name, src_label)
+    with Progress(None, f"ingest {src_label}", unit="row") as progress:
+        for i, row in rows:
+            if limit is not None and n_read >= limit:
+                break
+            n_read += 1
+            if isinstance(row, RawError):
+                result: Bad | object = Bad("", row.reason, row.detail)
+                raw = row.raw
+            else:
+                if detected is None or (fmt is None and detected != "pairwise" and stored_kind is None):
+                    try:
+                        detected, cmap = detect_format(row, cmap) if fmt is None else (fmt, cmap)
+                    except UserError:
+                        if n_valid == 0 and n_read >= 100:
+                            raise
+                        detected = None
+                if detected is None:
+                    result, raw = Bad("", "unrecognised row", f"columns {sorted(map(str, row))[:10]}"), None
+                else:
+                    result = normalise(row, detected, cmap, max_chars)
+                    raw = None
+            if isinstance(result, Bad):
+                reasons[result.reason] += 1
+                bad.append(
+                    {
+                        "source": src_label,
+                        "row_idx": i,
+                        "field": result.field,
+                        "reason": result.reason,
+                        "detail": result.detail,
+                        "raw": raw if raw is not None else _raw_preview(row),
+                    }
+                )
+            else:
+                n_valid += 1
+                stored_kind = stored_kind or result.kind
+                good.append(
+                    (
+                        result.pair_id,
+                        i,
+                        split,
+                        result.kind,
+                        result.prompt,
+                        result.chosen,
+                        result.rejected,
+                        result.noise,
+                        result.meta,
+                    )
+                )
+            if len(good) + len(bad) >= BATCH_ROWS:
+                n_added += _flush(db, name, good, bad)
+                progress.update(BATCH_ROWS)
+        if n_read == 0:
+            raise UserError(f"{source}: no rows found")
+        with connect(db) as con:
+            pairs_store.upsert_dataset(
+                con,
+                name,
+                source,
+                stored_kind or "standard",
+                {"format": detected, "column_map": {k: v for k, v in vars(cmap).items() if k != "extra"}},
+            )
+        n_added += _flush(db, name, good, bad)
+        progress.update(n_read - progress.done)
+    summary = {
+        "dataset": name,
+        "source": source,
+        "format": detected,
+        "split": split,
+        "rows_read": n_read,
+        "valid": n_valid,
+        "added": n_added,
+        "duplicates_or_existing": n_valid - n_added,
+        "quarantined": sum(reasons.values()),
+        "quarantine_reasons": dict(reasons.most_common()),
+    }
+    summary["_exit"] = 0 if n_valid > 0 else 1
+    return summary

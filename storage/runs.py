@@ -1,0 +1,234 @@
+"""Models, log-prob runs, score runs and their diagnostics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from storage.errors import NotFound
+
+LOGP_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("chosen_logp", pa.float64()),
+        ("rejected_logp", pa.float64()),
+        ("prompt_tokens", pa.int32()),
+        ("chosen_tokens", pa.int32()),
+        ("rejected_tokens", pa.int32()),
+        ("truncated", pa.bool_()),
+    ]
+)
+SCORE_SCHEMA = pa.schema([("pair_id", pa.string()), ("value", pa.float64())])
+
+
+# ---------------------------------------------------------------- models
+def register_model(
+    con: duckdb.DuckDBPyConnection,
+    model_id: str,
+    path: str,
+    name: str | None = None,
+    revision: str | None = None,
+    adapter_path: str | None = None,
+    weights_hash: str | None = None,
+    role: str | None = None,
+    lineage: Mapping | None = None,
+) -> None:
+    """Register a model by fingerprint. Re-registering updates its name/role/lineage."""
+    con.execute(
+        """
+        INSERT INTO models (model_id, name, path, revision, adapter_path, weights_hash, role, lineage)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (model_id) DO UPDATE SET
+            name = coalesce(excluded.name, models.name),
+            role = coalesce(excluded.role, models.role),
+            lineage = coalesce(excluded.lineage, models.lineage)
+        """,
+        [model_id, name, path, revision, adapter_path, weights_hash, role, json.dumps(dict(lineage or {}))],
+    )
+
+
+def get_model(con: duckdb.DuckDBPyConnection, ref: str) -> dict:
+    """A model by fingerprint, name (newest first) or path."""
+    row = con.execute(
+        """
+        SELECT model_id, name, path, revision, adapter_path, weights_hash, role, lineage, created_at
+        FROM models WHERE model_id = ? OR name = ? OR path = ?
+        ORDER BY (model_id = ?) DESC, created_at DESC LIMIT 1
+        """,
+        [ref, ref, ref, ref],
+    ).fetchall()
+    row = row[0] if row else None
+    if row is None:
+        raise NotFound(f"no model registered as {ref!r}")
+    keys = [
+        "model_id",
+        "name",
+        "path",
+        "revision",
+        "adapter_path",
+        "weights_hash",
+        "role",
+        "lineage",
+        "created_at",
+    ]
+    out = dict(zip(keys, row))
+    out["lineage"] = json.loads(out["lineage"] or "{}")
+    return out
+
+
+def list_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return con.execute(
+        "SELECT model_id, name, role, path, adapter_path, created_at FROM models ORDER BY created_at"
+    ).df()
+
+
+# ---------------------------------------------------------------- log-prob runs
+def logp_run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM logp_runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
+
+
+def save_logp_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    model_id: str,
+    dataset: str,
+    config: Mapping,
+    logps: pa.Table,
+) -> None:
+    """Store a finished log-prob run and its rows in one transaction (idempotent)."""
+    logps = logps.select(LOGP_SCHEMA.names).cast(LOGP_SCHEMA)
+    con.register("_logps_in", logps)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM logps WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM logp_runs WHERE run_id = ?", [run_id])
+            con.execute(
+                "INSERT INTO logp_runs (run_id, model_id, dataset, config, n_pairs, status) "
+                "VALUES (?, ?, ?, ?, ?, 'done')",
+                [run_id, model_id, dataset, json.dumps(dict(config), sort_keys=True), logps.num_rows],
+            )
+            con.execute(
+                "INSERT INTO logps SELECT ?, pair_id, chosen_logp, rejected_logp, prompt_tokens, "
+                "chosen_tokens, rejected_tokens, truncated FROM _logps_in",
+                [run_id],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("_logps_in")
+
+
+def get_logps(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
+    if not logp_run_exists(con, run_id):
+        raise NotFound(f"no log-prob run {run_id!r}")
+    return con.sql(
+        "SELECT pair_id, chosen_logp, rejected_logp, prompt_tokens, chosen_tokens, rejected_tokens, truncated "
+        "FROM logps WHERE run_id = ? ORDER BY pair_id",
+        params=[run_id],
+    ).to_arrow_table()
+
+
+def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE r.dataset = ?", [dataset]) if dataset else ("", [])
+    return con.execute(
+        f"""
+        SELECT r.run_id, r.dataset, m.name AS model, r.model_id, r.n_pairs, r.config, r.created_at
+        FROM logp_runs r LEFT JOIN models m USING (model_id) {where} ORDER BY r.created_at
+        """,
+        params,
+    ).df()
+
+
+# ---------------------------------------------------------------- score runs
+def score_run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM score_runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
+
+
+def save_score_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    dataset: str,
+    metric: str,
+    config: Mapping,
+    scores: pa.Table,
+) -> None:
+    """Store a finished score run (pair_id, value) in one transaction (idempotent)."""
+    scores = scores.select(SCORE_SCHEMA.names).cast(SCORE_SCHEMA)
+    con.register("_scores_in", scores)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM scores WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM score_runs WHERE run_id = ?", [run_id])
+            con.execute(
+                "INSERT INTO score_runs (run_id, dataset, metric, config, n_pairs) VALUES (?, ?, ?, ?, ?)",
+                [run_id, dataset, metric, json.dumps(dict(config), sort_keys=True), scores.num_rows],
+            )
+            con.execute("INSERT INTO scores SELECT ?, pair_id, value FROM _scores_in", [run_id])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("_scores_in")
+
+
+def list_score_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+    return con.execute(
+        f"SELECT run_id, dataset, metric, n_pairs, config, created_at FROM score_runs {where} "
+        "ORDER BY created_at",
+        params,
+    ).df()
+
+
+def latest_score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, str]:
+    """metric -> the newest score run of that metric on the dataset."""
+    rows = con.execute(
+        "SELECT metric, arg_max(run_id, created_at) FROM score_runs WHERE dataset = ? GROUP BY metric",
+        [dataset],
+    ).fetchall()
+    return {m: r for m, r in rows}
+
+
+def get_scores(
+    con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """A wide frame: pair_id + one column per metric (default: the latest run of each metric)."""
+    runs = dict(runs or latest_score_runs(con, dataset))
+    if not runs:
+        return pd.DataFrame({"pair_id": pd.Series(dtype=str)})
+    for m in runs:
+        if not m.replace("_", "").isalnum():
+            raise ValueError(f"bad metric name {m!r}")
+    cols = ", ".join(f'max(value) FILTER (WHERE run_id = ?) AS "{m}"' for m in runs)
+    sql = (
+        f"SELECT pair_id, {cols} FROM scores WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+        "GROUP BY pair_id ORDER BY pair_id"
+    )
+    return con.execute(sql, list(runs.values()) + [list(runs.values())]).df()
+
+
+def save_diagnostics(
+    con: duckdb.DuckDBPyConnection, run_id: str, values: Mapping[str, float], detail: Mapping | None = None
+) -> None:
+    for name, value in values.items():
+        con.execute(
+            "INSERT INTO diagnostics (run_id, name, value, detail) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, detail = excluded.detail",
+            [run_id, name, None if value is None else float(value), json.dumps(dict(detail or {}))],
+        )
+
+
+def get_diagnostics(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+    return con.execute(
+        f"SELECT run_id, name, value, detail FROM diagnostics {where} ORDER BY run_id, name", params
+    ).df()
