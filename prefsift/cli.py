@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 3
         raise
-    _print_summary(result, args.json)
+    try:
+        _print_summary(result, args.json)
+    except BrokenPipeError:  # `prefsift info | head`
+        sys.stderr.close()
     if isinstance(result, dict):
         return int(result.get("_exit", 0))
     return int(result or 0)
