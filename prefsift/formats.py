@@ -80,10 +80,13 @@ def detect_format(row: dict, cmap: ColumnMap) -> tuple[str, ColumnMap]:
         return "pairwise", cmap
     if ALPACA_KEYS <= keys:
         return "pairwise", ALPACA_MAP
-    if cmap.chosen in keys and cmap.rejected in keys:
-        if cmap.prompt not in keys:
+    if cmap.chosen in keys or cmap.rejected in keys or cmap.prompt in keys:
+        # A row missing some of the three still decides the format; normalise() then names the
+        # missing field instead of calling the whole row unrecognisable.
+        if cmap.prompt not in keys and cmap.chosen in keys and cmap.rejected in keys:
             return "implicit", cmap
-        return ("conversational" if isinstance(row.get(cmap.chosen), list) else "standard"), cmap
+        sample = row.get(cmap.chosen, row.get(cmap.rejected))
+        return ("conversational" if isinstance(sample, list) else "standard"), cmap
     raise UserError(
         f"cannot detect the format from columns {sorted(keys)[:20]}: expected prompt/chosen/rejected, "
         "chosen/rejected (implicit prompt) or a pairwise mapping, e.g. "

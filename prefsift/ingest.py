@@ -28,9 +28,12 @@ BATCH_ROWS = 50_000
 DEFAULT_MAX_CHARS = 200_000
 
 
-def _flush(db, name: str, good: list, bad: list) -> int:
+def _flush(db, name: str, good: list, bad: list, before=None) -> int:
+    """Write one batch in one short connection; `before(con)` runs first in the same connection."""
     added = 0
     with connect(db) as con:
+        if before is not None:
+            before(con)
         if good:
             cols = list(zip(*good))
             table = pa.table(
@@ -56,11 +59,16 @@ def _flush(db, name: str, good: list, bad: list) -> int:
     return added
 
 
+def _safe(s: str | None) -> str | None:
+    """Text that can always be stored: lone surrogates become backslash escapes."""
+    return None if s is None else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _raw_preview(row) -> str:
     try:
-        return json.dumps(row, ensure_ascii=False, default=str)[:2000]
+        return _safe(json.dumps(row, ensure_ascii=False, default=str)[:2000])
     except (TypeError, ValueError, RecursionError):
-        return repr(row)[:2000]
+        return _safe(repr(row)[:2000])
 
 
 def ingest(
@@ -94,8 +102,13 @@ def ingest(
     n_read = n_valid = n_added = 0
     detected = fmt
     stored_kind = None
-    with connect(db) as con:
-        pairs_store.clear_quarantine(con, name, src_label)
+    first_flush = [True]
+
+    def clear_old_quarantine(con) -> None:
+        if first_flush[0]:
+            pairs_store.clear_quarantine(con, name, src_label)
+            first_flush[0] = False
+
     with Progress(None, f"ingest {src_label}", unit="row") as progress:
         for i, row in rows:
             if limit is not None and n_read >= limit:
@@ -125,8 +138,8 @@ def ingest(
                         "row_idx": i,
                         "field": result.field,
                         "reason": result.reason,
-                        "detail": result.detail,
-                        "raw": raw if raw is not None else _raw_preview(row),
+                        "detail": _safe(result.detail),
+                        "raw": _safe(raw) if raw is not None else _raw_preview(row),
                     }
                 )
             else:
@@ -146,19 +159,17 @@ def ingest(
                     )
                 )
             if len(good) + len(bad) >= BATCH_ROWS:
-                n_added += _flush(db, name, good, bad)
+                n_added += _flush(db, name, good, bad, before=clear_old_quarantine)
                 progress.update(BATCH_ROWS)
         if n_read == 0:
             raise UserError(f"{source}: no rows found")
-        with connect(db) as con:
-            pairs_store.upsert_dataset(
-                con,
-                name,
-                source,
-                stored_kind or "standard",
-                {"format": detected, "column_map": {k: v for k, v in vars(cmap).items() if k != "extra"}},
-            )
-        n_added += _flush(db, name, good, bad)
+        config = {"format": detected, "column_map": {k: v for k, v in vars(cmap).items() if k != "extra"}}
+
+        def finish(con) -> None:
+            clear_old_quarantine(con)
+            pairs_store.upsert_dataset(con, name, source, stored_kind or "standard", config)
+
+        n_added += _flush(db, name, good, bad, before=finish)
         progress.update(n_read - progress.done)
     summary = {
         "dataset": name,
