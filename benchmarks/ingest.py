@@ -1,0 +1,110 @@
+"""Ingest N generated preference pairs (default 1,000,000) and report wall time and peak memory.
+
+    python benchmarks/ingest.py [--n 1000000] [--out benchmarks/results/ingest.md]
+
+The input is a JSONL file of synthetic standard pairs (~300 bytes each, 2% bad rows mixed in
+to exercise the quarantine path); the ingest runs in a child process so that its peak RSS is
+measured alone. Targets (issue #2): < 60 s and < 2 GB on the 2-core project machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
+
+
+def make_input(path: Path, n: int, seed: int = 0) -> int:
+    rng = random.Random(seed)
+    bad = 0
+    with open(path, "w") as f:
+        for i in range(n):
+            words = " ".join(rng.choices(WORDS, k=20))
+            if i % 50 == 49:
+                f.write(json.dumps({"prompt": f"q{i} {words}", "chosen": "", "rejected": "x"}) + "\n")
+                bad += 1
+                continue
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": f"Question {i}: {words}?",
+                        "chosen": f"A good answer {i}: " + " ".join(rng.choices(WORDS, k=25)),
+                        "rejected": f"A bad answer {i}: " + " ".join(rng.choices(WORDS, k=15)),
+                    }
+                )
+                + "\n"
+            )
+    return bad
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--out", default=None, help="write a Markdown result section here")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "pairs.jsonl"
+        t0 = time.perf_counter()
+        bad = make_input(src, args.n)
+        gen_s = time.perf_counter() - t0
+        db = Path(tmp) / "bench.duckdb"
+        cmd = [sys.executable, "-m", "prefsift", "ingest", str(src), "--name", "bench", "--db", str(db), "--json"]
+        env = dict(os.environ, PREFSIFT_NO_PROGRESS="1")
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        wall = time.perf_counter() - t0
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        summary = json.loads(out.stdout)
+        t0 = time.perf_counter()
+        again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
+        wall2 = time.perf_counter() - t0
+        size_mb = src.stat().st_size / 1e6
+        db_mb = db.stat().st_size / 1e6
+    assert summary["added"] == args.n - bad and summary["quarantined"] == bad, summary
+    assert again["added"] == 0
+    load = os.getloadavg()[0]
+    lines = [
+        f"## ingest ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; load average at the end {load:.1f}.",
+        f"Command: `python benchmarks/ingest.py --n {args.n}`",
+        "",
+        "| what | value |",
+        "| --- | --- |",
+        f"| pairs in the file | {args.n:,} ({size_mb:.0f} MB JSONL, {bad:,} bad rows) |",
+        f"| ingest wall time | {wall:.1f} s ({args.n / wall:,.0f} rows/s) |",
+        f"| peak memory (RSS of the ingest process) | {peak_mb:,.0f} MB |",
+        f"| re-ingest (adds 0) | {wall2:.1f} s |",
+        f"| database size | {db_mb:.0f} MB |",
+        f"| (input generation, not timed above) | {gen_s:.1f} s |",
+        "",
+        "Targets: < 60 s, < 2 GB.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
