@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
+WORDS = (
+    "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
+)
 
 
 def make_input(path: Path, n: int, seed: int = 0) -> int:
@@ -68,7 +70,18 @@ def main() -> None:
         bad = make_input(src, args.n)
         gen_s = time.perf_counter() - t0
         db = Path(tmp) / "bench.duckdb"
-        cmd = [sys.executable, "-m", "prefsift", "ingest", str(src), "--name", "bench", "--db", str(db), "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "prefsift",
+            "ingest",
+            str(src),
+            "--name",
+            "bench",
+            "--db",
+            str(db),
+            "--json",
+        ]
         env = dict(os.environ, PREFSIFT_NO_PROGRESS="1")
         t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
