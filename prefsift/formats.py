@@ -182,6 +182,20 @@ def _split_implicit_messages(chosen: list, rejected: list) -> tuple[list, list, 
     return chosen[:i], chosen[i:], rejected[i:]
 
 
+def as_chat(pair: Pair) -> Pair:
+    """A standard text pair as a conversational one (user prompt, assistant responses), so that the
+    model's chat template applies: the right input for instruct models."""
+    if pair.kind == "conversational":
+        return pair
+    prompt = json.dumps([{"role": "user", "content": pair.prompt}], ensure_ascii=False)
+    chosen = json.dumps([{"role": "assistant", "content": pair.chosen}], ensure_ascii=False)
+    rejected = json.dumps([{"role": "assistant", "content": pair.rejected}], ensure_ascii=False)
+    kind = "conversational"
+    return Pair(
+        pair_id(kind, prompt, chosen, rejected), kind, prompt, chosen, rejected, pair.noise, pair.meta
+    )
+
+
 def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Bad:
     """One raw row -> a Pair, or Bad(field, reason)."""
     if fmt == "pairwise":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.formats import FORMATS, Bad, ColumnMap, detect_format, normalise
+from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, detect_format, normalise
 from prefsift.progress import Progress
 from prefsift.sources import RawError, read_rows, source_kind
 from storage import connect
@@ -82,6 +82,7 @@ def ingest(
     hub_config: str | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
     limit: int | None = None,
+    chat: bool = False,
 ) -> dict:
     """Ingest `source` into dataset `name`. Returns a summary with counts per reason."""
     source = str(source)
@@ -129,6 +130,8 @@ def ingest(
                     result, raw = Bad("", "unrecognised row", f"columns {sorted(map(str, row))[:10]}"), None
                 else:
                     result = normalise(row, detected, cmap, max_chars)
+                    if chat and not isinstance(result, Bad):
+                        result = as_chat(result)
                     raw = None
             if isinstance(result, Bad):
                 reasons[result.reason] += 1

@@ -27,6 +27,11 @@ def add_arguments(p) -> None:
     p.add_argument("--config", dest="hub_config", help="config name of a hub dataset")
     p.add_argument("--max-chars", type=int, default=200_000, help="largest accepted field, in characters")
     p.add_argument("--limit", type=int, help="read at most this many rows")
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="store text pairs as conversations (user prompt, assistant answers) so the chat template applies",
+    )
 
 
 def run(args):

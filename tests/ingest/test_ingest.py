@@ -214,3 +214,13 @@ def test_real_hh_and_alpaca(db_path):
     assert ingest(ALPACA_FILE, "alpaca", db=db_path)["added"] == 0
     for r in _pairs(db_path, "hh")[:200]:
         assert r["prompt"].startswith("\n\nHuman:") and r["prompt"].endswith("\n\nAssistant:")
+
+
+def test_chat_option_wraps_text_pairs(tmp_path, db_path, tiny_pairs):
+    s = ingest(write_jsonl(tmp_path / "a.jsonl", tiny_pairs[:2]), "chat", db=db_path, chat=True)
+    assert s["added"] == 2
+    rows = _pairs(db_path, "chat")
+    assert all(r["kind"] == "conversational" for r in rows)
+    first = next(r for r in rows if r["row_idx"] == 0)
+    assert json.loads(first["prompt"]) == [{"role": "user", "content": tiny_pairs[0]["prompt"]}]
+    assert json.loads(first["chosen"]) == [{"role": "assistant", "content": tiny_pairs[0]["chosen"]}]
