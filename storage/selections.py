@@ -1,0 +1,226 @@
+"""Named selections: a rule evaluated once, stored with its members, thresholds and runs.
+
+A selection records everything needed to explain and reproduce it: the rule (dict), the
+thresholds it resolved to, the split, whether annotations were applied (and how many pairs
+they forced), and the score run of every metric the rule read. Re-evaluating the stored rule
+on the stored runs gives the same members (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from storage.errors import NotFound, StorageError
+from storage.evaluate import RuleResult, flagged_sql
+from storage.pairs import require_dataset
+from storage.scorepool import arrow_table
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class SelectionExists(StorageError):
+    """A selection of that name exists (pass force=True / --force to replace it)."""
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise StorageError(
+            f"bad selection name {name!r}: 1-128 letters, digits, '_', '.', '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+def selection_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM selections WHERE name = ?", [name]).fetchone()[0])
+
+
+def _resolved_record(result: RuleResult) -> dict:
+    return {
+        "thresholds": result.resolved,
+        "split": result.split,
+        "with_annotations": result.with_annotations,
+        "forced_keep": result.forced_keep,
+        "forced_drop": result.forced_drop,
+        "n_missing": result.n_missing,
+        "missing": result.missing,
+        "rule_text": result.rule,
+    }
+
+
+def _write(
+    con, name: str, dataset: str, rule_dict: dict, result: RuleResult, insert_members, force: bool
+) -> None:
+    check_name(name)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if selection_exists(con, name):
+            if not force:
+                raise SelectionExists(f"a selection named {name!r} exists (use --force to replace it)")
+            con.execute("DELETE FROM selection_members WHERE selection = ?", [name])
+            con.execute("DELETE FROM selections WHERE name = ?", [name])
+        insert_members()
+        n = con.execute("SELECT count(*) FROM selection_members WHERE selection = ?", [name]).fetchone()[0]
+        con.execute(
+            "INSERT INTO selections (name, dataset, rule, resolved, score_runs, n_kept, n_total) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                name,
+                dataset,
+                json.dumps(rule_dict),
+                json.dumps(_resolved_record(result)),
+                json.dumps(result.runs),
+                int(n),
+                int(result.n_total),
+            ],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def save_selection(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    dataset: str,
+    rule,
+    result: RuleResult,
+    members: pa.Table,
+    force: bool = False,
+) -> dict:
+    """Store an evaluated rule and its member pair ids (a table with a pair_id column)."""
+    from storage.rules import coerce_rule, to_dict
+
+    require_dataset(con, dataset)
+    ids = members.select(["pair_id"])
+
+    def insert():
+        # A replacement scan of the local Arrow table: unlike con.register it works even while
+        # an earlier fetchone() result is open on the connection (DuckDB 2 refuses register then).
+        sel_members_in = ids  # noqa: F841 - read by DuckDB by name
+        con.execute("INSERT INTO selection_members SELECT DISTINCT ?, pair_id FROM sel_members_in", [name])
+
+    _write(con, name, dataset, to_dict(coerce_rule(rule)), result, insert, force)
+    return get_selection(con, name)
+
+
+def create_selection(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    dataset: str,
+    rule=None,
+    runs: Mapping[str, str] | None = None,
+    split: str | None = "train",
+    with_annotations: bool = True,
+    force: bool = False,
+) -> dict:
+    """Evaluate `rule` (default LossDiff-IRM 10-90) and store it, members copied inside DuckDB."""
+    from storage.rules import coerce_rule, to_dict
+
+    check_name(name)
+    rule = coerce_rule(rule)
+    if selection_exists(con, name) and not force:
+        raise SelectionExists(f"a selection named {name!r} exists (use --force to replace it)")
+    flagged, result = flagged_sql(con, dataset, rule, runs, split, with_annotations)
+
+    def insert():
+        con.execute(f"INSERT INTO selection_members SELECT ?, pair_id FROM {flagged} WHERE _kept", [name])
+
+    _write(con, name, dataset, to_dict(rule), result, insert, force)
+    return get_selection(con, name)
+
+
+_SEL_COLS = ["name", "dataset", "rule", "resolved", "score_runs", "n_kept", "n_total", "created_at"]
+
+
+def get_selection(con: duckdb.DuckDBPyConnection, name: str) -> dict:
+    row = con.execute(f"SELECT {', '.join(_SEL_COLS)} FROM selections WHERE name = ?", [name]).fetchone()
+    if row is None:
+        names = [r[0] for r in con.execute("SELECT name FROM selections ORDER BY name LIMIT 20").fetchall()]
+        hint = f" (have: {', '.join(names)})" if names else " (none yet: run `prefsift select`)"
+        raise NotFound(f"no selection named {name!r}{hint}")
+    out = dict(zip(_SEL_COLS, row))
+    for k in ("rule", "resolved", "score_runs"):
+        out[k] = json.loads(out[k] or "{}")
+    from storage.rules import rule_from_dict
+
+    out["rule_text"] = rule_from_dict(out["rule"]).to_text()
+    out["split"] = out["resolved"].get("split", "train")
+    out["fraction"] = out["n_kept"] / out["n_total"] if out["n_total"] else 0.0
+    return out
+
+
+def get_members(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
+    get_selection(con, name)  # NotFound with a hint
+    return arrow_table(
+        con, "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id", [name]
+    )
+
+
+def list_selections(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+    df = con.execute(
+        f"SELECT name, dataset, rule, resolved->>'split' AS split, n_kept, n_total, "
+        f"round(n_kept / nullif(n_total, 0), 4) AS fraction, created_at FROM selections {where} "
+        "ORDER BY created_at, name",
+        params,
+    ).df()
+    if len(df):
+        from storage.rules import rule_from_dict
+
+        df["rule"] = [rule_from_dict(json.loads(r)).to_text() for r in df["rule"]]
+    return df
+
+
+def delete_selection(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Delete a selection and its members; False when there was none."""
+    if not selection_exists(con, name):
+        return False
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM selection_members WHERE selection = ?", [name])
+        con.execute("DELETE FROM selections WHERE name = ?", [name])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return True
+
+
+def overlap(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dict:
+    """Overlap coefficient |A and B| / min(|A|, |B|) (the paper's measure) and Jaccard."""
+    get_selection(con, a)
+    get_selection(con, b)
+    n_a, n_b, n_ab = con.execute(
+        """
+        SELECT (SELECT count(*) FROM selection_members WHERE selection = $a),
+               (SELECT count(*) FROM selection_members WHERE selection = $b),
+               (SELECT count(*) FROM selection_members x JOIN selection_members y
+                  ON x.pair_id = y.pair_id AND x.selection = $a AND y.selection = $b)
+        """,
+        {"a": a, "b": b},
+    ).fetchone()
+    return overlap_counts(int(n_a), int(n_b), int(n_ab))
+
+
+def overlap_counts(n_a: int, n_b: int, n_ab: int) -> dict:
+    small = min(n_a, n_b)
+    union = n_a + n_b - n_ab
+    return {
+        "n_a": n_a,
+        "n_b": n_b,
+        "n_both": n_ab,
+        "overlap": n_ab / small if small else 0.0,
+        "jaccard": n_ab / union if union else 0.0,
+    }
+
+
+def summary(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> dict[str, pd.DataFrame]:
+    """Picked up by `prefsift info`."""
+    return {"selections": list_selections(con, dataset)}
