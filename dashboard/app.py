@@ -1,0 +1,74 @@
+"""The dashboard's entry: page navigation, the database and dataset picker, deep links.
+
+`streamlit run dashboard/app.py -- --db work/hh.duckdb` (or PREFSIFT_DB, or `prefsift serve`).
+A deep link `?pair=<pair_id>&dataset=<name>` opens the pair inspector on that pair.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the project root.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from dashboard import data  # noqa: E402
+
+st.set_page_config(page_title="prefsift", page_icon=":material/filter_alt:", layout="wide")
+
+_HERE = Path(__file__).resolve().parent
+PAGES = [
+    ("overview", "Overview", ":material/dashboard:"),
+    ("explore", "Explore", ":material/scatter_plot:"),
+    ("disagreements", "Disagreements", ":material/compare_arrows:"),
+    ("inspector", "Pair inspector", ":material/search:"),
+    ("tune", "Tune & select", ":material/tune:"),
+    ("export_train", "Export & train", ":material/model_training:"),
+    ("compare", "Compare models", ":material/balance:"),
+]
+
+pages = {
+    name: st.Page(
+        str(_HERE / "views" / f"{name}.py"), title=title, icon=icon, url_path=name, default=name == "overview"
+    )
+    for name, title, icon in PAGES
+}
+nav = st.navigation(list(pages.values()))
+if "pair" in st.query_params and nav.url_path == "":
+    # A deep link to the root (`/?pair=ID&dataset=D`) opens the pair inspector.
+    st.switch_page(pages["inspector"], query_params=st.query_params.to_dict())
+
+
+def sidebar() -> None:
+    db = data.db_path()
+    st.sidebar.caption(f"Database: `{db}`")
+    if not db.exists():
+        return
+    ds = data.datasets()
+    names = list(ds["name"]) if ds is not None and "name" in ds else []
+    if not names:
+        return
+    wanted = st.query_params.get("dataset")
+    if (
+        wanted in names
+        and st.session_state.get("app_dataset") != wanted
+        and "app_dataset_linked" not in st.session_state
+    ):
+        st.session_state["app_dataset"] = wanted
+        st.session_state["app_dataset_linked"] = True
+    if st.session_state.get("app_dataset") not in names:
+        st.session_state["app_dataset"] = names[0]
+    st.sidebar.selectbox("Dataset", names, key="app_dataset")
+    row = ds[ds["name"] == st.session_state["app_dataset"]].iloc[0]
+    st.sidebar.caption(
+        f"{int(row['pairs']):,} pairs · {int(row['train']):,} train · {int(row['val']):,} val · "
+        f"{int(row['noisy']):,} flagged noisy"
+    )
+
+
+sidebar()
+nav.run()

@@ -1,0 +1,363 @@
+"""Pure renderers: a DataFrame in, a plotly figure (or escaped HTML) out. No Streamlit, no I/O.
+
+Everything textual that comes from the data is passed to plotly as data (never as HTML
+markup) or escaped with `html.escape` before it joins our own markup.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+KEPT, DROPPED, NOISY, CLEAN = "#2e7d32", "#c62828", "#e65100", "#1565c0"
+REGION_FILL = {"kept": "rgba(46,125,50,0.07)"}
+LAYOUT = dict(
+    template="plotly_white", margin=dict(l=50, r=20, t=50, b=45), legend=dict(orientation="h", y=-0.18)
+)
+
+
+def _empty(title: str, msg: str = "nothing to show") -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **LAYOUT)
+    return fig
+
+
+def histogram_fig(
+    df: pd.DataFrame, title: str, band: tuple[float | None, float | None] | None = None
+) -> go.Figure:
+    """Bars of a binned score (bin_lo, bin_hi, count), with an optional kept band shaded."""
+    if df is None or df.empty:
+        return _empty(title)
+    mid = (df["bin_lo"] + df["bin_hi"]) / 2
+    fig = go.Figure(
+        go.Bar(
+            x=mid,
+            y=df["count"],
+            width=(df["bin_hi"] - df["bin_lo"]),
+            marker_color=CLEAN,
+            hovertemplate="%{x:.4g}: %{y} pairs<extra></extra>",
+        )
+    )
+    if band and band[0] is not None and band[1] is not None:
+        fig.add_vrect(x0=band[0], x1=band[1], fillcolor=KEPT, opacity=0.12, line_width=0)
+    fig.update_layout(title=title, bargap=0, yaxis_title="pairs", height=260, **LAYOUT)
+    return fig
+
+
+def kept_dropped_fig(
+    df: pd.DataFrame, title: str, band: tuple[float | None, float | None] | None = None
+) -> go.Figure:
+    """Stacked kept/dropped bars of one score (bin_lo, bin_hi, kept, dropped)."""
+    if df is None or df.empty:
+        return _empty(title)
+    mid = (df["bin_lo"] + df["bin_hi"]) / 2
+    w = df["bin_hi"] - df["bin_lo"]
+    fig = go.Figure()
+    fig.add_bar(x=mid, y=df["kept"], width=w, name="kept", marker_color=KEPT)
+    fig.add_bar(x=mid, y=df["dropped"], width=w, name="dropped", marker_color=DROPPED, opacity=0.75)
+    for x in band or ():
+        if x is not None and math.isfinite(x):
+            fig.add_vline(x=x, line_dash="dash", line_color="#333")
+    fig.update_layout(title=title, barmode="stack", bargap=0, yaxis_title="pairs", height=280, **LAYOUT)
+    return fig
+
+
+def region_of(x: pd.Series, y: pd.Series, xband, yband) -> pd.Series:
+    """'kept', 'dropped by x', 'dropped by y' or 'dropped by both' for each point."""
+
+    def inside(v, b):
+        if b is None or b[0] is None:
+            return pd.Series(True, index=v.index)
+        return (v >= b[0]) & (v <= b[1])
+
+    ix, iy = inside(x, xband), inside(y, yband)
+    out = np.where(
+        ix & iy, "kept", np.where(~ix & ~iy, "dropped by both", np.where(ix, "dropped by y", "dropped by x"))
+    )
+    return pd.Series(out, index=x.index)
+
+
+def scatter_fig(
+    df: pd.DataFrame,
+    x_label: str,
+    y_label: str,
+    color: str = "noise",
+    xband: tuple[float, float] | None = None,
+    yband: tuple[float, float] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """Sampled pairs (pair_id, x, y, color, noise): coloured by the noise flag, a score or the
+    band region; the bands drawn as lines and the regions labelled."""
+    if df is None or df.empty:
+        return _empty(title, "no pair has both scores")
+    fig = go.Figure()
+    hover = "%{customdata}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>"
+    if color == "noise":
+        for flag, name, c in ((False, "clean", CLEAN), (True, "noisy (label flipped)", NOISY)):
+            d = df[df["noise"] == flag]
+            fig.add_scattergl(
+                x=d["x"],
+                y=d["y"],
+                mode="markers",
+                name=name,
+                customdata=d["pair_id"],
+                marker=dict(size=5, color=c, opacity=0.55),
+                hovertemplate=hover,
+            )
+    elif color == "region":
+        regions = region_of(df["x"], df["y"], xband, yband)
+        palette = {
+            "kept": KEPT,
+            "dropped by x": "#f9a825",
+            "dropped by y": "#6a1b9a",
+            "dropped by both": DROPPED,
+        }
+        for r, c in palette.items():
+            d = df[regions == r]
+            fig.add_scattergl(
+                x=d["x"],
+                y=d["y"],
+                mode="markers",
+                name=f"{r} ({len(d)})",
+                customdata=d["pair_id"],
+                marker=dict(size=5, color=c, opacity=0.55),
+                hovertemplate=hover,
+            )
+    elif set(df["color"].dropna().unique()) <= {0.0, 1.0}:
+        # A 0/1 score (TIF): two named colours instead of a continuous scale.
+        for flag, name, c in ((1.0, f"{color} = 1", KEPT), (0.0, f"{color} = 0", "#9e9e9e")):
+            d = df[df["color"] == flag]
+            fig.add_scattergl(
+                x=d["x"],
+                y=d["y"],
+                mode="markers",
+                name=f"{name} ({len(d)})",
+                customdata=d["pair_id"],
+                marker=dict(size=5, color=c, opacity=0.6),
+                hovertemplate=hover,
+            )
+    else:
+        fig.add_scattergl(
+            x=df["x"],
+            y=df["y"],
+            mode="markers",
+            name=color,
+            customdata=df["pair_id"],
+            marker=dict(
+                size=5,
+                color=df["color"],
+                colorscale="Viridis",
+                opacity=0.6,
+                showscale=True,
+                colorbar=dict(title=color, thickness=12),
+            ),
+            hovertemplate=hover,
+        )
+    _draw_bands(fig, df["x"], df["y"], xband, yband, x_label, y_label)
+    fig.update_layout(
+        title=title, xaxis_title=x_label, yaxis_title=y_label, height=520, dragmode="select", **LAYOUT
+    )
+    return fig
+
+
+def _draw_bands(fig, xs, ys, xband, yband, x_label, y_label) -> None:
+    if not (xband and yband and None not in xband and None not in yband):
+        return
+    x0, x1 = float(np.nanmin(xs)), float(np.nanmax(xs))
+    y0, y1 = float(np.nanmin(ys)), float(np.nanmax(ys))
+    fig.add_shape(
+        type="rect",
+        x0=xband[0],
+        x1=xband[1],
+        y0=yband[0],
+        y1=yband[1],
+        line=dict(color=KEPT, width=2),
+        fillcolor=REGION_FILL["kept"],
+        layer="below",
+    )
+    for v in xband:
+        fig.add_vline(x=v, line_dash="dot", line_color="#555")
+    for v in yband:
+        fig.add_hline(y=v, line_dash="dot", line_color="#555")
+    cx, cy = (xband[0] + xband[1]) / 2, (yband[0] + yband[1]) / 2
+    lx, ly = (x0 + xband[0]) / 2, (y0 + yband[0]) / 2
+    labels = [
+        (cx, cy, "kept"),
+        (lx, cy, f"dropped by {x_label}"),
+        (cx, ly, f"dropped by {y_label}"),
+        (lx, ly, "dropped by both"),
+        ((xband[1] + x1) / 2, (yband[1] + y1) / 2, "dropped by both"),
+    ]
+    for x, y, text in labels:
+        fig.add_annotation(
+            x=x,
+            y=y,
+            text=text,
+            showarrow=False,
+            font=dict(size=11, color="#222"),
+            bgcolor="rgba(255,255,255,0.75)",
+        )
+
+
+def density_fig(
+    df: pd.DataFrame, x_label: str, y_label: str, xband=None, yband=None, title: str = ""
+) -> go.Figure:
+    """A 2-D histogram (x_lo, x_hi, y_lo, y_hi, count) of every pair, log colour scale."""
+    if df is None or df.empty:
+        return _empty(title, "no pair has both scores")
+    xs = np.sort(df["x_lo"].unique())
+    ys = np.sort(df["y_lo"].unique())
+    grid = df.pivot_table(index="y_lo", columns="x_lo", values="count", aggfunc="sum").reindex(
+        index=ys, columns=xs
+    )
+    z = np.log10(grid.to_numpy(dtype=float))
+    wx = float((df["x_hi"] - df["x_lo"]).iloc[0])
+    wy = float((df["y_hi"] - df["y_lo"]).iloc[0])
+    fig = go.Figure(
+        go.Heatmap(
+            x=xs + wx / 2,
+            y=ys + wy / 2,
+            z=z,
+            colorscale="Blues",
+            customdata=grid.to_numpy(),
+            hovertemplate="x≈%{x:.3g} y≈%{y:.3g}: %{customdata} pairs<extra></extra>",
+            colorbar=dict(title="log10 pairs", thickness=12),
+        )
+    )
+    _draw_bands(fig, df["x_lo"], df["y_lo"], xband, yband, x_label, y_label)
+    fig.update_layout(
+        title=title, xaxis_title=x_label, yaxis_title=y_label, height=520, dragmode="select", **LAYOUT
+    )
+    return fig
+
+
+def ranks_fig(df: pd.DataFrame, a_label: str, b_label: str, title: str = "") -> go.Figure:
+    """Percentile ranks under two runs (rank_a, rank_b, pair_id) with the diagonal of agreement."""
+    if df is None or df.empty:
+        return _empty(title)
+    fig = go.Figure()
+    fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line=dict(color="#999", dash="dash"))
+    fig.add_scattergl(
+        x=df["rank_a"],
+        y=df["rank_b"],
+        mode="markers",
+        customdata=df["pair_id"],
+        marker=dict(size=7, color=(df["rank_a"] - df["rank_b"]).abs(), colorscale="Reds", showscale=False),
+        hovertemplate="%{customdata}<br>%{x:.2f} vs %{y:.2f}<extra></extra>",
+        name="pairs",
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title=f"percentile rank · {a_label}",
+        yaxis_title=f"percentile rank · {b_label}",
+        xaxis_range=[-0.02, 1.02],
+        yaxis_range=[-0.02, 1.02],
+        height=420,
+        **LAYOUT,
+    )
+    return fig
+
+
+def verdict_fig(counts: dict, a_label: str, b_label: str) -> go.Figure:
+    """Kept by both / only one / neither model: the verdict flips made visible."""
+    names = ["kept by both", f"kept only under {a_label}", f"kept only under {b_label}", "dropped by both"]
+    vals = [counts.get(k, 0) for k in ("both", "a_only", "b_only", "neither")]
+    fig = go.Figure(
+        go.Bar(
+            x=vals,
+            y=names,
+            orientation="h",
+            marker_color=[KEPT, "#f9a825", "#6a1b9a", DROPPED],
+            text=vals,
+            textposition="auto",
+        )
+    )
+    fig.update_layout(title="Verdicts under the two models", height=260, xaxis_title="pairs", **LAYOUT)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def ledger_fig(df: pd.DataFrame, metric: str = "loss") -> go.Figure:
+    """Held-out metric per trained model (model, selection, split, metric)."""
+    if df is None or df.empty or metric not in df:
+        return _empty(f"held-out {metric}", "no evaluated model yet")
+    d = df.dropna(subset=[metric])
+    labels = [
+        f"{m} ({s})" if isinstance(s, str) and s else str(m) for m, s in zip(d["model"], d["selection"])
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=d[metric],
+            marker_color=CLEAN,
+            text=[f"{v:.4g}" for v in d[metric]],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(title=f"held-out {metric}", height=300, **LAYOUT)
+    return fig
+
+
+def progress_of(status: dict) -> float | None:
+    """done/total of a job status file, clipped to [0, 1]; None when unknown."""
+    done, total = status.get("done"), status.get("total")
+    if not isinstance(done, int | float) or not isinstance(total, int | float) or not total:
+        return None
+    return max(0.0, min(1.0, float(done) / float(total)))
+
+
+# ---------------------------------------------------------------- HTML (escaped) renderers
+def word_diff_html(a: str, b: str) -> tuple[str, str]:
+    """Word-level diff of two texts as two HTML fragments; every word is html-escaped, only our
+    <span> tags are markup. Words only in `a` are marked removed, only in `b` added."""
+    wa, wb = (a or "").split(" "), (b or "").split(" ")
+    sm = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
+    left, right = [], []
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        ta = html.escape(" ".join(wa[i1:i2]))
+        tb = html.escape(" ".join(wb[j1:j2]))
+        if op == "equal":
+            left.append(ta)
+            right.append(tb)
+            continue
+        if ta:
+            left.append(f'<span class="ps-del">{ta}</span>')
+        if tb:
+            right.append(f'<span class="ps-add">{tb}</span>')
+    return " ".join(left), " ".join(right)
+
+
+DIFF_CSS = (
+    "<style>.ps-box{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:0.86rem;"
+    "border:1px solid #ddd;border-radius:6px;padding:10px;max-height:420px;overflow:auto;background:#fafafa}"
+    ".ps-del{background:#ffd7d5;text-decoration:none}.ps-add{background:#ccf0d0}"
+    ".ps-tok{border-radius:3px;padding:0 1px}</style>"
+)
+
+
+def token_html(tokens, logps, ref_logps, scale: float | None = None) -> str:
+    """Tokens coloured by log π_policy − log π_ref (green: policy likes it more, red: less).
+    Token text is html-escaped; the tooltip holds only numbers."""
+    if tokens is None or len(tokens) == 0:
+        return ""
+    d = np.asarray(logps, dtype=float) - np.asarray(ref_logps, dtype=float)
+    s = scale or max(float(np.nanmax(np.abs(d))) if len(d) else 1.0, 1e-9)
+    parts = []
+    for tok, x in zip(tokens, d):
+        a = min(abs(x) / s, 1.0) * 0.6
+        rgb = "46,125,50" if x >= 0 else "198,40,40"
+        parts.append(
+            f'<span class="ps-tok" style="background:rgba({rgb},{a:.3f})" title="{x:+.3f}">'
+            f"{html.escape(str(tok))}</span>"
+        )
+    return "".join(parts)
+
+
+def boxed(fragment: str) -> str:
+    return f'<div class="ps-box">{fragment}</div>'

@@ -1,0 +1,402 @@
+"""The dashboard's only data access: cached reads through `storage`, short writes, job launches.
+
+Every read opens a short read-only connection (DuckDB lets one process hold the file, and a
+job must be able to commit between two clicks) and is cached with `st.cache_data`, keyed by
+the database's version (mtime and size of the file and its WAL), so results refresh as soon
+as a job commits. Interactive whole-dataset queries go to a `storage.explore.Snapshot`
+cached per (database version, dataset). A lock conflict never reaches the user as an error:
+it becomes a gentle "database busy" notice and an empty result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import storage
+from storage import explore
+from storage.errors import DatabaseLocked, StorageError
+
+TTL = 600  # seconds; the version key already invalidates on every commit
+
+
+# ---------------------------------------------------------------- where the database is
+def db_path() -> Path:
+    """`streamlit run dashboard/app.py -- --db X`, else $PREFSIFT_DB, else ./prefsift.duckdb."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(known.db or os.environ.get("PREFSIFT_DB") or storage.DEFAULT_DB).resolve()
+
+
+def db_version(db: Path) -> tuple:
+    """Changes whenever a writer commits (the WAL grows, or a checkpoint rewrites the file)."""
+    out = []
+    for p in (db, db.with_name(db.name + ".wal")):
+        try:
+            s = p.stat()
+            out += [s.st_mtime_ns, s.st_size]
+        except OSError:
+            out += [0, 0]
+    return tuple(out)
+
+
+def work_dir(db: Path) -> Path:
+    """`<db stem>.prefsift/` next to the database (the layout of prefsift.paths)."""
+    return db.with_name(db.stem + ".prefsift")
+
+
+def exports_dir(db: Path) -> Path:
+    return work_dir(db) / "exports"
+
+
+# ---------------------------------------------------------------- reading
+def busy_notice() -> None:
+    st.info(
+        "The database is busy (a job is committing its results); retrying on the next refresh…", icon="⏳"
+    )
+
+
+def read(fn: Callable, *args, default=None, tries: int = 3, **kwargs):
+    """Run fn(con, *args) on a short read-only connection; a lock conflict shows a notice and
+    returns `default` (after a few quick retries)."""
+    db = db_path()
+    for i in range(tries):
+        try:
+            with storage.connect(db, read_only=True, timeout_s=2.0) as con:
+                return fn(con, *args, **kwargs)
+        except DatabaseLocked:
+            time.sleep(0.2 * (i + 1))
+    busy_notice()
+    return default
+
+
+WRITE_BUSY = object()  # what `write` returns when the database stayed busy
+
+
+def write(fn: Callable, *args, **kwargs):
+    """Run fn(con, *args) on a short write connection (annotations, selections, exports).
+
+    If another process holds the database for the whole retry budget, shows the busy notice
+    and returns WRITE_BUSY (the user clicks again), never a lock error."""
+    try:
+        with storage.connect(db_path(), timeout_s=10.0) as con:
+            return fn(con, *args, **kwargs)
+    except DatabaseLocked:
+        busy_notice()
+        return WRITE_BUSY
+
+
+def _version() -> tuple:
+    return db_version(db_path())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _cached(name: str, version: tuple, db: str, args: tuple, kwargs: tuple):
+    fn = _READS[name]
+    with storage.connect(db, read_only=True, timeout_s=5.0) as con:
+        return fn(con, *args, **dict(kwargs))
+
+
+def cached(name: str, *args, default=None, **kwargs):
+    """A cached read of one of the storage functions in _READS (keyed by the database version)."""
+    db = db_path()
+    if not db.exists():
+        return default
+    for i in range(3):
+        try:
+            return _cached(name, _version(), str(db), args, tuple(sorted(kwargs.items())))
+        except DatabaseLocked:
+            time.sleep(0.2 * (i + 1))
+    busy_notice()
+    return default
+
+
+def _latest_runs(con, dataset):
+    from storage.runs import latest_score_runs
+
+    return latest_score_runs(con, dataset)
+
+
+def _jobs(con, limit=20):
+    from storage.jobs import list_jobs
+
+    return list_jobs(con, limit=limit)
+
+
+def _selections(con, dataset):
+    from storage.selections import list_selections
+
+    return list_selections(con, dataset)
+
+
+def _ledger(con, dataset):
+    from storage.training import ledger
+
+    return ledger(con, dataset)
+
+
+def _datasets(con):
+    from storage.pairs import list_datasets
+
+    return list_datasets(con)
+
+
+def _pair(con, dataset, pair_id):
+    from storage.pairs import get_pair
+
+    return get_pair(con, dataset, pair_id)
+
+
+def _run_metrics(con, run_id):
+    from storage.training import get_metrics
+
+    return get_metrics(con, run_id)
+
+
+def _training_runs(con, dataset):
+    from storage.training import list_runs
+
+    return list_runs(con, dataset)
+
+
+def _overview(con, dataset):
+    """Everything the Overview page lists, on one connection (each open costs ~50 ms at 1M pairs)."""
+    return {
+        "selections": explore.overview_table(con, "selections", dataset),
+        "training_runs": explore.overview_table(con, "training_runs", dataset),
+        "exports": explore.overview_table(con, "exports", dataset),
+        "models": explore.overview_table(con, "models"),
+        "latest_runs": _latest_runs(con, dataset),
+    }
+
+
+def _pair_bundle(con, dataset, pair_id):
+    """Everything the Pair inspector shows about one pair, on one connection."""
+    from storage.pairs import get_pair
+
+    pair = get_pair(con, dataset, pair_id) if pair_id else None
+    return {
+        "pair": pair,
+        "neighbours": explore.neighbour_ids(con, dataset, pair_id if pair else None),
+        "token_logps": explore.token_logps(con, pair_id) if pair else None,
+        "fates": explore.pair_fates(con, dataset, pair_id) if pair else None,
+        "annotation": explore.get_annotation(con, dataset, pair_id) if pair else None,
+        "models": explore.overview_table(con, "models"),
+    }
+
+
+_READS: dict[str, Callable] = {
+    "overview": _overview,
+    "pair_bundle": _pair_bundle,
+    "datasets": _datasets,
+    "score_runs": explore.score_runs,
+    "latest_runs": _latest_runs,
+    "overview_table": explore.overview_table,
+    "jobs": _jobs,
+    "selections": _selections,
+    "ledger": _ledger,
+    "pair": _pair,
+    "pair_scores": explore.pair_scores,
+    "token_logps": explore.token_logps,
+    "pair_fates": explore.pair_fates,
+    "annotation": explore.get_annotation,
+    "annotations": explore.list_annotations,
+    "neighbours": explore.neighbour_ids,
+    "previews": explore.previews,
+    "selection_ids": explore.selection_ids,
+    "run_metrics": _run_metrics,
+    "training_runs": _training_runs,
+}
+
+
+# ---------------------------------------------------------------- the snapshot
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _snapshot(db: str, version: tuple, dataset: str) -> explore.Snapshot:
+    with storage.connect(db, read_only=True, timeout_s=5.0) as con:
+        return explore.Snapshot(con, dataset)
+
+
+def snapshot(dataset: str, runs: list[str] = (), text: str | None = None) -> explore.Snapshot | None:
+    """The dataset's snapshot with `runs` (and a text search) loaded; None while the db is busy."""
+    db = db_path()
+    for i in range(3):
+        try:
+            snap = _snapshot(str(db), _version(), dataset)
+            need = [r for r in runs if not snap.has_run(r)]
+            if need or (text and not snap.has_text(text)):
+                with st.spinner("Loading scores…"), storage.connect(db, read_only=True, timeout_s=5.0) as con:
+                    for r in need:
+                        snap.load_run(con, r)
+                    if text:
+                        snap.load_text(con, text)
+            return snap
+        except DatabaseLocked:
+            time.sleep(0.2 * (i + 1))
+    busy_notice()
+    return None
+
+
+_SNAP_METHODS = {
+    "histogram",
+    "scatter_sample",
+    "bins_2d",
+    "count",
+    "page",
+    "disagreements",
+    "rank_correlation",
+    "presence",
+}
+_SNAP_FUNCTIONS = {"tune": explore.tune, "verdict_flips": explore.verdict_flips}
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=512)
+def _snap_call(db: str, version: tuple, dataset: str, method: str, args: tuple, kwargs: tuple):
+    snap = _snapshot(db, version, dataset)
+    if method in _SNAP_FUNCTIONS:
+        return _SNAP_FUNCTIONS[method](snap, *args, **dict(kwargs))
+    if method not in _SNAP_METHODS:
+        raise ValueError(f"not a snapshot query: {method!r}")
+    return getattr(snap, method)(*args, **dict(kwargs))
+
+
+def sq(dataset: str, method: str, *args, **kwargs):
+    """A cached snapshot query (call `snapshot(dataset, runs)` first so the runs are loaded):
+    a rerun that does not change a query's parameters costs nothing."""
+    return _snap_call(str(db_path()), _version(), dataset, method, args, tuple(sorted(kwargs.items())))
+
+
+def selection_mask(snap: explore.Snapshot, name: str) -> np.ndarray:
+    ids = cached("selection_ids", name, default=[])
+    return snap.load_ids(("selection", name, _version()), ids)
+
+
+# ---------------------------------------------------------------- dataset and runs of this session
+def datasets() -> pd.DataFrame | None:
+    """The datasets table; None while the database is busy (the notice is shown)."""
+    return cached("datasets", default=None)
+
+
+def current_dataset() -> str | None:
+    """The dataset picked in the sidebar (query parameter `dataset` wins, for deep links)."""
+    return st.session_state.get("app_dataset")
+
+
+def runs_table(dataset: str) -> pd.DataFrame:
+    df = cached("score_runs", dataset, default=None)
+    return df if df is not None else pd.DataFrame(columns=["run_id", "metric", "policy", "label", "n_pairs"])
+
+
+def default_run(runs: pd.DataFrame, metric: str, policy: str | None = None) -> str | None:
+    """The newest run of a metric (under a policy, if given)."""
+    df = runs[runs["metric"] == metric]
+    if policy is not None:
+        df = df[df["policy"] == policy]
+    return None if df.empty else str(df["run_id"].iloc[-1])
+
+
+def run_labels(runs: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(runs["run_id"], runs["label"]))
+
+
+# ---------------------------------------------------------------- jobs
+def start_job(argv: list[str]) -> dict:
+    """`prefsift jobs start --db DB -- ARGV...` as a subprocess (arguments as a list, no shell)."""
+    cmd = [sys.executable, "-m", "prefsift", "jobs", "start", "--db", str(db_path()), "--json", "--", *argv]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ})
+    if out.returncode != 0:
+        raise RuntimeError(
+            (out.stderr or out.stdout).strip().splitlines()[-1] if (out.stderr or out.stdout) else "failed"
+        )
+    text = out.stdout.strip()
+    return json.loads(text[text.index("{") :])
+
+
+def job_status(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def log_tail(path: str | None, lines: int = 15) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def export_path(name: str, fmt: str) -> Path:
+    """Where the dashboard exports a selection: always inside `<db stem>.prefsift/exports/`."""
+    if not SAFE_NAME.match(name) or fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"cannot export {name!r} as {fmt!r}")
+    root = exports_dir(db_path()).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = (root / f"{name}-{stamp}.{fmt}").resolve()
+    if root not in path.parents:
+        raise ValueError("export path escapes the exports folder")
+    return path
+
+
+def errors() -> tuple[type[Exception], ...]:
+    return (StorageError, ValueError)
+
+
+# ---------------------------------------------------------------- empty states
+def require_dataset() -> str:
+    """The current dataset, or an explanation of how to get one (and stop the page)."""
+    db = db_path()
+    if db.exists() and datasets() is None:
+        st.stop()  # busy: the notice is on the page; the next rerun retries
+    ds = current_dataset()
+    if not db.exists() or not ds:
+        st.info(
+            f"No preference data in `{db}` yet. Ingest a JSONL/Parquet file of pairs "
+            "(prompt, chosen, rejected) first:\n\n"
+            f"```\nprefsift ingest pairs.jsonl --name mydata --db {db}\n```\n"
+            "then reload this page."
+        )
+        st.stop()
+    return ds
+
+
+def require_runs(dataset: str) -> pd.DataFrame:
+    """The dataset's score runs, or how to compute them (and stop the page)."""
+    runs = runs_table(dataset)
+    if runs.empty:
+        st.info(
+            f"Dataset **{dataset}** has no scores yet. Start scoring from the Overview page, or run\n\n"
+            f"```\nprefsift score --dataset {dataset} --db {db_path()}\n```\n"
+            "(IRM and LossDiff need a warmed-up policy θ and a validation model: `prefsift warmup`, "
+            "`prefsift fit-val`)."
+        )
+        st.stop()
+    return runs
+
+
+def pair_link(pair_id: str, dataset: str) -> str:
+    """A deep link to the pair inspector (relative, so it works behind any base URL)."""
+    from urllib.parse import urlencode
+
+    return "./inspector?" + urlencode({"pair": pair_id, "dataset": dataset})

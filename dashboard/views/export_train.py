@@ -1,0 +1,105 @@
+"""Export & train: one click writes a selection's TRL-ready file (always under the database's
+exports folder) and starts `prefsift train --selection NAME` in the background; the ledger
+puts each trained model's held-out metrics next to the others'."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data
+
+st.title("Export & train")
+dataset = data.require_dataset()
+selections = data.cached("selections", dataset, default=pd.DataFrame())
+if selections is None or selections.empty:
+    st.info(
+        "No selection saved for this dataset yet: tune the bands on **Tune & select** and save one, "
+        f"or run `prefsift select --dataset {dataset} --name NAME`."
+    )
+    st.stop()
+
+names = list(selections["name"])
+last = st.session_state.get("tune_saved")
+c = st.columns([3, 2, 2])
+name = c[0].selectbox(
+    "selection", names, index=names.index(last) if last in names else len(names) - 1, key="export_selection"
+)
+fmt = c[1].radio("format", ["parquet", "jsonl"], horizontal=True, key="export_format")
+start = c[2].radio(
+    "train from",
+    ["theta", "ref"],
+    horizontal=True,
+    key="export_from",
+    help="continue from the warmed-up policy θ (the paper) or from the reference",
+)
+row = selections[selections["name"] == name].iloc[0]
+st.caption(
+    f"Rule `{row['rule']}` · {int(row['n_kept']):,} of {int(row['n_total']):,} pairs "
+    f"({row['n_kept'] / max(row['n_total'], 1):.1%}) · files go to `{data.exports_dir(data.db_path())}`"
+)
+
+
+def do_export() -> dict | None:
+    from storage import exports
+
+    try:
+        path = data.export_path(name, fmt)
+        man = data.write(exports.export_selection, name, path, fmt)
+        if man is data.WRITE_BUSY:
+            return None
+        st.success(f"Exported {man['rows']:,} pairs to `{man['path']}` (sha256 {man['sha256'][:12]}…).")
+        return man
+    except data.errors() as exc:
+        st.error(f"Export failed: {exc}")
+        return None
+
+
+b = st.columns([1, 1, 3])
+if b[0].button("Export", key="export_only"):
+    do_export()
+if b[1].button("Export and train", type="primary", key="export_train"):
+    man = do_export()
+    if man is not None:
+        try:
+            job = data.start_job(["train", "--selection", name, "--from", start])
+            st.session_state["export_job"] = job["job_id"]
+            st.success(f"Started training job `{job['job_id']}`.")
+        except (RuntimeError, ValueError, OSError) as exc:
+            st.error(f"Could not start training: {exc}")
+
+
+@st.fragment(run_every="2s")
+def training_jobs() -> None:
+    jobs = data.cached("jobs", default=None)
+    if jobs is None or jobs.empty:
+        return
+    train = jobs[jobs["kind"] == "train"]
+    mine = st.session_state.get("export_job")
+    active = train[train["status"].isin(["queued", "running"]) | (train["job_id"] == mine)]
+    if active.empty:
+        return
+    st.subheader("Training")
+    for job in active.head(3).itertuples():
+        s = data.job_status(job.status_path)
+        frac = charts.progress_of(s)
+        st.progress(
+            frac if frac is not None else 0.0,
+            text=f"{job.job_id} — {job.status} · {s.get('stage', '')} {s.get('done', '')}/{s.get('total') or '?'}",
+        )
+        st.code(data.log_tail(job.log_path) or "(no output yet)", language=None)
+        if job.status == "failed" and isinstance(job.error, str):
+            st.error(job.error)
+
+
+training_jobs()
+
+st.subheader("Ledger: held-out metrics of every trained model")
+ledger = data.cached("ledger", dataset, default=pd.DataFrame())
+if ledger is None or ledger.empty:
+    st.caption("No model evaluated on this dataset yet: results appear here when a training job ends.")
+else:
+    lc = st.columns(2)
+    lc[0].plotly_chart(charts.ledger_fig(ledger, "loss"), key="export_ledger_loss")
+    lc[1].plotly_chart(charts.ledger_fig(ledger, "reward_accuracy"), key="export_ledger_acc")
+    st.dataframe(ledger, hide_index=True, width="stretch")

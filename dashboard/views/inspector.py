@@ -1,0 +1,200 @@
+"""Pair inspector: one pair's texts (word diff), scores with percentiles, per-token log-prob
+differences, its fate under every saved selection, and annotations. Deep link: ?pair=ID&dataset=D.
+
+Pair texts are data, never markup: plain text goes through st.text, and the diff view
+html-escapes every word before wrapping it in our own <span> tags.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data
+from storage import explore
+
+st.title("Pair inspector")
+dataset = data.require_dataset()
+
+qp_pair = st.query_params.get("pair")
+if qp_pair and st.session_state.get("inspect_linked") != qp_pair:
+    st.session_state["inspect_pair"] = qp_pair
+    st.session_state["inspect_linked"] = qp_pair
+if not st.session_state.get("inspect_pair"):
+    first = data.cached("neighbours", dataset, None, default=(None, None))[1]
+    st.session_state["inspect_pair"] = first or ""
+
+c = st.columns([6, 1, 1])
+pair_id = c[0].text_input("pair id", key="inspect_pair").strip()
+bundle = data.cached("pair_bundle", dataset, pair_id or None, default=None)
+if bundle is None:
+    st.stop()  # busy: the notice is shown
+prev_id, next_id = bundle["neighbours"]
+
+
+def _go(target: str | None) -> None:
+    if target:
+        st.session_state["inspect_pair"] = target
+
+
+c[1].button("◀ previous", on_click=_go, args=(prev_id,), disabled=prev_id is None, key="inspect_prev")
+c[2].button("next ▶", on_click=_go, args=(next_id,), disabled=next_id is None, key="inspect_next")
+
+pair = bundle["pair"]
+if pair is None:
+    st.warning(f"No pair `{pair_id}` in dataset **{dataset}**." if pair_id else "This dataset has no pairs.")
+    st.stop()
+st.query_params["pair"] = pair_id
+st.query_params["dataset"] = dataset
+st.session_state["inspect_linked"] = pair_id  # the URL now follows the session, not the reverse
+st.caption(
+    f"Row {pair['row_idx']} · split **{pair['split']}** · {pair['kind']}"
+    + (" · **flagged noisy** (label swapped)" if pair["noise"] else "")
+    + f" · deep link: `{data.pair_link(pair_id, dataset)}`"
+)
+
+
+def flat(text: str, kind: str) -> str:
+    """Conversational fields hold a JSON list of messages: show them as 'role: content' lines."""
+    if kind != "conversational":
+        return text
+    try:
+        msgs = json.loads(text)
+        return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in msgs)
+    except (ValueError, AttributeError, TypeError):
+        return text
+
+
+prompt, chosen, rejected = (flat(pair[k], pair["kind"]) for k in ("prompt", "chosen", "rejected"))
+st.markdown("**Prompt**")
+st.text(prompt)
+diff = st.toggle("highlight differences", value=True, key="inspect_diff")
+left, right = st.columns(2)
+st.markdown(charts.DIFF_CSS, unsafe_allow_html=True)  # our own constant stylesheet, no data in it
+if diff:
+    dl, dr = charts.word_diff_html(chosen, rejected)
+    left.markdown("**Chosen** (words not in rejected marked)")
+    left.markdown(charts.boxed(dl), unsafe_allow_html=True)
+    right.markdown("**Rejected** (words not in chosen marked)")
+    right.markdown(charts.boxed(dr), unsafe_allow_html=True)
+else:
+    left.markdown("**Chosen**")
+    left.text(chosen)
+    right.markdown("**Rejected**")
+    right.text(rejected)
+
+# ---- scores under every run, with percentiles
+st.subheader("Scores")
+runs = data.runs_table(dataset)
+if runs.empty:
+    st.caption("No scores yet for this dataset.")
+else:
+    snap = data.snapshot(dataset, list(runs["run_id"]))
+    if snap is not None:
+        rows = []
+        for r in runs.itertuples():
+            value, pct = snap.percentile(r.run_id, pair_id)
+            rows.append(
+                {
+                    "metric": r.metric,
+                    "policy": r.policy,
+                    "value": value,
+                    "percentile": pct,
+                    "run": r.run_id,
+                    "created": r.created_at,
+                }
+            )
+        st.dataframe(
+            pd.DataFrame(rows),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "percentile": st.column_config.ProgressColumn(
+                    "percentile", min_value=0, max_value=100, format="%.1f"
+                )
+            },
+        )
+
+# ---- per-token log-prob differences
+st.subheader("Per-token log π − log π_ref")
+toks = bundle["token_logps"]
+if toks is not None and not toks.empty:
+    newest = toks["run_id"].iloc[0]
+    t = toks[toks["run_id"] == newest]
+    cols = st.columns(2)
+    for col, side in zip(cols, ("chosen", "rejected")):
+        row = t[t["side"] == side]
+        col.markdown(f"**{side}** (green: the policy likes the token more than the reference)")
+        if not row.empty:
+            r = row.iloc[0]
+            col.markdown(
+                charts.boxed(charts.token_html(list(r["tokens"]), list(r["logps"]), list(r["ref_logps"]))),
+                unsafe_allow_html=True,
+            )
+    st.caption(
+        f"From log-prob run `{newest}` (policy {t['policy'].iloc[0]}). Hover a token for its difference."
+    )
+else:
+    models = bundle["models"]
+    names = models["name"].dropna().tolist() if models is not None and not models.empty else []
+    roles = dict(zip(models["name"], models["role"])) if names else {}
+    st.caption(
+        "No per-token log-probs stored for this pair yet: compute them for one policy and its reference."
+    )
+    if names:
+        mc = st.columns([2, 2, 2])
+        pol_i = next((i for i, n in enumerate(names) if roles.get(n) == "policy"), 0)
+        ref_i = next((i for i, n in enumerate(names) if roles.get(n) == "reference"), len(names) - 1)
+        pol = mc[0].selectbox("policy", names, index=pol_i, key="inspect_policy")
+        ref = mc[1].selectbox("reference", names, index=ref_i, key="inspect_ref")
+        if mc[2].button("Explain this pair", key="inspect_explain"):
+            try:
+                job = data.start_job(
+                    ["explain-pair", "--dataset", dataset, "--pair", pair_id, "--policy", pol, "--ref", ref]
+                )
+                st.success(f"Started job `{job['job_id']}`: reload when it finishes.")
+            except (RuntimeError, ValueError, OSError) as exc:
+                st.error(f"Could not start the job: {exc}")
+
+# ---- fate under each saved selection
+st.subheader("Fate under saved selections")
+fates = bundle["fates"]
+if fates is None or fates.empty:
+    st.caption("No selection saved yet.")
+else:
+    fates["fate"] = fates["kept"].map({True: "kept", False: "dropped"})
+    st.dataframe(
+        fates[["selection", "fate", "n_kept", "n_total", "created_at"]], hide_index=True, width="stretch"
+    )
+
+# ---- annotation
+st.subheader("Annotation")
+ann = bundle["annotation"] or {}
+flags = ["(none)", "noisy label", "harmful", "low quality", "duplicate", "good example", "other"]
+with st.form(f"inspect_ann_{pair_id}"):
+    fc = st.columns([2, 2])
+    flag = fc[0].selectbox(
+        "flag",
+        flags,
+        index=flags.index(ann.get("flag")) if ann.get("flag") in flags else 0,
+        key=f"inspect_flag_{pair_id}",
+    )
+    force_opts = ["rule decides", "force keep", "force drop"]
+    force_now = {"keep": 1, "drop": 2}.get(ann.get("force"), 0)
+    force = fc[1].radio(
+        "selection override", force_opts, index=force_now, horizontal=True, key=f"inspect_force_{pair_id}"
+    )
+    note = st.text_area("note", value=ann.get("note") or "", key=f"inspect_note_{pair_id}")
+    saved = st.form_submit_button("Save annotation")
+if saved:
+    forced = {"force keep": "keep", "force drop": "drop"}.get(force)
+    try:
+        flag_value = None if flag == "(none)" else flag
+        done = data.write(explore.save_annotation, dataset, pair_id, flag_value, note.strip() or None, forced)
+        if done is data.WRITE_BUSY:
+            st.stop()
+        st.success("Saved. Forced keep/drop applies to selections saved from now on.")
+    except data.errors() as exc:
+        st.error(f"Could not save: {exc}")

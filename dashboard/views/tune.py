@@ -1,0 +1,193 @@
+"""Tune & select: percentile bands for LossDiff, IRM (and IF), live counts and comparisons, save.
+
+The live numbers come from the in-memory snapshot with storage.rules' semantics (a slider
+move costs milliseconds); saving runs storage.selections.create_selection, the one rule
+implementation shared with `prefsift select`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data
+
+st.title("Tune & select")
+dataset = data.require_dataset()
+runs = data.require_runs(dataset)
+labels = data.run_labels(runs)
+NONE = "(not used)"
+bands_state = st.session_state.setdefault("tune_bands", {})
+
+st.caption(
+    "Keep a pair when each chosen score lies inside its percentile band over the train split "
+    "(the paper's LossDiff-IRM rule is the intersection of the LossDiff and IRM bands)."
+)
+parts = []
+cols = st.columns(3)
+for col, metric, default_on in zip(cols, ("lossdiff", "irm", "if"), (True, True, False)):
+    opts = [NONE] + list(runs.loc[runs["metric"] == metric, "run_id"])
+    default = data.default_run(runs, metric)
+    with col:
+        st.markdown(f"**{metric.upper() if metric != 'lossdiff' else 'LossDiff'}**")
+        run = st.selectbox(
+            "score run",
+            opts,
+            index=opts.index(default) if default and default_on else 0,
+            format_func=lambda r: labels.get(r, r),
+            key=f"tune_run_{metric}",
+        )
+        lo, hi = bands_state.get(metric, (10.0, 90.0))
+        band = st.slider(
+            "percentile band",
+            0.0,
+            100.0,
+            (float(lo), float(hi)),
+            step=1.0,
+            key=f"tune_band_{metric}",
+            disabled=run == NONE,
+        )
+        bands_state[metric] = band  # kept outside widget state: the Explore page draws these bands
+        if run != NONE:
+            parts.append((metric, run, band))
+
+if not parts:
+    st.info("Pick at least one score run to select with.")
+    st.stop()
+
+tif_run = data.default_run(runs, "tif")
+selections = data.cached("selections", dataset, default=pd.DataFrame())
+sel_names = list(selections["name"]) if selections is not None and not selections.empty else []
+snap = data.snapshot(dataset, [r for _, r, _ in parts] + ([tif_run] if tif_run else []))
+if snap is None:
+    st.stop()
+pool = snap.split_mask("train")
+compare: dict[str, np.ndarray] = {}
+if tif_run:
+    compare["TIF"] = snap.load_run_values(tif_run) == 1
+for name in sel_names:
+    compare[f"selection {name}"] = data.selection_mask(snap, name)
+forced_df = data.cached("annotations", dataset, True, default=pd.DataFrame())
+forced = (
+    dict(zip(forced_df["pair_id"], forced_df["force"]))
+    if forced_df is not None and not forced_df.empty
+    else None
+)
+res = data.sq(
+    dataset, "tune", [(r, b[0], b[1], "percentile") for _, r, b in parts], "train", forced, 40, compare
+)
+
+noise = snap.noise_mask()
+rand = res["random"]  # a seeded random subset of the same size: the baseline
+
+m = st.columns(5)
+frac = res["n_kept"] / res["n_total"] if res["n_total"] else 0.0
+m[0].metric("kept", f"{res['n_kept']:,}", help="pairs of the train split the bands keep")
+m[1].metric("kept fraction", f"{frac:.1%}")
+m[2].metric("missing a score", f"{res['n_missing']:,}", help="pairs lacking a score the rule reads: dropped")
+noise_all = res["noisy"] / res["n_total"] if res["n_total"] else 0.0
+noise_kept = res["kept_noisy"] / res["n_kept"] if res["n_kept"] else 0.0
+m[3].metric(
+    "noisy among kept",
+    f"{noise_kept:.1%}",
+    delta=f"{noise_kept - noise_all:+.1%} vs all",
+    delta_color="inverse",
+)
+if "TIF" in res["overlaps"]:
+    o = res["overlaps"]["TIF"]
+    denom = min(res["n_kept"], o["n"]) or 1
+    rand_both = o["random"]
+    m[4].metric(
+        "overlap with TIF",
+        f"{o['both'] / denom:.2f}",
+        delta=f"{(o['both'] - rand_both) / denom:+.2f} vs random",
+        help="|kept ∩ TIF| / min(|kept|, |TIF|), the paper's overlap coefficient",
+    )
+
+thr = {metric: t for (metric, _, _), t in zip(parts, res["thresholds"])}
+st.caption(
+    "Resolved thresholds: "
+    + " · ".join(
+        f"{k}: [{t[0]:.4g}, {t[1]:.4g}]" if t[0] is not None else f"{k}: no scores" for k, t in thr.items()
+    )
+)
+
+hc = st.columns(len(parts))
+for col, (metric, run, _band) in zip(hc, parts):
+    h = res["hist"][res["hist"]["run"] == run] if not res["hist"].empty else pd.DataFrame()
+    col.plotly_chart(
+        charts.kept_dropped_fig(h, f"{metric}: kept vs dropped", thr[metric]),
+        key=f"tune_hist_{metric}",
+        config={"displayModeBar": False},
+    )
+
+rows = [
+    {
+        "rule": "this rule",
+        "kept": res["n_kept"],
+        "noisy among kept": noise_kept,
+        "overlap with this rule": 1.0,
+    }
+]
+rows.append(
+    {
+        "rule": "random, same size",
+        "kept": rand["n"],
+        "noisy among kept": rand["noisy"] / max(rand["n"], 1),
+        "overlap with this rule": rand["both"] / max(min(rand["n"], res["n_kept"]), 1),
+    }
+)
+for name, o in res["overlaps"].items():
+    mk = compare[name] & pool
+    rows.append(
+        {
+            "rule": name,
+            "kept": int(mk.sum()),
+            "noisy among kept": float((mk & noise).sum() / max(mk.sum(), 1)),
+            "overlap with this rule": o["both"] / max(min(res["n_kept"], o["n"]), 1),
+        }
+    )
+st.subheader("Compared with")
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "noisy among kept": st.column_config.NumberColumn(format="percent"),
+        "overlap with this rule": st.column_config.NumberColumn(format="%.3f"),
+    },
+)
+
+# ---- save
+st.subheader("Save as a selection")
+rule_text = " & ".join(f"{metric}:{b[0]:g}-{b[1]:g}" for metric, _, b in parts)
+st.code(rule_text, language=None)
+sc = st.columns([3, 1, 1])
+name = sc[0].text_input("selection name", key="tune_name", placeholder="e.g. ldirm-10-90")
+overwrite = sc[1].checkbox("replace if it exists", key="tune_force")
+if sc[2].button("Save selection", type="primary", key="tune_save"):
+    from storage import rules as R
+    from storage import selections as S
+
+    try:
+        rule = R.parse_rule(rule_text)
+        out = data.write(
+            S.create_selection,
+            name.strip(),
+            dataset,
+            rule,
+            {m: r for m, r, _ in parts},
+            "train",
+            True,
+            overwrite,
+        )
+        if out is data.WRITE_BUSY:
+            st.stop()
+        st.session_state["tune_saved"] = out["name"]
+        st.success(
+            f"Saved selection **{out['name']}**: {out['n_kept']:,} of {out['n_total']:,} pairs. "
+            "Export it and train on **Export & train**."
+        )
+    except data.errors() as exc:
+        st.error(str(exc))

@@ -1,0 +1,424 @@
+"""The dashboard's in-memory snapshot of one dataset's scores: sample, bin, rank and page fast.
+
+Why a snapshot: scores live in a long table keyed by a VARCHAR pair id, so putting two runs
+side by side is a string hash join (~300 ms per run at 1M pairs on a 2-core machine), paid
+again on every slider move. `Snapshot` pays it once per (database version, dataset): it
+reads the pairs' small columns and, lazily, each score run aligned to them by a 64-bit hash
+of the pair id (`ORDER BY h`, then a sorted search), and answers every interaction with
+DuckDB SQL over these in-memory Arrow columns (a columnar scan: tens of ms at 1M).
+Pair texts stay in the database: a page fetches the previews of its own ≤ 1000 rows.
+
+Identifiers never come from the UI: score columns are positional (c0, c1, ...), values are
+bound parameters, and run ids are only ever bound values.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+SPLITS = ("train", "val", "eval")
+MAX_LIMIT = 1000  # the most rows a page may ask for: never more rows than a page shows
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What narrows the pairs of a dataset; every field becomes a bound parameter or a mask.
+
+    ranges: (run_id, lo, hi) inclusive value ranges, None for an open end.
+    text: case-insensitive substring of prompt, chosen or rejected.
+    pair_ids: only these pairs (a lasso selection on a sampled chart).
+    """
+
+    split: str | None = None
+    text: str | None = None
+    noise: bool | None = None
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()
+    pair_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.split is not None and self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        for r in self.ranges:
+            if len(r) != 3:
+                raise ValueError(f"a range is (run_id, lo, hi), got {r!r}")
+            if r[1] is not None and r[2] is not None and r[1] > r[2]:
+                raise ValueError(f"empty range {r!r}: lo > hi")
+
+    def runs(self) -> list[str]:
+        return [r[0] for r in self.ranges]
+
+
+def like_pattern(text: str) -> str:
+    """An ILIKE pattern matching `text` literally (its % and _ escaped with \\)."""
+    esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{esc}%"
+
+
+class Snapshot:
+    """One dataset's pairs (small columns) and score runs, in memory, for fast interactive SQL."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, dataset: str) -> None:
+        self.dataset = dataset
+        base = con.sql(
+            # rowid: the physical row, for fetching a page's texts without a scan (valid for
+            # this database version only, like the whole snapshot).
+            "SELECT pair_id, hash(pair_id) AS h, row_idx, split, coalesce(noise, false) AS noise, rowid AS rid "
+            "FROM pairs WHERE dataset = $dataset",
+            params={"dataset": dataset},
+        ).to_arrow_table()
+        self.n = base.num_rows
+        self.ids = base.column("pair_id").combine_chunks()
+        self.h = base.column("h").to_numpy()
+        self.order = np.argsort(self.h, kind="stable")
+        self.h_sorted = self.h[self.order]
+        self.base = base.drop_columns(["pair_id", "h"]).append_column("pos", pa.array(np.arange(self.n)))
+        self.base = self.base.append_column("h", pa.array(self.h))
+        self._values: dict[str, np.ndarray] = {}
+        self._ranks: dict[str, np.ndarray] = {}
+        self._masks: dict[tuple, np.ndarray] = {}
+        self._derived: dict = {}  # per-run arrays derived on demand (sorted scores, bin indices)
+        self._lock = threading.Lock()
+        self._mem = duckdb.connect(":memory:")
+
+    # ------------------------------------------------------------ loading
+    def positions(self, hashes: np.ndarray) -> np.ndarray:
+        """Snapshot positions of pair-id hashes (unknown ones dropped)."""
+        i = np.clip(np.searchsorted(self.h_sorted, hashes), 0, max(self.n - 1, 0))
+        ok = self.h_sorted[i] == hashes if self.n else np.zeros(len(hashes), bool)
+        return self.order[i[ok]]
+
+    def load_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> np.ndarray:
+        """The values of a score run aligned to the snapshot (NaN where a pair has no score)."""
+        with self._lock:
+            if run_id in self._values:
+                return self._values[run_id]
+            r = con.execute(
+                "SELECT hash(s.pair_id) AS h, CASE WHEN isnan(s.value) THEN NULL ELSE s.value END AS v "
+                "FROM scores s WHERE s.run_id = ? ORDER BY h",
+                [run_id],
+            ).fetchnumpy()
+            h = np.asarray(r["h"], dtype=np.uint64)
+            v = np.asarray(pd.array(r["v"], dtype="Float64").to_numpy(dtype=float, na_value=np.nan))
+            out = np.full(self.n, np.nan)
+            if len(h) == self.n and np.array_equal(h, self.h_sorted):
+                out[self.order] = v  # the usual case: the run scores every pair
+            else:
+                i = np.clip(np.searchsorted(self.h_sorted, h), 0, max(self.n - 1, 0))
+                ok = self.h_sorted[i] == h if self.n else np.zeros(len(h), bool)
+                out[self.order[i[ok]]] = v[ok]
+            self._values[run_id] = out
+            return out
+
+    def load_text(self, con: duckdb.DuckDBPyConnection, text: str) -> np.ndarray:
+        """A boolean mask of the pairs whose prompt, chosen or rejected contains `text` (any case)."""
+        key = ("text", text)
+        with self._lock:
+            if key not in self._masks:
+                pat = like_pattern(text)
+                h = con.execute(
+                    "SELECT hash(pair_id) AS h FROM pairs WHERE dataset = ? AND (prompt ILIKE ? ESCAPE '\\' "
+                    "OR chosen ILIKE ? ESCAPE '\\' OR rejected ILIKE ? ESCAPE '\\')",
+                    [self.dataset, pat, pat, pat],
+                ).fetchnumpy()["h"]
+                self._masks[key] = self._mask(np.asarray(h, dtype=np.uint64))
+            return self._masks[key]
+
+    def load_ids(self, key: tuple, pair_ids: Sequence[str]) -> np.ndarray:
+        """A mask of given pair ids (a selection's members, a lasso), cached under `key`."""
+        with self._lock:
+            if key not in self._masks:
+                h = (
+                    self._mem.cursor()
+                    .execute("SELECT hash(x) AS h FROM unnest(?::VARCHAR[]) t(x)", [list(pair_ids)])
+                    .fetchnumpy()["h"]
+                )
+                self._masks[key] = self._mask(np.asarray(h, dtype=np.uint64))
+            return self._masks[key]
+
+    def has_run(self, run_id: str) -> bool:
+        return run_id in self._values
+
+    def has_text(self, text: str) -> bool:
+        return ("text", text) in self._masks
+
+    def load_run_values(self, run_id: str) -> np.ndarray:
+        """The aligned values of an already loaded run (NaN: no score)."""
+        return self._values[run_id]
+
+    def noise_mask(self) -> np.ndarray:
+        if "noise" not in self._derived:
+            self._derived["noise"] = self.base.column("noise").to_numpy(zero_copy_only=False).astype(bool)
+        return self._derived["noise"]
+
+    def sorted_scores(self, run_id: str, split: str | None) -> np.ndarray:
+        """The run's non-missing scores over a split, sorted (for percentile thresholds); cached."""
+        key = ("sorted", run_id, split)
+        if key not in self._derived:
+            v = self._values[run_id]
+            self._derived[key] = np.sort(v[self.split_mask(split) & ~np.isnan(v)])
+        return self._derived[key]
+
+    def random_order(self, split: str | None, seed: int = 0) -> np.ndarray:
+        """The split's positions in a seeded random order (the same-size random baseline); cached."""
+        key = ("random", split, seed)
+        if key not in self._derived:
+            pos = np.flatnonzero(self.split_mask(split))
+            self._derived[key] = np.random.default_rng(seed).permutation(pos)
+        return self._derived[key]
+
+    def bin_index(
+        self, run_id: str, split: str | None, bins: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bin of each scored pair of the split, the scored mask, bins + 1 edges): equal-width
+        bins over the split's score range, the last one closed; cached."""
+        key = ("bins", run_id, split, bins)
+        if key not in self._derived:
+            v = self._values[run_id]
+            ok = self.split_mask(split) & ~np.isnan(v)
+            x = v[ok]
+            lo, hi = (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)
+            wd = (hi - lo) / bins if hi > lo else 1.0
+            b = np.minimum(((x - lo) / wd).astype(np.int64), bins - 1)
+            self._derived[key] = (b, ok, lo + wd * np.arange(bins + 1))
+        return self._derived[key]
+
+    def split_mask(self, split: str | None) -> np.ndarray:
+        key = ("split", split)
+        if key not in self._masks:
+            col = self.base.column("split").to_numpy(zero_copy_only=False)
+            self._masks[key] = np.ones(self.n, bool) if not split else col == split
+        return self._masks[key]
+
+    def _mask(self, hashes: np.ndarray) -> np.ndarray:
+        m = np.zeros(self.n, bool)
+        m[self.positions(hashes)] = True
+        return m
+
+    def ranks(self, run_id: str) -> np.ndarray:
+        """percent_rank (0..1, SQL semantics: ties share the lowest) of a loaded run over its scored pairs."""
+        with self._lock:
+            if run_id not in self._ranks:
+                v = self._values[run_id]
+                cur = self._mem.cursor()
+                cur.register("t", pa.table({"pos": np.arange(self.n), "v": pa.array(v, from_pandas=True)}))
+                r = cur.execute(
+                    "SELECT pos, percent_rank() OVER (ORDER BY v) AS pr FROM t WHERE v IS NOT NULL"
+                ).fetchnumpy()
+                out = np.full(self.n, np.nan)
+                out[np.asarray(r["pos"], dtype=np.int64)] = r["pr"]
+                self._ranks[run_id] = out
+            return self._ranks[run_id]
+
+    # ------------------------------------------------------------ querying
+    def table(
+        self,
+        runs: Sequence[str],
+        filters: Filters,
+        ranks: Sequence[str] = (),
+        ids: bool = False,
+        masks: dict[str, np.ndarray] | None = None,
+    ) -> tuple[pa.Table, str, list]:
+        """The Arrow table t(pos, row_idx, split, noise, h, c<i>, k<i>, ...) and a WHERE clause with params."""
+        cols = list(dict.fromkeys(list(runs) + filters.runs()))
+        t = self.base
+        for i, run in enumerate(cols):
+            t = t.append_column(f"c{i}", pa.array(self._values[run], from_pandas=True))
+        for i, run in enumerate(ranks):
+            t = t.append_column(f"k{i}", pa.array(self.ranks(run), from_pandas=True))
+        if ids:
+            t = t.append_column("pair_id", self.ids)
+        where, params = ["true"], []
+        if filters.split:
+            where.append("split = ?")
+            params.append(filters.split)
+        if filters.noise is not None:
+            where.append("noise = ?")
+            params.append(bool(filters.noise))
+        for run, lo, hi in filters.ranges:
+            c = f"c{cols.index(run)}"
+            if lo is not None:
+                where.append(f"{c} >= ?")
+                params.append(float(lo))
+            if hi is not None:
+                where.append(f"{c} <= ?")
+                params.append(float(hi))
+        all_masks = dict(masks or {})
+        if filters.text:
+            all_masks["m_text"] = self._masks[("text", filters.text)]
+        if filters.pair_ids is not None:
+            all_masks["m_ids"] = self.load_ids(("ids", filters.pair_ids), filters.pair_ids)
+        for name, m in all_masks.items():
+            t = t.append_column(name, pa.array(m))
+            if name in ("m_text", "m_ids"):
+                where.append(name)
+        return t, " AND ".join(where), params
+
+    def sql(self, table: pa.Table, sql: str, params: Sequence = ()) -> pd.DataFrame:
+        cur = self._mem.cursor()
+        try:
+            cur.register("t", table)
+            return cur.execute(sql, list(params)).df()
+        finally:
+            cur.close()
+
+    def count(self, runs: Sequence[str] = (), filters: Filters = Filters(), scored: bool = False) -> int:
+        """Pairs matching the filters (scored=True: and scored by every run)."""
+        t, where, params = self.table(runs, filters)
+        if scored:
+            where += "".join(f" AND c{i} IS NOT NULL" for i in range(len(runs)))
+        return int(self.sql(t, f"SELECT count(*) AS n FROM t WHERE {where}", params)["n"].iloc[0])
+
+    def histogram(self, run: str, bins: int = 60, filters: Filters = Filters()) -> pd.DataFrame:
+        """Equal-width bins of one score over the matching pairs: bin_lo, bin_hi, count."""
+        bins = max(1, min(int(bins), 500))
+        t, where, params = self.table([run], filters)
+        df = self.sql(
+            t,
+            f"""WITH v AS (SELECT c0 AS x FROM t WHERE {where} AND c0 IS NOT NULL),
+                     w AS (SELECT min(x) AS lo, CASE WHEN max(x) > min(x) THEN (max(x) - min(x)) / ? ELSE 1.0 END AS wd FROM v)
+                SELECT least(floor((x - lo) / wd), ? - 1)::INTEGER AS i, count(*) AS n, any_value(lo) AS lo, any_value(wd) AS wd
+                FROM v, w GROUP BY i ORDER BY i""",
+            params + [bins, bins],
+        )
+        lo = df["lo"] + df["i"] * df["wd"]
+        return pd.DataFrame({"bin_lo": lo, "bin_hi": lo + df["wd"], "count": df["n"].astype("int64")})
+
+    def scatter_sample(
+        self,
+        x_run: str,
+        y_run: str,
+        color_run: str | None = None,
+        n: int = 4000,
+        filters: Filters = Filters(),
+    ) -> pd.DataFrame:
+        """A deterministic sample (the n smallest pair-id hashes) of the pairs scored by both runs."""
+        runs = [x_run, y_run] + ([color_run] if color_run else [])
+        t, where, params = self.table(runs, filters, ids=True)
+        color = "c2" if color_run else "NULL::DOUBLE"
+        return self.sql(
+            t,
+            f"SELECT pair_id, c0 AS x, c1 AS y, {color} AS color, noise, split FROM t "
+            f"WHERE {where} AND c0 IS NOT NULL AND c1 IS NOT NULL ORDER BY h, pair_id LIMIT ?",
+            params + [int(n)],
+        )
+
+    def bins_2d(self, x_run: str, y_run: str, bins: int = 80, filters: Filters = Filters()) -> pd.DataFrame:
+        """A 2-D histogram of two scores over every matching pair: x_lo, x_hi, y_lo, y_hi, count."""
+        bins = max(2, min(int(bins), 400))
+        t, where, params = self.table([x_run, y_run], filters)
+        df = self.sql(
+            t,
+            f"""WITH v AS (SELECT c0 AS x, c1 AS y FROM t WHERE {where} AND c0 IS NOT NULL AND c1 IS NOT NULL),
+                     b AS (SELECT min(x) AS x0, max(x) AS x1, min(y) AS y0, max(y) AS y1 FROM v),
+                     w AS (SELECT x0, y0, CASE WHEN x1 > x0 THEN (x1 - x0) / ? ELSE 1.0 END AS wx,
+                                  CASE WHEN y1 > y0 THEN (y1 - y0) / ? ELSE 1.0 END AS wy FROM b)
+                SELECT least(floor((x - x0) / wx), ? - 1)::INTEGER AS i, least(floor((y - y0) / wy), ? - 1)::INTEGER AS j,
+                       count(*) AS n, any_value(x0) AS x0, any_value(y0) AS y0, any_value(wx) AS wx, any_value(wy) AS wy
+                FROM v, w GROUP BY i, j""",
+            params + [bins] * 4,
+        )
+        x_lo, y_lo = df["x0"] + df["i"] * df["wx"], df["y0"] + df["j"] * df["wy"]
+        return pd.DataFrame(
+            {
+                "x_lo": x_lo,
+                "x_hi": x_lo + df["wx"],
+                "y_lo": y_lo,
+                "y_hi": y_lo + df["wy"],
+                "count": df["n"].astype("int64"),
+            }
+        )
+
+    def page(
+        self,
+        runs: Sequence[str],
+        filters: Filters = Filters(),
+        order_run: str | None = None,
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> pd.DataFrame:
+        """One page of pairs: pair_id, row_idx, split, noise and v<i> per run (texts: `previews`)."""
+        runs = list(runs)
+        t, where, params = self.table(runs, filters, ids=True)
+        if order_run in runs:
+            order = f"c{runs.index(order_run)} {'DESC' if descending else 'ASC'} NULLS LAST, row_idx, pair_id"
+        else:
+            order = "row_idx, pair_id"
+        vals = "".join(f", c{i} AS v{i}" for i in range(len(runs)))
+        return self.sql(
+            t,
+            f"SELECT pair_id, row_idx, split, noise, rid{vals} FROM t WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
+        )
+
+    def disagreements(
+        self,
+        run_a: str,
+        run_b: str,
+        limit: int = 50,
+        offset: int = 0,
+        filters: Filters = Filters(),
+        direction: str = "both",
+    ) -> pd.DataFrame:
+        """Pairs whose percentile ranks (percent_rank over each run's pool) differ most."""
+        order = {"both": "abs(k0 - k1)", "a_high": "k0 - k1", "b_high": "k1 - k0"}.get(direction)
+        if order is None:
+            raise ValueError(f"direction must be both, a_high or b_high, got {direction!r}")
+        t, where, params = self.table([run_a, run_b], filters, ranks=[run_a, run_b], ids=True)
+        return self.sql(
+            t,
+            f"SELECT pair_id, c0 AS a, c1 AS b, k0 AS rank_a, k1 AS rank_b, k0 - k1 AS rank_diff, noise, rid "
+            f"FROM t WHERE {where} AND k0 IS NOT NULL AND k1 IS NOT NULL "
+            f"ORDER BY {order} DESC, pair_id LIMIT ? OFFSET ?",
+            params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
+        )
+
+    def rank_correlation(self, run_a: str, run_b: str, filters: Filters = Filters()) -> dict:
+        """Spearman (Pearson of percent ranks) and Pearson of two runs over their common pairs."""
+        t, where, params = self.table([run_a, run_b], filters, ranks=[run_a, run_b])
+        r = self.sql(
+            t,
+            f"SELECT count(*) AS n, corr(k0, k1) AS s, corr(c0, c1) AS p FROM t "
+            f"WHERE {where} AND k0 IS NOT NULL AND k1 IS NOT NULL",
+            params,
+        ).iloc[0]
+        return {"n": int(r["n"]), "spearman": _num(r["s"]), "pearson": _num(r["p"])}
+
+    def presence(self, runs: dict[str, str]) -> pd.DataFrame:
+        """Coverage: pairs per split and presence pattern (one boolean column per named run)."""
+        names = list(runs)
+        t, _, _ = self.table(list(runs.values()), Filters())
+        flags = "".join(f", c{i} IS NOT NULL AS f{i}" for i in range(len(names)))
+        df = self.sql(
+            t, f"SELECT split{flags}, count(*) AS pairs FROM t GROUP BY ALL ORDER BY split, pairs DESC"
+        )
+        return df.rename(columns={f"f{i}": n for i, n in enumerate(names)})
+
+    def percentile(self, run_id: str, pair_id: str) -> tuple[float | None, float | None]:
+        """(value, share of the run's scored pairs with a value <= it, in %) of one pair."""
+        pos = self.positions(self.hash_ids([pair_id]))
+        v = self._values[run_id]
+        if not len(pos) or np.isnan(v[pos[0]]):
+            return None, None
+        x = float(v[pos[0]])
+        scored = ~np.isnan(v)
+        return x, 100.0 * float(np.count_nonzero(v[scored] <= x)) / max(int(scored.sum()), 1)
+
+    def hash_ids(self, ids: Sequence[str]) -> np.ndarray:
+        r = (
+            self._mem.cursor()
+            .execute("SELECT hash(x) AS h FROM unnest(?::VARCHAR[]) t(x)", [list(ids)])
+            .fetchnumpy()
+        )
+        return np.asarray(r["h"], dtype=np.uint64)
+
+
+def _num(x) -> float | None:
+    return None if x is None or pd.isna(x) else float(x)

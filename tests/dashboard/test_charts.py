@@ -1,0 +1,111 @@
+"""The pure renderers: figures from DataFrames, escaped HTML from texts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dashboard import charts
+
+
+def test_histogram_fig_bars_and_band():
+    df = pd.DataFrame({"bin_lo": [0.0, 1.0, 2.0], "bin_hi": [1.0, 2.0, 3.0], "count": [3, 5, 1]})
+    fig = charts.histogram_fig(df, "irm", band=(0.5, 2.5))
+    assert list(fig.data[0].y) == [3, 5, 1]
+    assert list(fig.data[0].x) == [0.5, 1.5, 2.5]
+    assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 == 0.5
+    empty = charts.histogram_fig(pd.DataFrame(), "irm")
+    assert len(empty.data) == 0 and empty.layout.annotations[0].text == "nothing to show"
+
+
+def test_kept_dropped_fig_stacks_and_marks_thresholds():
+    df = pd.DataFrame({"bin_lo": [0.0, 1.0], "bin_hi": [1.0, 2.0], "kept": [2, 0], "dropped": [1, 4]})
+    fig = charts.kept_dropped_fig(df, "t", (0.2, 1.7))
+    assert [t.name for t in fig.data] == ["kept", "dropped"]
+    assert list(fig.data[1].y) == [1, 4]
+    assert fig.layout.barmode == "stack"
+    assert sorted(s.x0 for s in fig.layout.shapes) == [0.2, 1.7]
+
+
+def test_region_of_labels_each_quadrant():
+    x = pd.Series([0.5, 5.0, 0.5, 5.0])
+    y = pd.Series([0.5, 0.5, 5.0, 5.0])
+    r = charts.region_of(x, y, (0, 1), (0, 1))
+    assert list(r) == ["kept", "dropped by x", "dropped by y", "dropped by both"]
+
+
+def test_scatter_fig_modes_and_region_labels():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(50)],
+            "x": rng.normal(size=50),
+            "y": rng.normal(size=50),
+            "color": rng.random(50),
+            "noise": rng.random(50) < 0.2,
+        }
+    )
+    fig = charts.scatter_fig(df, "lossdiff", "irm", "noise", (-1, 1), (-1, 1))
+    assert {t.name for t in fig.data} == {"clean", "noisy (label flipped)"}
+    assert sum(len(t.x) for t in fig.data) == 50
+    texts = {a.text for a in fig.layout.annotations}
+    assert {"kept", "dropped by lossdiff", "dropped by irm", "dropped by both"} <= texts
+    reg = charts.scatter_fig(df, "lossdiff", "irm", "region", (-1, 1), (-1, 1))
+    names = [t.name.split(" (")[0] for t in reg.data]
+    assert names == ["kept", "dropped by x", "dropped by y", "dropped by both"]
+    kept_n = int(((df.x.between(-1, 1)) & (df.y.between(-1, 1))).sum())
+    assert len(reg.data[0].x) == kept_n
+    col = charts.scatter_fig(df, "a", "b", "if")
+    assert len(col.data) == 1 and list(col.data[0].customdata) == list(df["pair_id"])
+    tif = charts.scatter_fig(df.assign(color=(df["color"] > 0.5).astype(float)), "a", "b", "tif")
+    assert [t.name.split(" (")[0] for t in tif.data] == ["tif = 1", "tif = 0"]
+    assert sum(len(t.x) for t in tif.data) == 50
+
+
+def test_density_fig_grid():
+    df = pd.DataFrame(
+        {
+            "x_lo": [0.0, 1.0, 0.0],
+            "x_hi": [1.0, 2.0, 1.0],
+            "y_lo": [0.0, 0.0, 1.0],
+            "y_hi": [1.0, 1.0, 2.0],
+            "count": [10, 100, 1],
+        }
+    )
+    fig = charts.density_fig(df, "a", "b")
+    z = np.array(fig.data[0].z, dtype=float)
+    assert z.shape == (2, 2)
+    assert z[0, 1] == 2.0 and z[0, 0] == 1.0 and z[1, 0] == 0.0 and np.isnan(z[1, 1])
+
+
+def test_word_diff_html_escapes_and_marks():
+    a = 'keep <script>alert("x")</script> this'
+    b = "keep <img src=x onerror=alert(1)> this"
+    left, right = charts.word_diff_html(a, b)
+    for frag in (left, right):
+        assert "<script" not in frag and "<img" not in frag
+    assert "&lt;script&gt;" in left and "&lt;img" in right
+    assert left.startswith("keep ") and left.endswith(" this")
+    assert '<span class="ps-del">' in left and '<span class="ps-add">' in right
+    same_l, same_r = charts.word_diff_html("a b c", "a b c")
+    assert same_l == same_r == "a b c"
+
+
+def test_token_html_colours_and_escapes():
+    out = charts.token_html(["<b>", "ok"], [-1.0, -0.5], [-0.5, -1.0])
+    assert "&lt;b&gt;" in out and "<b>" not in out
+    assert "198,40,40" in out and "46,125,50" in out  # first token: policy lower (red), second higher (green)
+    assert 'title="-0.500"' in out and 'title="+0.500"' in out
+    assert charts.token_html([], [], []) == ""
+
+
+def test_progress_and_ledger_and_verdicts():
+    assert charts.progress_of({"done": 5, "total": 10}) == 0.5
+    assert charts.progress_of({"done": 50, "total": 10}) == 1.0
+    assert charts.progress_of({"done": 5}) is None
+    led = pd.DataFrame({"model": ["ref", "trained-a"], "selection": [None, "a"], "loss": [0.69, 0.5]})
+    fig = charts.ledger_fig(led, "loss")
+    assert list(fig.data[0].x) == ["ref", "trained-a (a)"]
+    assert len(charts.ledger_fig(pd.DataFrame(), "loss").data) == 0
+    v = charts.verdict_fig({"both": 5, "a_only": 2, "b_only": 1, "neither": 3}, "A", "B")
+    assert list(v.data[0].x) == [5, 2, 1, 3]
