@@ -12,6 +12,7 @@ Formats (TRL's names where TRL has one):
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -86,12 +87,33 @@ def detect_format(row: dict, cmap: ColumnMap) -> tuple[str, ColumnMap]:
         if cmap.prompt not in keys and cmap.chosen in keys and cmap.rejected in keys:
             return "implicit", cmap
         sample = row.get(cmap.chosen, row.get(cmap.rejected))
-        return ("conversational" if isinstance(sample, list) else "standard"), cmap
+        return ("conversational" if _looks_like_messages(sample) else "standard"), cmap
     raise UserError(
         f"cannot detect the format from columns {sorted(keys)[:20]}: expected prompt/chosen/rejected, "
         "chosen/rejected (implicit prompt) or a pairwise mapping, e.g. "
         "--map prompt=instruction --map a=output_1 --map b=output_2 --map label=preference"
     )
+
+
+def _looks_like_messages(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def vote_format(rows: list[dict], cmap: ColumnMap) -> tuple[str | None, ColumnMap]:
+    """The format most of the first rows agree on (ties: the first row's)."""
+    votes: collections.Counter = collections.Counter()
+    maps: dict[str, ColumnMap] = {}
+    for row in rows:
+        try:
+            f, m = detect_format(row, cmap)
+        except UserError:
+            continue
+        votes[f] += 1
+        maps.setdefault(f, m)
+    if not votes:
+        return None, cmap  # nothing recognisable: every row is quarantined as such
+    best = max(votes, key=lambda f: (votes[f], -list(votes).index(f)))
+    return best, maps[best]
 
 
 def pair_id(kind: str, prompt: str, chosen: str, rejected: str) -> str:
@@ -152,6 +174,8 @@ def _messages(row: dict, col: str, max_chars: int, allow_str_prompt: bool = Fals
         out.append({"role": role, "content": content})
     if total > max_chars:
         return Bad(col, "field too large", f"{total} characters > {max_chars}")
+    if not any(m["content"].strip() for m in out):
+        return Bad(col, "empty field", "every message is empty")
     return out
 
 

@@ -9,6 +9,7 @@ available to readers between batches; re-running an interrupted ingest completes
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, detect_format, normalise
+from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, normalise, vote_format
 from prefsift.progress import Progress
 from prefsift.sources import RawError, read_rows, source_kind
 from storage import connect
@@ -25,6 +26,7 @@ from storage import pairs as pairs_store
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 50_000
+HEAD_ROWS = 200  # rows that vote on the format
 DEFAULT_MAX_CHARS = 200_000
 
 
@@ -95,13 +97,19 @@ def ingest(
     kind = source_kind(source)
     cmap = column_map or ColumnMap()
     rows = read_rows(source, hub_split=hub_split, hub_config=hub_config)
+    # Decide the format once, by a majority over the first rows, so that one odd row at the top
+    # cannot make the whole file be read in another format (rows are then checked against it).
+    head = list(itertools.islice(rows, HEAD_ROWS))
+    if fmt is None:
+        fmt, cmap = vote_format([r for _, r in head if isinstance(r, dict)], cmap)
+    rows = itertools.chain(head, rows)
+    detected = fmt
     src_label = Path(source).name if kind != "hub" else source
 
     good: list[tuple] = []
     bad: list[dict] = []
     reasons: collections.Counter = collections.Counter()
     n_read = n_valid = n_added = 0
-    detected = fmt
     stored_kind = None
     first_flush = [True]
 
@@ -118,21 +126,13 @@ def ingest(
             if isinstance(row, RawError):
                 result: Bad | object = Bad("", row.reason, row.detail)
                 raw = row.raw
+            elif detected is None:
+                result, raw = Bad("", "unrecognised row", f"columns {sorted(map(str, row))[:10]}"), None
             else:
-                if detected is None or (fmt is None and detected != "pairwise" and stored_kind is None):
-                    try:
-                        detected, cmap = detect_format(row, cmap) if fmt is None else (fmt, cmap)
-                    except UserError:
-                        if n_valid == 0 and n_read >= 100:
-                            raise
-                        detected = None
-                if detected is None:
-                    result, raw = Bad("", "unrecognised row", f"columns {sorted(map(str, row))[:10]}"), None
-                else:
-                    result = normalise(row, detected, cmap, max_chars)
-                    if chat and not isinstance(result, Bad):
-                        result = as_chat(result)
-                    raw = None
+                result = normalise(row, detected, cmap, max_chars)
+                if chat and not isinstance(result, Bad):
+                    result = as_chat(result)
+                raw = None
             if isinstance(result, Bad):
                 reasons[result.reason] += 1
                 bad.append(

@@ -9,6 +9,7 @@ the input. Memory stays flat: nothing reads a whole file at once.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -68,7 +69,7 @@ def read_jsonl(path: str) -> Iterator[Row]:
             if not line.strip():
                 continue
             try:
-                text = line.decode("utf-8")
+                text = line.decode("utf-8-sig")  # a BOM (Windows editors) is not data
             except UnicodeDecodeError as exc:
                 yield i, RawError("undecodable text", f"invalid UTF-8 at byte {exc.start}", _preview(line))
                 continue
@@ -92,13 +93,13 @@ def read_json(path: str, chunk_chars: int = 1 << 20) -> Iterator[Row]:
     """A JSON array of objects, decoded element by element (or JSON Lines saved as .json)."""
     with _open_binary(path) as fb:
         head = fb.read(4096)
-    first = head.lstrip()[:1]
+    first = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
     if first != b"[":
         yield from read_jsonl(path)
         return
     decoder = json.JSONDecoder()
     with _open_binary(path) as fb:
-        f = io.TextIOWrapper(fb, encoding="utf-8", errors="strict")
+        f = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="strict")
         buf, pos, i, done = "", 0, 0, False
         try:
             buf = f.read(chunk_chars)
@@ -120,7 +121,7 @@ def read_json(path: str, chunk_chars: int = 1 << 20) -> Iterator[Row]:
                 return
             try:
                 obj, end = decoder.raw_decode(buf, pos)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:  # deep nesting: refuse cleanly
                 if not done:
                     more = f.read(chunk_chars)
                     if more:
@@ -163,8 +164,12 @@ def read_parquet(path: str, batch_size: int = 10_000) -> Iterator[Row]:
 def read_csv(path: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as fb:
-        f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        f = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:
+            raise UserError(f"{path}: the CSV header names column(s) {twice} more than once; rename them")
         for i, row in enumerate(reader):
             bad = [k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)]
             if bad:

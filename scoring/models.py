@@ -27,6 +27,8 @@ DTYPES = {
     "float64": torch.float64,
 }
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+# Trainer state saved beside the weights: not part of what a model computes.
+NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"})
 CACHE_DIR = Path(os.environ.get("PREFSIFT_CACHE", Path.home() / ".cache" / "prefsift"))
 
 
@@ -96,6 +98,8 @@ def hash_folder(folder: str | Path) -> str:
     for p in files:
         rel = p.relative_to(folder).as_posix()
         if rel.startswith(("checkpoint-", "runs/", ".")):
+            continue
+        if p.name in NOT_WEIGHTS:
             continue
         if p.suffix in WEIGHT_SUFFIXES or p.name in ("config.json", "adapter_config.json"):
             h.update(rel.encode())
