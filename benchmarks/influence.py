@@ -1,0 +1,359 @@
+"""Exact influence (IF) for every pair on SmolLM2-135M + LoRA, CPU: cost and fidelity.
+
+All in one run, on the same model object and the same length-sorted batches:
+  IRM scoring    log-probs of the training pairs under pi_ref and theta (forward only)
+  g_val          gradient of the mean validation DPO loss over the LoRA parameters
+  IF by JVP      forward-mode directional derivatives (exact), eager attention
+  IF by FD       central finite differences in float32
+  IF by grads    one autograd gradient per sequence dotted with g_val (reference)
+  theta_val      1 epoch of DPO (Adam) from theta on the validation pairs -> LossDiff
+  diagnostics    Pearson/Spearman of IF with LossDiff and IRM, TIF overlaps (METHOD.md)
+
+theta = SmolLM2-135M-Instruct + a LoRA adapter (r 16, all linear layers) whose B matrices
+are randomly initialised (nonzero, std --lora-std), not trained: a stand-in for the warm-up
+policy that a CPU run cannot afford. pi_ref = the same model with the adapter disabled.
+
+    python benchmarks/influence.py --pairs 128 --val 64 --out benchmarks/results/influence.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scoring import diagnostics as D  # noqa: E402
+from scoring import influence as I  # noqa: E402
+from scoring.logprobs import collate, length_batches, pair_logps  # noqa: E402
+from scoring.tokenize import TokenizeConfig, tokenize_pairs  # noqa: E402
+
+HH = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
+MARK = "\n\nAssistant:"
+
+
+def hh_pairs(path: Path) -> list[dict]:
+    """HH rows as (prompt = shared dialogue up to the last Assistant turn, chosen, rejected)."""
+    out = []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            r = json.loads(line)
+            c, j = r["chosen"], r["rejected"]
+            cut = c.rfind(MARK) + len(MARK)
+            if cut < len(MARK) or c[:cut] != j[:cut] or c[cut:] == j[cut:]:
+                continue
+            out.append({"prompt": c[:cut], "chosen": c[cut:], "rejected": j[cut:]})
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        txt = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(
+            line.split(":", 1)[1].strip() for line in txt.splitlines() if line.startswith("Model name")
+        )
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def seq_batches(seqs, lengths, batch_tokens, pad_id, order=None):
+    for idx in length_batches(lengths, batch_tokens):
+        yield idx, collate([seqs[i] for i in idx], pad_id)
+
+
+CPU: dict[str, float] = {}  # process CPU seconds per step: robust to other jobs sharing the cores
+
+
+def timed(T: dict, key: str, fn):
+    """Run fn, record wall seconds in T[key] and process CPU seconds in CPU[key]."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    T[key], CPU[key] = time.perf_counter() - t, time.process_time() - c
+    print(f"  [{key}] wall {T[key]:.1f} s, cpu {CPU[key]:.1f} s", flush=True)
+    return out
+
+
+def directional_all(logp_fn, params, v, seqs, lengths, args, method, pad_id, limit=None):
+    f = np.full(len(seqs), np.nan)
+    df = np.full(len(seqs), np.nan)
+    batches = list(seq_batches(seqs, lengths, args.batch_tokens, pad_id))[:limit]
+    for idx, fb, dfb, _ in I.stream_directional(logp_fn, params, v, batches, method=method, fallback=False):
+        f[idx], df[idx] = fb.numpy(), dfb.numpy()
+    return f, df
+
+
+def attention_timings(T, base, logp_fn, params, g, seqs, lengths, args, pad) -> None:
+    """JVP on the first batches with eager attention, then with SDPA (math kernel forced)."""
+    for impl in ("eager", "sdpa"):
+        base.set_attn_implementation(impl)
+        timed(
+            T,
+            f"jvp_{impl}_sub",
+            lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "jvp", pad, args.attn_batches),
+        )
+    base.set_attn_implementation("eager")
+
+
+def pairs_if(f, df, ref_c, ref_r, beta, n):
+    m = beta * ((f[:n] - ref_c) - (f[n:] - ref_r))
+    return -beta / (1 + np.exp(m)) * (df[:n] - df[n:]), m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=512)
+    ap.add_argument("--val", type=int, default=64)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-std", type=float, default=0.02)
+    ap.add_argument("--val-lr", type=float, default=5e-4)
+    ap.add_argument("--val-batch", type=int, default=8)
+    ap.add_argument("--attn-batches", type=int, default=2, help="batches for the eager-vs-SDPA JVP timing")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write the results section to this markdown file")
+    ap.add_argument("--json-out", default=None, help="also write the raw figures as JSON here")
+    ap.add_argument(
+        "--quick", action="store_true", help="only IRM, g_val and JVP (no attention/FD/grad/theta_val)"
+    )
+    ap.add_argument(
+        "--model", default=None, help="model folder (default: the embedded SmolLM2-135M-Instruct)"
+    )
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefsift.embedded import smollm2_path
+
+    # 1. data: pairs that fit max_length untruncated; validation from the far end of the file
+    model_dir = args.model or smollm2_path()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    cfg = TokenizeConfig(max_length=args.max_length)
+    rows = hh_pairs(HH)
+    toks = tokenize_pairs(tok, rows, cfg)
+    fit = [i for i, t in enumerate(toks) if not t.truncated and t.chosen_ids and t.rejected_ids]
+    train_i, val_i = fit[: args.pairs], fit[::-1][: args.val]
+    assert not set(train_i) & set(val_i), "not enough pairs for disjoint train/val"
+    train = [toks[i] for i in train_i]
+    val = [toks[i] for i in val_i]
+    n = len(train)
+    seqs = [t.chosen_seq() for t in train] + [t.rejected_seq() for t in train]
+    lengths = [len(p) + len(c) for p, c in seqs]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    print(f"{n} train pairs ({sum(lengths)} tokens, mean seq {np.mean(lengths):.0f}), {len(val)} val pairs")
+
+    # 2. theta = base + LoRA with random nonzero B; pi_ref = adapter disabled
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    lcfg = LoraConfig(
+        r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear"
+    )
+    model = get_peft_model(base, lcfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, args.lora_std)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = I.select_params(model)
+    print(f"LoRA params: {sum(t.numel() for t in params.values()):,} in {len(params)} tensors")
+    logp_fn = I.make_logp_fn(model)
+    T: dict[str, float] = {}
+
+    # 3. IRM scoring alone: reference and policy log-probs of the training pairs
+    with model.disable_adapter():
+        ref = timed(T, "irm_ref", lambda: pair_logps(model, train, pad, args.batch_tokens))
+    pol = timed(T, "irm_policy", lambda: pair_logps(model, train, pad, args.batch_tokens))
+    T["irm"] = T["irm_ref"] + T["irm_policy"]
+    irm = args.beta * (
+        (pol["chosen_logp"] - ref["chosen_logp"]) - (pol["rejected_logp"] - ref["rejected_logp"])
+    )
+    print(f"IRM scoring: {T['irm']:.1f} s (ref {T['irm_ref']:.1f} + policy {T['irm_policy']:.1f})")
+
+    # 4. g_val (reference log-probs of the validation pairs are part of its cost)
+    def gval():
+        with model.disable_adapter():
+            vref = pair_logps(model, val, pad, args.batch_tokens)
+        vb = []
+        for idx in length_batches(
+            [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in val],
+            args.batch_tokens // 2,
+        ):
+            sub = [val[i] for i in idx]
+            b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad)
+            vb.append((b, torch.tensor(vref["chosen_logp"][idx]), torch.tensor(vref["rejected_logp"][idx])))
+        return I.validation_gradient(logp_fn, params, vb, len(val), args.beta), vb
+
+    ((g, val_loss), vb) = timed(T, "gval", gval)
+    print(f"g_val: {T['gval']:.1f} s, val loss {val_loss:.4f}, |g| {I.flat_norm(g):.3e}")
+
+    nan = float("nan")
+    nan_seq = np.full(2 * n, nan)
+    skipped = ("jvp_eager_sub", "jvp_sdpa_sub", "fd", "grad", "theta_val") if args.quick else ()
+    for k in skipped:
+        T[k] = CPU[k] = nan
+    # 5. attention implementation for forward AD: eager vs SDPA (math backend), a few batches
+    if not args.quick:
+        attention_timings(T, base, logp_fn, params, g, seqs, lengths, args, pad)
+
+    # 6. IF three ways over every training sequence
+    (fj, dj) = timed(T, "jvp", lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "jvp", pad))
+    print(f"IF by JVP: {T['jvp']:.1f} s")
+    ff = dfd = fg = dg = nan_seq
+    if not args.quick:
+        (ff, dfd) = timed(
+            T, "fd", lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "fd", pad)
+        )
+        print(f"IF by FD: {T['fd']:.1f} s")
+        (fg, dg) = timed(
+            T, "grad", lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "grad", pad)
+        )
+        print(f"IF by per-sequence gradients: {T['grad']:.1f} s")
+    if_j, m_j = pairs_if(fj, dj, ref["chosen_logp"], ref["rejected_logp"], args.beta, n)
+    if_f, _ = pairs_if(ff, dfd, ref["chosen_logp"], ref["rejected_logp"], args.beta, n)
+    if_g, _ = pairs_if(fg, dg, ref["chosen_logp"], ref["rejected_logp"], args.beta, n)
+    fid = {
+        "pearson_jvp_grad": D.pearson(if_j, if_g),
+        "pearson_fd_grad": D.pearson(if_f, if_g),
+        "relerr_jvp_grad": float(np.linalg.norm(if_j - if_g) / np.linalg.norm(if_g)),
+        "relerr_fd_grad": float(np.linalg.norm(if_f - if_g) / np.linalg.norm(if_g)),
+        "max_abs_margin_jvp_vs_irm": float(np.abs(m_j - irm).max()),
+    }
+    print(json.dumps(fid, indent=1))
+
+    # 7. theta_val: 1 epoch of DPO from theta on the validation pairs (Adam, LoRA only) -> LossDiff
+    def fit_val():
+        ps = {k: t.clone().requires_grad_(True) for k, t in params.items()}
+        opt = torch.optim.Adam(list(ps.values()), lr=args.val_lr)
+        perm = torch.randperm(len(val)).tolist()
+        with model.disable_adapter():
+            vref = pair_logps(model, val, pad, args.batch_tokens)
+        for s in range(0, len(val), args.val_batch):
+            idx = perm[s : s + args.val_batch]
+            sub = [val[i] for i in idx]
+            b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad)
+            pc, pr = I.split_pairs(logp_fn(ps, b))
+            m = I.dpo_margin(
+                pc,
+                pr,
+                torch.tensor(vref["chosen_logp"][idx]).float(),
+                torch.tensor(vref["rejected_logp"][idx]).float(),
+                args.beta,
+            )
+            opt.zero_grad()
+            F.softplus(-m).mean().backward()
+            opt.step()
+        with torch.no_grad():
+            for k, t in ps.items():
+                dict(model.named_parameters())[k].copy_(t)
+        return pair_logps(model, train, pad, args.batch_tokens)
+
+    # params are views of the model's weights: fit_val overwrites them, so keep theta to restore it
+    saved = {k: t.clone() for k, t in params.items()}
+    pv = {"chosen_logp": nan_seq[:n], "rejected_logp": nan_seq[:n]}
+    if not args.quick:
+        pv = timed(T, "theta_val", fit_val)
+    with torch.no_grad():
+        for k, t in dict(model.named_parameters()).items():
+            if k in saved:
+                t.copy_(saved[k])
+    m_val = args.beta * (
+        (pv["chosen_logp"] - ref["chosen_logp"]) - (pv["rejected_logp"] - ref["rejected_logp"])
+    )
+    lossdiff = np.logaddexp(0, -irm) - np.logaddexp(0, -m_val)
+    print(f"theta_val fit + log-probs: {T.get('theta_val', nan):.1f} s")
+
+    # 8. diagnostics (IF by JVP vs the cheap scores)
+    diag = D.influence_diagnostics(if_j, {"lossdiff": lossdiff, "irm": irm})
+    print(json.dumps(diag, indent=1))
+    for d in (T, CPU):
+        d["irm"] = d["irm_ref"] + d["irm_policy"]
+        d["if_total_cached_ref"] = d["gval"] + d["jvp"]
+        d["if_total_with_ref"] = d["gval"] + d["jvp"] + d["irm_ref"]
+    if args.json_out:
+        raw = {
+            "wall": T,
+            "cpu": CPU,
+            "fidelity": fid,
+            "diagnostics": diag,
+            "val_loss": val_loss,
+            "argv": sys.argv[1:],
+        }
+        Path(args.json_out).write_text(json.dumps(raw, indent=1))
+    report(args, n, len(val), sum(lengths), T, fid, diag, val_loss)
+
+
+def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def row(label, k):
+        return f"| {label} | {T[k]:.1f} | {T[k] / T['irm']:.2f} | {CPU[k]:.1f} | {CPU[k] / CPU['irm']:.2f} |"
+
+    lines = [
+        "## Exact influence (IF/TIF): cost and fidelity on CPU",
+        "",
+        f"- Date: {now}. Machine: {cpu_name()}, {torch.get_num_threads()} threads, no GPU; torch {torch.__version__}.",
+        f"- Command: `python benchmarks/influence.py {' '.join(sys.argv[1:])}`",
+        f"- Model: {args.model or 'SmolLM2-135M-Instruct'} fp32, eager attention; theta = + LoRA r={args.lora_r} on all linear layers, "
+        f"B random N(0, {args.lora_std}^2) (not trained); pi_ref = adapter disabled. beta = {args.beta}.",
+        f"- Data: {n} HH-RLHF harmless test pairs (prompt = dialogue up to the last Assistant turn, untruncated at "
+        f"max_length {args.max_length}; {tokens} tokens over {2 * n} sequences), {n_val} other HH pairs as validation; "
+        f"batches of <= {args.batch_tokens} tokens, length-sorted.",
+        "",
+        "| step | wall s | x IRM | process CPU s | x IRM (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        row("IRM scoring (log-probs under pi_ref + theta)", "irm"),
+        row(f"g_val (ref log-probs of val + backward over {n_val} val pairs)", "gval"),
+        row("D_v log-probs by JVP (forward-mode, eager)", "jvp"),
+        row("D_v log-probs by central FD (float32)", "fd"),
+        row("D_v log-probs by per-sequence gradients", "grad"),
+        row("**IF for all pairs, JVP, ref log-probs reused from IRM** (g_val + JVP)", "if_total_cached_ref"),
+        row("IF for all pairs, JVP, from scratch (+ ref forward)", "if_total_with_ref"),
+        row("theta_val (1 epoch DPO on val) + its log-probs, for LossDiff", "theta_val"),
+        "",
+        f"Eager vs SDPA (math backend) for the JVP, first {args.attn_batches} batches: eager {T['jvp_eager_sub']:.1f} s "
+        f"(CPU {CPU['jvp_eager_sub']:.1f} s), SDPA-math {T['jvp_sdpa_sub']:.1f} s (CPU {CPU['jvp_sdpa_sub']:.1f} s). "
+        "Wall times are noisy: other engineers' jobs share the 2 cores; process CPU time is the steadier figure.",
+        "",
+        f"Fidelity against per-sequence gradients: Pearson(JVP, grad) = {fid['pearson_jvp_grad']:.6f}, "
+        f"relative L2 error {fid['relerr_jvp_grad']:.2e}; Pearson(FD, grad) = {fid['pearson_fd_grad']:.6f}, "
+        f"relative error {fid['relerr_fd_grad']:.2e}. The JVP primal equals the IRM margins to "
+        f"{fid['max_abs_margin_jvp_vs_irm']:.1e}. Mean validation loss at theta {val_loss:.4f}.",
+        "",
+        "| diagnostic (IF by JVP) | this run | paper |",
+        "| --- | ---: | ---: |",
+        f"| Pearson(IF, LossDiff) | {diag['pearson_lossdiff']:.3f} | 0.77 |",
+        f"| Pearson(IF, IRM) | {diag['pearson_irm']:.3f} | 0.67 |",
+        f"| Spearman(IF, LossDiff) / (IF, IRM) | {diag['spearman_lossdiff']:.3f} / {diag['spearman_irm']:.3f} | - |",
+        f"| overlap LossDiff band with TIF | {diag['overlap_lossdiff']:.3f} | 0.66-0.70 |",
+        f"| overlap IRM band with TIF | {diag['overlap_irm']:.3f} | 0.60-0.70 |",
+        f"| overlap LossDiff-IRM with TIF | {diag['overlap_lossdiff_irm']:.3f} | 0.73-0.78 |",
+        "",
+        "Bands 10-90 percentiles for TIF, LossDiff and IRM. Caveats: theta is a random LoRA, not a DPO warm-up, and "
+        "theta_val is 1 epoch of Adam on the validation pairs from it, so the diagnostics describe this setup, "
+        "not the paper's (Llama/Mistral after a real warm-up).",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

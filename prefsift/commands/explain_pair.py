@@ -1,0 +1,106 @@
+"""`prefsift explain-pair`: per-token log-probs of one pair under the policy and the reference."""
+
+from __future__ import annotations
+
+NAME = "explain-pair"
+HELP = "per-token log-probs of a pair's chosen and rejected responses under policy and reference"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--pair", required=True, help="pair_id")
+    p.add_argument("--policy", required=True, help="path, hub id or registered name")
+    p.add_argument("--ref", required=True, help="path, hub id or registered name")
+    p.add_argument("--policy-adapter")
+    p.add_argument("--ref-adapter")
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--max-length", default="1024")
+    p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    p.add_argument("--device", default="auto")
+
+
+def explain(db, dataset: str, pair_id: str, policy, ref, tok_config) -> dict:
+    """Compute and store the token rows; returns {run_id, ref_run, sides: {side: {...}}}."""
+    import json
+
+    from prefsift.errors import UserError
+    from prefsift.score import logp_run_key
+    from scoring.logprobs import per_token_logps
+    from scoring.models import load_model, load_tokenizer
+    from scoring.tokenize import tokenize_pairs, tokenizer_signature
+    from storage import connect, pairs, tokens
+
+    with connect(db, read_only=True) as con:
+        pairs.require_dataset(con, dataset)
+        row = pairs.get_pair(con, dataset, pair_id)
+        chash = pairs.content_hash(con, dataset, row["split"]) if row else ""
+    if row is None:
+        raise UserError(f"no pair {pair_id!r} in dataset {dataset!r}")
+    if row["kind"] == "conversational":
+        row = {**row, **{k: json.loads(row[k]) for k in ("prompt", "chosen", "rejected")}}
+    tok = load_tokenizer(policy)
+    tp = tokenize_pairs(tok, [row], tok_config)[0]
+    seqs = [tp.chosen_seq(), tp.rejected_seq()]
+
+    def key(spec) -> str:
+        # The id of the log-prob run `prefsift score` makes for this model on the pair's split, so
+        # the dashboard can name the model behind these tokens (joined through logp_runs).
+        sig = tokenizer_signature(tok if spec is policy else load_tokenizer(spec))
+        return logp_run_key(spec, dataset, row["split"], chash, tok_config, sig)[0]
+
+    values = {}
+    for who, spec in (("policy", policy), ("ref", ref)):
+        model = load_model(spec)
+        values[who] = per_token_logps(model, seqs, tok.pad_token_id)
+        del model
+    run_id, ref_run = key(policy), key(ref)
+    out_rows, sides = [], {}
+    for k, side in enumerate(("chosen", "rejected")):
+        prompt, completion = seqs[k]
+        ids = completion if prompt else completion[1:]  # the counted tokens
+        pieces = [tok.decode([i]) for i in ids]
+        out_rows.append(
+            {"side": side, "tokens": pieces, "logps": values["policy"][k], "ref_logps": values["ref"][k]}
+        )
+        sides[side] = {
+            "tokens": pieces,
+            "logp": float(values["policy"][k].sum()),
+            "ref_logp": float(values["ref"][k].sum()),
+        }
+    with connect(db) as con:
+        tokens.save_token_logps(con, run_id, ref_run, pair_id, out_rows)
+    return {"run_id": run_id, "ref_run": ref_run, "truncated": tp.truncated, "sides": sides, "rows": out_rows}
+
+
+def run(args):
+    from prefsift.commands.score import model_arg, tok_config_from
+    from scoring import metrics
+    from storage import resolve_db_path
+
+    db = resolve_db_path(args.db)
+    pol, _ = model_arg(db, args.policy, args.policy_adapter, args)
+    ref, _ = model_arg(db, args.ref, args.ref_adapter, args)
+    res = explain(db, args.dataset, args.pair, pol, ref, tok_config_from(args))
+    s = res["sides"]
+    m = float(
+        metrics.margin(
+            s["chosen"]["logp"],
+            s["rejected"]["logp"],
+            s["chosen"]["ref_logp"],
+            s["rejected"]["ref_logp"],
+            args.beta,
+        )
+    )
+    lines = [
+        f"pair {args.pair}: margin (IRM) {m:.4f} at beta={args.beta}; stored as token run {res['run_id']}"
+    ]
+    for r in res["rows"]:
+        worst = sorted(zip(r["logps"] - r["ref_logps"], r["tokens"]))[:5]
+        lines.append(
+            f"  {r['side']:8s} {len(r['tokens'])} tokens, log-ratio {float((r['logps'] - r['ref_logps']).sum()):.3f}; "
+            "lowest: " + ", ".join(f"{t!r}:{v:.2f}" for v, t in worst)
+        )
+    summary = {k: v for k, v in res.items() if k != "rows"}
+    summary["margin"] = m
+    return {"_text": "\n".join(lines), **summary}

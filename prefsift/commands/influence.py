@@ -1,0 +1,120 @@
+"""`prefsift influence`: exact IF and TIF for every pair (directional derivatives along g_val)."""
+
+from __future__ import annotations
+
+NAME = "influence"
+HELP = "exact influence IF = <g_val, grad loss(pair)> for every pair by forward-mode AD, and the TIF band"
+DESCRIPTION = (
+    "Computes IF(d) = <g_val, grad l(theta; d)> for every training pair as a directional derivative "
+    "along g_val (one forward-mode pass per batch, no per-pair gradient), stores it as metric 'if', "
+    "the middle percentile band as metric 'tif' (1/0), and diagnostics against IRM and LossDiff. "
+    "Cached and resumable: rerunning after an interruption continues where it stopped."
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dataset", required=True, help="dataset name")
+    p.add_argument("--policy", required=True, help="theta: model path or registered name (e.g. theta)")
+    p.add_argument("--ref", required=True, help="pi_ref: model path or registered name")
+    p.add_argument("--adapter", help="PEFT adapter folder for the policy (if not registered with it)")
+    p.add_argument("--split", default="train", help="the pairs that get IF (default train)")
+    p.add_argument("--val-split", default="val", help="the pairs that define g_val (default val)")
+    p.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
+    p.add_argument(
+        "--method",
+        choices=("jvp", "fd", "grad"),
+        default="jvp",
+        help="jvp: forward-mode AD (exact, default; falls back to fd if unsupported); "
+        "fd: central finite differences; grad: per-sequence autograd gradients (slow reference)",
+    )
+    p.add_argument(
+        "--band",
+        nargs=2,
+        type=float,
+        default=(10.0, 90.0),
+        metavar=("LO", "HI"),
+        help="TIF percentile band (default 10 90)",
+    )
+    p.add_argument(
+        "--params",
+        metavar="REGEX",
+        help="parameters to take influence over (default: LoRA adapters, else all)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16", "float64"),
+        help="model dtype (default float32)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per batch (default 4096)")
+    p.add_argument(
+        "--max-length", default="1024", help="max prompt+completion tokens, or 'none' (as `prefsift score`)"
+    )
+    p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
+    p.add_argument("--fd-step", type=float, default=1e-3, help="fd: ||h v|| / ||theta_sel|| (default 1e-3)")
+    p.add_argument(
+        "--precondition",
+        choices=("cg",),
+        help="query vector (H_val + damping I)^-1 g_val by conjugate gradients",
+    )
+    p.add_argument("--damping", type=float, default=0.01, help="CG damping lambda (default 0.01)")
+    p.add_argument("--cg-iters", type=int, default=10, help="CG iterations (default 10)")
+    p.add_argument("--wait", action="store_true", help="queue behind another running job instead of failing")
+
+
+def run(args):
+    from prefsift.commands.score import tok_config_from
+    from prefsift.errors import UserError
+    from prefsift.influence import InfluenceConfig, compute_influence
+    from prefsift.joblock import job_lock
+
+    tok_cfg = tok_config_from(args)
+
+    try:
+        cfg = InfluenceConfig(
+            dataset=args.dataset,
+            policy=args.policy,
+            ref=args.ref,
+            adapter=args.adapter,
+            split=args.split,
+            val_split=args.val_split,
+            beta=args.beta,
+            method=args.method,
+            band=tuple(args.band),
+            params=args.params,
+            dtype=args.dtype,
+            device=args.device,
+            batch_tokens=args.batch_tokens,
+            max_length=tok_cfg.max_length,
+            truncation_mode=tok_cfg.truncation_mode,
+            fd_rel_step=args.fd_step,
+            precondition=args.precondition,
+            damping=args.damping,
+            cg_iters=args.cg_iters,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    from storage import resolve_db_path
+
+    db = resolve_db_path(args.db)
+    with job_lock(db, f"influence {args.dataset}", wait=args.wait):
+        out = compute_influence(db, cfg)
+    d = out["diagnostics"]
+    lines = [
+        f"IF for {out['n_pairs']:,} pairs ({out['method']}, {out['n_params']:,} parameters): run {out['run_id']}",
+        f"TIF ({cfg.band[0]:g}-{cfg.band[1]:g} percentiles): {out['n_tif']:,} pairs kept, run {out['tif_run_id']}",
+        f"validation loss at theta: {out['val_loss']:.4f} (g_val {'cached' if out['gval_cached'] else 'computed'})",
+        f"Pearson/Spearman with IRM: {d.get('pearson_irm', float('nan')):.3f} / {d.get('spearman_irm', float('nan')):.3f}",
+    ]
+    if "pearson_lossdiff" in d:
+        lines.append(
+            f"Pearson/Spearman with LossDiff: {d['pearson_lossdiff']:.3f} / {d['spearman_lossdiff']:.3f}"
+        )
+        lines.append(
+            f"overlap with TIF: LossDiff {d['overlap_lossdiff']:.3f}, IRM {d['overlap_irm']:.3f}, "
+            f"LossDiff-IRM {d['overlap_lossdiff_irm']:.3f}"
+        )
+    else:
+        lines.append(f"overlap with TIF: IRM {d.get('overlap_irm', float('nan')):.3f} (no LossDiff run yet)")
+    return {"_text": "\n".join(lines), **out}

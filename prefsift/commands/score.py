@@ -1,0 +1,119 @@
+"""`prefsift score`: cached log-probs of ref/policy(/val) over a dataset, then IRM, LossDiff, policy loss."""
+
+from __future__ import annotations
+
+NAME = "score"
+HELP = "compute IRM (and LossDiff with --val) for every pair from cached per-model log-probs"
+DESCRIPTION = (
+    "Computes (or reuses) the log-probs of each model over the dataset split, then the scores. "
+    "A rerun with the same inputs computes nothing; a killed run resumes where it stopped. "
+    "Multi-process: `accelerate launch -m prefsift score ...` splits the pairs across processes."
+)
+
+
+def add_model_arguments(p) -> None:
+    """Options shared by `score` and `logps`: tokenization, dtype, device, batching."""
+    p.add_argument("--split", default="train", help="train | val | eval | all (default train)")
+    p.add_argument(
+        "--max-length", default="1024", help="max prompt+completion tokens, or 'none' (TRL default 1024)"
+    )
+    p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--batch-tokens", type=int, default=8192, help="padded tokens per forward batch (memory knob)"
+    )
+    p.add_argument("--wait", action="store_true", help="queue behind a running job instead of failing")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ref", required=True, help="reference model: path, hub id or registered name")
+    p.add_argument("--policy", required=True, help="policy θ: path, hub id or registered name (e.g. theta)")
+    p.add_argument("--val", help="validation model θ_val (enables LossDiff)")
+    for who in ("ref", "policy", "val"):
+        p.add_argument(f"--{who}-adapter", help=f"PEFT adapter folder for --{who}")
+    p.add_argument("--beta", type=float, default=0.1, help="DPO β (default 0.1)")
+    add_model_arguments(p)
+
+
+def tok_config_from(args):
+    from prefsift.errors import UserError
+    from scoring.tokenize import TokenizeConfig
+
+    raw = str(args.max_length).lower()
+    try:
+        max_length = None if raw in ("none", "0", "") else int(raw)
+        return TokenizeConfig(max_length=max_length, truncation_mode=args.truncation_mode)
+    except ValueError as exc:
+        raise UserError(f"--max-length: {exc}") from None
+
+
+def split_of(args):
+    return None if args.split == "all" else args.split
+
+
+def model_arg(db, value: str, adapter, args):
+    """(ModelSpec, name to register or None): a name only when the user referred to one."""
+    from pathlib import Path
+
+    from prefsift.score import resolve_model
+
+    spec = resolve_model(db, value, adapter=adapter, dtype=args.dtype, device=args.device)
+    return spec, (None if Path(value).exists() else value)
+
+
+def lock(args, what: str):
+    """The job lock on the main process only (other ranks of a multi-process run share its job)."""
+    import contextlib
+    import os
+
+    from prefsift.joblock import job_lock
+    from storage import resolve_db_path
+
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return contextlib.nullcontext()
+    return job_lock(resolve_db_path(args.db), what, wait=args.wait)
+
+
+def run(args):
+    import os
+
+    from prefsift.score import score_dataset
+    from storage import connect, resolve_db_path, runs
+
+    db = resolve_db_path(args.db)
+    ref, ref_name = model_arg(db, args.ref, args.ref_adapter, args)
+    pol, pol_name = model_arg(db, args.policy, args.policy_adapter, args)
+    val, val_name = model_arg(db, args.val, args.val_adapter, args) if args.val else (None, None)
+    with lock(args, f"score {args.dataset}"):
+        out = score_dataset(
+            db,
+            args.dataset,
+            ref,
+            pol,
+            val,
+            beta=args.beta,
+            split=split_of(args),
+            tok_config=tok_config_from(args),
+            batch_tokens=args.batch_tokens,
+            names={"ref": ref_name, "policy": pol_name, "val": val_name},
+        )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None  # rank 0 reports for the whole multi-process run
+    lines = [f"scored {args.dataset} ({args.split}), beta={args.beta}:"]
+    summary = {}
+    with connect(db, read_only=True) as con:
+        df = runs.get_scores(con, args.dataset, out)
+    for metric, run_id in out.items():
+        col = df[metric].dropna()
+        summary[metric] = {
+            "run_id": run_id,
+            "n": int(col.size),
+            "mean": float(col.mean()) if col.size else None,
+        }
+        lines.append(
+            f"  {metric:12s} run {run_id}  n={col.size}  mean={col.mean():.4f}  "
+            f"p10={col.quantile(0.1):.4f}  p90={col.quantile(0.9):.4f}"
+        )
+    return {"_text": "\n".join(lines), "score_runs": out, "summary": summary}

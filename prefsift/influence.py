@@ -1,0 +1,364 @@
+"""`prefsift influence`: exact IF and TIF for every pair of a dataset, cached and resumable.
+
+1. reference log-probs of the training and validation pairs: the scoring engine's cached runs;
+2. g_val over the selected parameters (LoRA adapters, --params REGEX, or all), cached as
+   safetensors under runs/<gval_id>/ (key: policy and reference fingerprints via their runs,
+   validation content, beta, tokenization, parameter selection, dtype);
+3. D_v log pi_theta(y|x) for every training sequence (JVP, FD or per-sequence gradients),
+   streamed to Parquet shards under runs/<if_run_id>/ (atomic, one per batch): a killed run
+   resumes where it stopped, and the DuckDB file is never held while computing;
+4. IF, TIF (middle percentile band) and diagnostics committed in one short connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prefsift.errors import UserError
+from prefsift.paths import runs_dir
+from prefsift.progress import Progress
+
+log = logging.getLogger(__name__)
+
+SHARD_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("side", pa.string()),
+        ("logp", pa.float64()),
+        ("dlogp", pa.float64()),
+        ("method", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """One influence run. Every field except batch_tokens/device changes the numbers."""
+
+    dataset: str
+    policy: str  # model path or registered name (theta)
+    ref: str  # model path or registered name (pi_ref)
+    adapter: str | None = None  # PEFT adapter folder for the policy (or registered with it)
+    split: str = "train"  # the pairs that get IF
+    val_split: str = "val"  # the pairs whose mean DPO loss defines g_val
+    beta: float = 0.1
+    method: str = "jvp"  # jvp | fd | grad (jvp falls back to fd if the model has no forward AD)
+    band: tuple[float, float] = (10.0, 90.0)  # TIF = IF inside these percentiles (inclusive)
+    params: str | None = None  # regex over parameter names (default: LoRA adapters, else all)
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_tokens: int = 4096
+    max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
+    truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
+    fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd
+    precondition: str | None = None  # None | "cg": query v = (H_val + damping I)^-1 g_val
+    damping: float = 0.01
+    cg_iters: int = 10
+
+    def __post_init__(self) -> None:
+        from scoring.influence import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not (self.beta > 0 and np.isfinite(self.beta)):
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        lo, hi = self.band
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"band must satisfy 0 <= lo < hi <= 100, got {lo} {hi}")
+        if self.batch_tokens < 1:
+            raise ValueError("batch_tokens must be positive")
+        if not self.fd_rel_step > 0:
+            raise ValueError("fd_rel_step must be positive")
+        if self.precondition not in (None, "cg"):
+            raise ValueError(f"precondition must be 'cg' or unset, got {self.precondition!r}")
+        if self.damping < 0 or self.cg_iters < 1:
+            raise ValueError("need damping >= 0 and cg_iters >= 1")
+        if self.split == self.val_split:
+            raise ValueError("the validation split must differ from the scored split")
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _records(table: pa.Table) -> list[dict]:
+    """Pairs as tokenize_pairs wants them: conversational fields decoded from their JSON text."""
+    out = []
+    for r in table.to_pylist():
+        conv = r.get("kind") == "conversational"
+        out.append({k: (json.loads(r[k]) if conv else r[k]) for k in ("prompt", "chosen", "rejected")})
+    return out
+
+
+def _write_atomic_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # a reader or a resumed run sees the whole shard or none of it
+
+
+def _read_shards(folder: Path) -> pa.Table:
+    files = sorted(folder.glob("shard-*.parquet"))
+    if not files:
+        return SHARD_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f).cast(SHARD_SCHEMA) for f in files])
+
+
+def _ref_logps(con, run_id: str, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    from storage import runs
+
+    t = runs.get_logps(con, run_id).to_pandas().set_index("pair_id")
+    missing = [p for p in pair_ids if p not in t.index]
+    if missing:
+        raise UserError(f"reference log-prob run {run_id} lacks {len(missing)} pairs (e.g. {missing[0]})")
+    t = t.loc[pair_ids]
+    return t["chosen_logp"].to_numpy(np.float64), t["rejected_logp"].to_numpy(np.float64)
+
+
+def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path, logp_fn):
+    """The query vector (g_val, or (H + damping I)^-1 g_val with --precondition cg) from the
+    cache, or computed and cached as safetensors with its key."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from scoring import influence as I
+    from scoring.logprobs import collate, length_batches
+    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+
+    path = folder / "gval.safetensors"
+    if (
+        path.exists()
+        and (folder / "key.json").exists()
+        and json.loads((folder / "key.json").read_text()) == key
+    ):
+        g = load_file(str(path))
+        if set(g) == set(params):
+            log.info("g_val loaded from %s", path)
+            meta = json.loads((folder / "meta.json").read_text())
+            return {k: g[k].to(params[k]) for k in params}, meta["val_loss"], True
+    toks = tokenize_pairs(
+        tok, val_records, TokenizeConfig(max_length=cfg.max_length, truncation_mode=cfg.truncation_mode)
+    )
+    device = next(iter(params.values())).device
+    pad = tok.pad_token_id
+    lengths = [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in toks]
+
+    def batches():
+        for idx in length_batches(lengths, max(cfg.batch_tokens // 2, 1)):
+            sub = [toks[i] for i in idx]
+            b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad, device=device)
+            yield b, torch.as_tensor(val_ref[0][idx]), torch.as_tensor(val_ref[1][idx])
+
+    with Progress(len(toks), "influence: g_val", unit="pair") as prog:
+        g, loss = I.validation_gradient(logp_fn, params, batches(), len(toks), cfg.beta, on_batch=prog.update)
+    meta = {"val_loss": loss, "n_val": len(toks), "gval_norm": I.flat_norm(g)}
+    if cfg.precondition == "cg":  # v = (H + damping I)^-1 g_val: still one vector, same fast path
+        hvp = I.validation_hvp(logp_fn, params, list(batches()), len(toks), cfg.beta)
+        with Progress(cfg.cg_iters, "influence: CG", unit="iter") as prog:
+            g, info = I.damped_cg(lambda u: (prog.update(1), hvp(u))[1], g, cfg.damping, cfg.cg_iters)
+        meta["cg"] = info
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".gval.tmp{os.getpid()}"
+    save_file(
+        {
+            k: t.detach().float().cpu().contiguous() if t.dtype != torch.float64 else t.cpu()
+            for k, t in g.items()
+        },
+        str(tmp),
+    )
+    (folder / "meta.json").write_text(json.dumps({**meta, "norm": I.flat_norm(g)}))
+    (folder / "key.json").write_text(json.dumps(key, sort_keys=True))
+    os.replace(tmp, path)
+    return g, loss, False
+
+
+def compute_influence(db, cfg: InfluenceConfig) -> dict:
+    """Run (or resume) an influence run and store IF, TIF and diagnostics. Returns a summary."""
+
+    from prefsift.score import ensure_logps, resolve_model
+    from scoring import diagnostics as D
+    from scoring import influence as I
+    from scoring.logprobs import collate, length_batches
+    from scoring.models import fingerprint, load_model, load_tokenizer
+    from scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
+    from storage import connect, pairs, runs
+
+    tok_cfg = TokenizeConfig(max_length=cfg.max_length, truncation_mode=cfg.truncation_mode)
+    # 1. the data and the models (short read-only connection)
+    with connect(db, read_only=True) as con:
+        pairs.require_dataset(con, cfg.dataset)
+        cols = ("pair_id", "kind", "prompt", "chosen", "rejected")
+        train_t = pairs.get_pairs(con, cfg.dataset, split=cfg.split, columns=cols)
+        val_t = pairs.get_pairs(con, cfg.dataset, split=cfg.val_split, columns=cols)
+        train_hash = pairs.content_hash(con, cfg.dataset, cfg.split)
+        val_hash = pairs.content_hash(con, cfg.dataset, cfg.val_split)
+    if train_t.num_rows == 0:
+        raise UserError(f"dataset {cfg.dataset!r} has no {cfg.split!r} pairs to score")
+    if val_t.num_rows == 0:
+        raise UserError(
+            f"dataset {cfg.dataset!r} has no {cfg.val_split!r} pairs: g_val needs a validation split "
+            "(assign one at ingest, or pass --val-split)"
+        )
+    pol_spec = resolve_model(db, cfg.policy, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device)
+    ref_spec = resolve_model(db, cfg.ref, dtype=cfg.dtype, device=cfg.device)
+    # Forward-mode AD needs eager attention (or the math SDPA kernel, forced in scoring.influence).
+    pol_spec = dataclasses.replace(pol_spec, attn_implementation=pol_spec.attn_implementation or "eager")
+
+    # 2. reference log-probs (cached runs of the scoring engine)
+    ref_name = None if Path(cfg.ref).exists() else cfg.ref  # register a name the user referred to
+    ref_train, ref_val = (
+        ensure_logps(
+            db, ref_spec, cfg.dataset, split, tok_cfg, cfg.batch_tokens, name=ref_name, role="reference"
+        )
+        for split in (cfg.split, cfg.val_split)
+    )
+    train_ids = train_t.column("pair_id").to_pylist()
+    with connect(db, read_only=True) as con:
+        rc, rr = _ref_logps(con, ref_train, train_ids)
+        vref = _ref_logps(con, ref_val, val_t.column("pair_id").to_pylist())
+
+    # 3. the policy and its query vector
+    tok = load_tokenizer(pol_spec)
+    model = load_model(pol_spec)
+    params = I.select_params(model, cfg.params)
+    logp_fn = I.make_logp_fn(model)
+    n_params = sum(t.numel() for t in params.values())
+    gkey = {
+        "policy": fingerprint(pol_spec),
+        "ref_val_run": ref_val,
+        "val": val_hash,
+        "beta": cfg.beta,
+        "tokenize": tok_cfg.to_dict(),
+        "tokenizer": tokenizer_signature(tok),
+        "params": _hash(sorted(params)),
+        "regex": cfg.params,
+        "dtype": cfg.dtype,
+    }
+    if cfg.precondition:
+        gkey.update(precondition=cfg.precondition, damping=cfg.damping, cg_iters=cfg.cg_iters)
+    gval_id = "gval-" + _hash(gkey)
+    g, val_loss, g_cached = _gval(
+        cfg, model, params, tok, _records(val_t), vref, gkey, runs_dir(db) / gval_id, logp_fn
+    )
+
+    # 4. directional derivatives of every training sequence, streamed to shards
+    run_key = {"gval": gval_id, "train": train_hash, "ref_run": ref_train, "method": cfg.method}
+    if cfg.method == "fd":
+        run_key["fd_rel_step"] = cfg.fd_rel_step
+    run_id = "if-" + _hash(run_key)
+    folder = runs_dir(db) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({**run_key, "dataset": cfg.dataset}, sort_keys=True))
+    done = _read_shards(folder)
+    done_keys = set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist()))
+    toks = tokenize_pairs(tok, _records(train_t), tok_cfg)
+    seqs = [
+        (pid, side, t.chosen_seq() if side == "chosen" else t.rejected_seq())
+        for pid, t in zip(train_ids, toks)
+        for side in ("chosen", "rejected")
+    ]
+    todo = [s for s in seqs if (s[0], s[1]) not in done_keys]
+    lengths = [len(p) + len(c) for _, _, (p, c) in todo]
+    device = next(iter(params.values())).device
+    step = I.fd_step(params, g, cfg.fd_rel_step) if cfg.method == "fd" else None
+    batches = (
+        (idx, collate([todo[i][2] for i in idx], tok.pad_token_id, device=device))
+        for idx in length_batches(lengths, cfg.batch_tokens)
+    )
+    # Next free shard number (never overwrite a shard of an earlier, interrupted attempt).
+    shard_no = 1 + max((int(f.stem.split("-")[1]) for f in folder.glob("shard-*.parquet")), default=-1)
+    with Progress(len(seqs), "influence: D_v log-probs", unit="seq", initial=len(seqs) - len(todo)) as prog:
+        for idx, f, df, used in I.stream_directional(logp_fn, params, g, batches, cfg.method, step=step):
+            shard = pa.table(
+                {
+                    "pair_id": [todo[i][0] for i in idx],
+                    "side": [todo[i][1] for i in idx],
+                    "logp": f.cpu().numpy(),
+                    "dlogp": df.cpu().numpy(),
+                    "method": [used] * len(idx),
+                },
+                schema=SHARD_SCHEMA,
+            )
+            _write_atomic_parquet(shard, folder / f"shard-{shard_no:06d}.parquet")
+            shard_no += 1
+            prog.update(len(idx))
+    del model
+
+    # 5. IF per pair, TIF, diagnostics
+    allt = _read_shards(folder).to_pandas().drop_duplicates(["pair_id", "side"], keep="last")
+    wide = allt.pivot(index="pair_id", columns="side", values=["logp", "dlogp"]).loc[train_ids]
+    pc, pr = wide[("logp", "chosen")].to_numpy(), wide[("logp", "rejected")].to_numpy()
+    dc, dr = wide[("dlogp", "chosen")].to_numpy(), wide[("dlogp", "rejected")].to_numpy()
+    margin = cfg.beta * ((pc - rc) - (pr - rr))
+    influence = -cfg.beta / (1.0 + np.exp(margin)) * (dc - dr)  # sigmoid(-m) = 1 / (1 + e^m)
+    tif = D.band_mask(influence, *cfg.band, inclusive=True)
+    methods_used = sorted(set(allt["method"]))
+    with connect(db, read_only=True) as con:
+        latest = runs.latest_score_runs(con, cfg.dataset)
+        others = (
+            runs.get_scores(con, cfg.dataset, {"lossdiff": latest["lossdiff"]})
+            if "lossdiff" in latest
+            else None
+        )
+    compare = {"irm": margin}  # IRM(d) = m_theta(d), from the same theta and pi_ref
+    if others is not None:
+        compare["lossdiff"] = others.set_index("pair_id").reindex(train_ids)["lossdiff"].to_numpy(np.float64)
+    diag = D.influence_diagnostics(influence, compare, band=cfg.band, other_band=cfg.band)
+
+    # 6. commit (one short write connection)
+    config = {
+        **run_key,
+        "policy": dataclasses.asdict(pol_spec),
+        "ref": dataclasses.asdict(ref_spec),
+        "beta": cfg.beta,
+        "method_used": methods_used[0] if len(methods_used) == 1 else methods_used,
+        "params_regex": cfg.params,
+        "precondition": (
+            {"method": cfg.precondition, "damping": cfg.damping, "cg_iters": cfg.cg_iters}
+            if cfg.precondition
+            else None
+        ),
+        "n_params": n_params,
+        "val_split": cfg.val_split,
+        "val_loss": val_loss,
+        "tokenize": tok_cfg.to_dict(),
+        "fd_step": step,
+        "lossdiff_run": latest.get("lossdiff") if others is not None else None,
+    }
+    tif_id = f"tif-{run_id[3:]}-{cfg.band[0]:g}-{cfg.band[1]:g}"
+    ids = pa.array(train_ids, pa.string())
+    with connect(db) as con:
+        runs.save_score_run(
+            con, run_id, cfg.dataset, "if", config, pa.table({"pair_id": ids, "value": influence})
+        )
+        runs.save_score_run(
+            con,
+            tif_id,
+            cfg.dataset,
+            "tif",
+            {**config, "band": list(cfg.band), "if_run": run_id},
+            pa.table({"pair_id": ids, "value": tif.astype(np.float64)}),
+        )
+        runs.save_diagnostics(con, run_id, diag, {"band": list(cfg.band), "irm": "margins of this run"})
+    return {
+        "run_id": run_id,
+        "tif_run_id": tif_id,
+        "gval_id": gval_id,
+        "gval_cached": g_cached,
+        "method": config["method_used"],
+        "n_pairs": len(train_ids),
+        "n_resumed_seqs": len(seqs) - len(todo),
+        "n_params": n_params,
+        "val_loss": val_loss,
+        "n_tif": int(tif.sum()),
+        "diagnostics": diag,
+    }

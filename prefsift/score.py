@@ -1,0 +1,350 @@
+"""Cached, resumable log-prob runs and the cheap scores built on them (IRM, LossDiff, policy loss).
+
+A log-prob run is keyed by everything that changes its numbers: the model fingerprint, its
+dtype, the dataset name + content hash of the split, the tokenization config and tokenizer.
+Batch size and device are left out. A run with the same key is never computed twice.
+
+Crash safety (ARCHITECTURE.md): the job never holds the DuckDB file while computing.
+1. read the pairs in one short read-only connection;
+2. compute in chunks of length-sorted pairs, each chunk written as one Parquet shard under
+   runs_dir(db)/<run_id>/ (tmp file + rename, so a shard is whole or absent);
+3. merge the shards (dedupe on pair_id), check every pair is there, and commit the run in one
+   short transaction.
+After `kill -9`, a rerun reads the shards and computes only the missing pairs.
+
+Several processes (`accelerate launch --num_processes N -m prefsift score ...` on GPUs;
+on CPUs `accelerate launch --multi_gpu --num_processes N -m prefsift ...` or `torchrun
+--nproc_per_node N -m prefsift ...`: accelerate's `--cpu` flag starts ONE process unless MPI is set
+up): each rank takes a deterministic slice of the missing pairs and writes its own shards;
+rank 0 waits for all, merges and commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from prefsift.errors import UserError
+from prefsift.paths import runs_dir
+from prefsift.shards import Dist, read_shards, write_shard
+from scoring.models import ModelSpec, fingerprint
+from scoring.tokenize import TokenizeConfig
+
+log = logging.getLogger(__name__)
+
+LOGP_VERSION = 1  # bump when the log-prob maths changes, so old caches are not reused
+SCORE_VERSION = 1
+SHARD_PAIRS = 64  # pairs per shard: at most this much work is lost to a crash
+
+
+# ---------------------------------------------------------------- models
+def resolve_model(
+    db, ref_or_path: str, adapter: str | None = None, dtype: str = "float32", device: str = "auto"
+) -> ModelSpec:
+    """A ModelSpec from a local path, a model registered in storage (by name or id), or a hub id."""
+    if Path(ref_or_path).exists():
+        return ModelSpec(path=str(ref_or_path), adapter=adapter, dtype=dtype, device=device)
+    row = _registered(db, ref_or_path)
+    if row is not None:
+        return ModelSpec(
+            path=row["path"],
+            revision=row.get("revision"),
+            adapter=adapter or row.get("adapter_path"),
+            dtype=dtype,
+            device=device,
+        )
+    if "/" not in ref_or_path or ref_or_path.startswith((".", "/", "~")):
+        raise UserError(
+            f"model {ref_or_path!r} is neither a local path, a registered model (see `prefsift info`), "
+            "nor a hub id (org/name)"
+        )
+    return ModelSpec(path=ref_or_path, adapter=adapter, dtype=dtype, device=device)
+
+
+def _registered(db, ref: str) -> dict | None:
+    from storage import connect, runs
+    from storage.errors import NotFound, StorageError
+
+    try:
+        with connect(db, read_only=True) as con:
+            return runs.get_model(con, ref)
+    except NotFound:
+        return None
+    except StorageError:  # no database yet
+        return None
+
+
+# ---------------------------------------------------------------- log-prob runs
+def _read_pairs(db, dataset: str, split: str | None) -> tuple[list[dict], str]:
+    from storage import connect, pairs
+
+    with connect(db, read_only=True) as con:
+        table = pairs.get_pairs(
+            con, dataset, split=split, columns=("pair_id", "kind", "prompt", "chosen", "rejected")
+        )
+        chash = pairs.content_hash(con, dataset, split)
+    rows = table.to_pylist()
+    for r in rows:
+        if r["kind"] == "conversational":
+            for k in ("prompt", "chosen", "rejected"):
+                r[k] = json.loads(r[k])
+    return rows, chash
+
+
+def logp_run_key(
+    spec: ModelSpec,
+    dataset: str,
+    split: str | None,
+    content_hash: str,
+    tok_config: TokenizeConfig,
+    tok_sig: str,
+) -> tuple[str, dict]:
+    config = {
+        "model_id": fingerprint(spec),
+        "model_path": spec.path,
+        "adapter": spec.adapter,
+        "dtype": spec.dtype,
+        "dataset": dataset,
+        "split": split,
+        "content_hash": content_hash,
+        "tokenize": tok_config.to_dict(),
+        "tokenizer": tok_sig,
+        "version": LOGP_VERSION,
+    }
+    run_id = "lp-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return run_id, config
+
+
+def _compute(
+    spec: ModelSpec,
+    tokenizer,
+    rows: list[dict],
+    tok_config,
+    batch_tokens: int,
+    run_dir: Path,
+    dist: Dist,
+    desc: str,
+    total: int,
+    done: int,
+) -> None:
+    """Compute `rows` (this rank's slice) chunk by chunk, one shard per chunk."""
+    from prefsift.progress import Progress
+    from scoring.logprobs import pair_logps
+    from scoring.models import load_model
+    from scoring.tokenize import tokenize_pairs
+
+    tokenized = tokenize_pairs(tokenizer, rows, tok_config)
+    # Longest first, then consecutive chunks: each chunk holds similar lengths (little padding).
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (
+            -(
+                2 * len(tokenized[i].prompt_ids)
+                + len(tokenized[i].chosen_ids)
+                + len(tokenized[i].rejected_ids)
+            )
+        ),
+    )
+    model = load_model(spec)
+    status = os.environ.get("PREFSIFT_STATUS_FILE") if dist.main else None
+    with Progress(
+        total, desc, unit="pair", status_path=status, initial=done, disable=None if dist.main else True
+    ) as bar:
+        for s in range(0, len(order), SHARD_PAIRS):
+            idx = order[s : s + SHARD_PAIRS]
+            res = pair_logps(
+                model, [tokenized[i] for i in idx], tokenizer.pad_token_id, batch_tokens=batch_tokens
+            )
+            table = pa.table({"pair_id": [rows[i]["pair_id"] for i in idx], **{k: res[k] for k in res}})
+            write_shard(run_dir, dist.rank, table)
+            bar.update(len(idx) * dist.world)  # every rank advances at about the same pace
+
+
+def ensure_logps(
+    db,
+    spec: ModelSpec,
+    dataset: str,
+    split: str | None = "train",
+    tok_config: TokenizeConfig | None = None,
+    batch_tokens: int = 8192,
+    name: str | None = None,
+    role: str | None = None,
+) -> str:
+    """The logp run_id of (model, dataset split, tokenization); computes only what is missing."""
+    from scoring.models import load_tokenizer
+    from scoring.tokenize import tokenizer_signature
+    from storage import connect, open_db, runs
+
+    tok_config = tok_config or TokenizeConfig()
+    dist = Dist()
+    spec = dist.device(spec)
+    if dist.main:
+        open_db(db)  # migrate once, before anyone reads
+    dist.barrier()
+    rows, chash = _read_pairs(db, dataset, split)
+    if not rows:
+        raise UserError(f"dataset {dataset!r} has no pairs in split {split!r}")
+    tokenizer = load_tokenizer(spec)
+    run_id, config = logp_run_key(spec, dataset, split, chash, tok_config, tokenizer_signature(tokenizer))
+    model_id = config["model_id"]
+    with connect(db, read_only=True) as con:
+        exists = runs.logp_run_exists(con, run_id)
+    dist.barrier()  # every rank has read the database before rank 0 writes to it
+    if exists:
+        if dist.main and (name or role):
+            with connect(db) as con:
+                _register(con, spec, model_id, name, role)
+        log.info("log-probs of %s on %s: cached run %s", name or spec.path, dataset, run_id)
+        return run_id
+    run_dir = runs_dir(db) / run_id
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    dist.barrier()
+    # 1. what is missing: every rank reads the shards before any rank writes a new one
+    have = read_shards(run_dir)
+    done_ids = set(have.column("pair_id").to_pylist()) if have is not None else set()
+    missing = [r for r in rows if r["pair_id"] not in done_ids]
+    dist.barrier()
+    # 2. compute this rank's deterministic slice
+    mine = missing[dist.rank :: dist.world]
+    if mine:
+        label = f"log-probs {name or Path(spec.path).name}"
+        _compute(
+            spec,
+            tokenizer,
+            mine,
+            tok_config,
+            batch_tokens,
+            run_dir,
+            dist,
+            label,
+            len(rows),
+            len(rows) - len(missing),
+        )
+    dist.barrier()
+    # 3. rank 0 merges once and commits in one short transaction
+    if dist.main:
+        table = read_shards(run_dir)
+        got = set(table.column("pair_id").to_pylist()) if table is not None else set()
+        want = {r["pair_id"] for r in rows}
+        if not want <= got:
+            raise UserError(
+                f"log-prob run {run_id} is incomplete ({len(want - got)} pairs missing): run it again"
+            )
+        keep = pa.array([p in want for p in table.column("pair_id").to_pylist()])
+        table = table.filter(keep)
+        with connect(db) as con:
+            _register(con, spec, model_id, name, role)
+            runs.save_logp_run(con, run_id, model_id, dataset, config, table)
+        log.info(
+            "log-probs of %s on %s: committed run %s (%d pairs)",
+            name or spec.path,
+            dataset,
+            run_id,
+            table.num_rows,
+        )
+    dist.barrier()
+    return run_id
+
+
+def _register(con, spec: ModelSpec, model_id: str, name: str | None, role: str | None) -> None:
+    from storage import runs
+
+    runs.register_model(
+        con, model_id, spec.path, name=name, revision=spec.revision, adapter_path=spec.adapter, role=role
+    )
+
+
+# ---------------------------------------------------------------- scores
+def _aligned(con, run_ids: list[str]) -> tuple[list[str], list[np.ndarray]]:
+    """pair_ids present in every run, and (chosen, rejected) arrays of each run aligned on them."""
+    from storage import runs
+
+    frames = [runs.get_logps(con, r).to_pandas().set_index("pair_id") for r in run_ids]
+    common = frames[0].index
+    for f in frames[1:]:
+        common = common.intersection(f.index)
+    common = common.sort_values()
+    arrays = []
+    for f in frames:
+        f = f.loc[common]
+        arrays += [f["chosen_logp"].to_numpy(np.float64), f["rejected_logp"].to_numpy(np.float64)]
+    return list(common), arrays
+
+
+def score_dataset(
+    db,
+    dataset: str,
+    ref: ModelSpec,
+    policy: ModelSpec,
+    val: ModelSpec | None = None,
+    beta: float = 0.1,
+    split: str | None = "train",
+    tok_config: TokenizeConfig | None = None,
+    batch_tokens: int = 8192,
+    names: dict[str, str | None] | None = None,
+) -> dict[str, str]:
+    """metric -> score run_id for `irm`, `policy_loss` and, with `val`, `lossdiff` (and `val_loss`)."""
+    from scoring import metrics
+    from storage import connect, runs
+
+    if not (beta > 0):
+        raise UserError(f"--beta must be positive, got {beta}")
+    tok_config = tok_config or TokenizeConfig()
+    names = names or {}
+    common = {"split": split, "tok_config": tok_config, "batch_tokens": batch_tokens}
+    ref_run = ensure_logps(db, ref, dataset, name=names.get("ref"), role="reference", **common)
+    pol_run = ensure_logps(db, policy, dataset, name=names.get("policy"), role="policy", **common)
+    val_run = (
+        ensure_logps(db, val, dataset, name=names.get("val"), role="validation", **common) if val else None
+    )
+
+    inputs = {"ref": ref_run, "policy": pol_run}
+    if val_run:
+        inputs["val"] = val_run
+    wanted = ["irm", "policy_loss"] + (["lossdiff", "val_loss"] if val_run else [])
+
+    def key(metric: str) -> tuple[str, dict]:
+        cfg = {
+            "metric": metric,
+            "beta": float(beta),
+            "logp_runs": inputs,
+            "dataset": dataset,
+            "split": split,
+            "version": SCORE_VERSION,
+        }
+        return "sc-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16], cfg
+
+    out = {m: key(m)[0] for m in wanted}
+    if not Dist().main:
+        return out
+    with connect(db, read_only=True) as con:
+        todo = [m for m in wanted if not runs.score_run_exists(con, out[m])]
+        if not todo:
+            return out
+        pair_ids, arr = _aligned(con, [ref_run, pol_run] + ([val_run] if val_run else []))
+    ref_c, ref_r, pol_c, pol_r = arr[:4]
+    values = {
+        "irm": lambda: metrics.irm(pol_c, pol_r, ref_c, ref_r, beta),
+        "policy_loss": lambda: metrics.dpo_loss(metrics.margin(pol_c, pol_r, ref_c, ref_r, beta)),
+        "lossdiff": lambda: metrics.lossdiff(pol_c, pol_r, arr[4], arr[5], ref_c, ref_r, beta),
+        "val_loss": lambda: metrics.dpo_loss(metrics.margin(arr[4], arr[5], ref_c, ref_r, beta)),
+    }
+    with connect(db) as con:
+        for m in todo:
+            cfg = key(m)[1]
+            cfg["models"] = {
+                k: fingerprint(s) for k, s in (("ref", ref), ("policy", policy), ("val", val)) if s
+            }
+            cfg["tokenize"] = tok_config.to_dict()
+            runs.save_score_run(
+                con, out[m], dataset, m, cfg, pa.table({"pair_id": pair_ids, "value": values[m]()})
+            )
+    return out

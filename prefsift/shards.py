@@ -1,0 +1,66 @@
+"""Run folders of resumable jobs: atomic Parquet shards, and the ranks of a multi-process run.
+
+A shard is written to a temporary name and renamed, so it is either whole or absent after a
+crash. Reading merges all shards and keeps one row per pair_id.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scoring.models import ModelSpec
+
+
+class Dist:
+    """Rank/world of an `accelerate launch` (or torchrun) run; a no-op single process otherwise."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.state = None
+        if self.world > 1:
+            import torch
+            from accelerate import PartialState
+
+            # Without CUDA, PartialState must be told to use CPU processes (gloo), or it stays single-process.
+            self.state = PartialState(cpu=not torch.cuda.is_available())
+            self.world = self.state.num_processes
+        self.rank = self.state.process_index if self.state else 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def device(self, spec: ModelSpec) -> ModelSpec:
+        if self.state is not None and spec.device == "auto":
+            from dataclasses import replace
+
+            return replace(spec, device=str(self.state.device))
+        return spec
+
+
+def read_shards(run_dir: Path) -> pa.Table | None:
+    files = sorted(run_dir.glob("shard-*.parquet"))
+    if not files:
+        return None
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    # Dedupe on pair_id: a pair written twice (crash between shard write and bookkeeping,
+    # overlapping ranks after a resume with another world size) counts once.
+    _, first = np.unique(np.asarray(table.column("pair_id").to_pylist(), dtype=object), return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
+def write_shard(run_dir: Path, rank: int, table: pa.Table) -> None:
+    name = f"shard-r{rank:03d}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = run_dir / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, run_dir / name)

@@ -1,0 +1,60 @@
+"""Per-token log-probs of one pair (the dashboard's pair inspector): table `token_logps`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import pandas as pd
+
+
+def save_token_logps(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    ref_run: str | None,
+    pair_id: str,
+    rows: Sequence[dict],
+) -> None:
+    """Replace the token rows of (run_id, pair_id). Each row: side, tokens, logps, ref_logps."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM token_logps WHERE run_id = ? AND pair_id = ?", [run_id, pair_id])
+        for r in rows:
+            if r["side"] not in ("chosen", "rejected"):
+                raise ValueError(f"side must be chosen or rejected, got {r['side']!r}")
+            ref = r.get("ref_logps")
+            if len(r["tokens"]) != len(r["logps"]) or (ref is not None and len(ref) != len(r["logps"])):
+                raise ValueError("tokens, logps and ref_logps must have the same length")
+            con.execute(
+                "INSERT INTO token_logps (run_id, ref_run, pair_id, side, tokens, logps, ref_logps) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    ref_run,
+                    pair_id,
+                    r["side"],
+                    list(r["tokens"]),
+                    [float(x) for x in r["logps"]],
+                    None if ref is None else [float(x) for x in ref],
+                ],
+            )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def get_token_logps(con: duckdb.DuckDBPyConnection, pair_id: str, run_id: str | None = None) -> pd.DataFrame:
+    """Rows (run_id, ref_run, side, tokens, logps, ref_logps) of a pair; all runs unless run_id."""
+    sql = "SELECT run_id, ref_run, side, tokens, logps, ref_logps FROM token_logps WHERE pair_id = ?"
+    params: list = [pair_id]
+    if run_id:
+        sql += " AND run_id = ?"
+        params.append(run_id)
+    return con.execute(sql + " ORDER BY run_id, side", params).df()
+
+
+def token_runs(con: duckdb.DuckDBPyConnection, pair_id: str) -> list[str]:
+    """The run ids that have token rows for a pair."""
+    rows = con.execute("SELECT DISTINCT run_id FROM token_logps WHERE pair_id = ? ORDER BY run_id", [pair_id])
+    return [r[0] for r in rows.fetchall()]
