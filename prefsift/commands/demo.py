@@ -1,0 +1,61 @@
+"""`prefsift demo`: run the whole pipeline offline on an embedded default, then open the dashboard."""
+
+from __future__ import annotations
+
+NAME = "demo"
+HELP = (
+    "run the whole pipeline offline on SmolLM2-135M-Instruct and a bundled data set, then serve the dashboard"
+)
+DESCRIPTION = (
+    "Ingests the bundled preference set (or --dataset), splits it, warms up θ, trains θ_val, scores IRM, "
+    "LossDiff and exact IF/TIF, saves the LossDiff-IRM, TIF and random selections, evaluates θ, and serves "
+    "the dashboard. Everything is cached: a second run only starts the dashboard. Default database: "
+    "./prefsift-demo.duckdb."
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", help="a hub id or local folder instead of the embedded SmolLM2-135M-Instruct")
+    p.add_argument("--dataset", help="a file or hub dataset id instead of the bundled demo pairs")
+    p.add_argument("--name", default="demo", help="dataset name in the database (default demo)")
+    p.add_argument("--limit", type=int, help="use only the first N rows (a quick look)")
+    p.add_argument("--max-length", type=int, default=256, help="max prompt+completion tokens (default 256)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=float, default=1.0, help="warm-up epochs (default 1, as in the paper)")
+    p.add_argument(
+        "--lr", type=float, default=5e-4, help="LoRA learning rate of warm-up and θ_val (default 5e-4)"
+    )
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-influence", action="store_true", help="skip exact IF/TIF")
+    p.add_argument(
+        "--no-serve", action="store_true", help="stop after the pipeline (do not start the dashboard)"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+
+
+def run(args):
+    from prefsift.demo import DEMO_DB, DemoConfig, run_demo, summary_text
+
+    cfg = DemoConfig(
+        db=args.db or DEMO_DB,
+        model=args.model,
+        dataset=args.dataset,
+        name=args.name,
+        limit=args.limit,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        dtype=args.dtype,
+        device=args.device,
+        influence=not args.no_influence,
+    )
+    out = run_demo(cfg)
+    print(summary_text(out))
+    if args.no_serve:
+        return out
+    from prefsift.cli import main as cli
+
+    print(f"\nOpening the dashboard on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    return cli(["serve", "--db", cfg.db, "--host", args.host, "--port", str(args.port)])

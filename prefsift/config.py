@@ -1,0 +1,276 @@
+"""Training configuration: prefsift's own few fields plus DPOConfig / LoraConfig forwarding.
+
+We never duplicate `trl.DPOConfig`: everything it knows is passed through unchanged
+(`[dpo]` section of a TOML file, `--set key=value`, or the shortcuts `--beta`, `--lr` ...).
+Unknown keys fail with a message naming the key, before any model is loaded.
+
+A TOML file looks like:
+
+    seed = 0
+    lora = true            # false = full fine-tuning
+    [dpo]                  # any trl.DPOConfig field
+    beta = 0.1
+    learning_rate = 5e-5
+    per_device_train_batch_size = 4
+    [lora]                 # any peft.LoraConfig field
+    r = 16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefsift.errors import UserError
+
+KINDS = ("warmup", "fit-val", "train")
+
+# LoRA on every linear projection of a Llama-style block (lm_head is excluded: TRL refuses it).
+DEFAULT_LORA: dict[str, Any] = {
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "target_modules": "all-linear",
+    "bias": "none",
+    "task_type": "CAUSAL_LM",
+}
+
+# prefsift's defaults for DPOConfig; the user's values win. Why each one:
+DEFAULT_DPO: dict[str, Any] = {
+    "beta": 0.1,  # METHOD.md default
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "max_length": 512,  # TRL's 1024 is slow on CPU; prompt + completion, truncation_mode keep_start
+    "logging_steps": 1,  # every step lands in training_metrics
+    "save_strategy": "steps",
+    "save_steps": 50,  # checkpoints make a killed run resumable
+    "save_total_limit": 2,
+    "report_to": "none",  # no wandb/tensorboard surprises
+    "activation_checkpointing": False,  # TRL's default recomputes activations and warns on small models
+    "dataloader_num_workers": 0,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+}
+DEFAULT_LR = {True: 5e-5, False: 1e-6}  # LoRA adapters need a larger step than full fine-tuning
+DEFAULT_EPOCHS = {"warmup": 1, "fit-val": 1, "train": 2}  # the paper's pipeline
+
+# Fields that prefsift sets itself: a user value would break resuming or bookkeeping.
+RESERVED_DPO = {"output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "seed", "data_seed"}
+
+
+def _dpo_fields() -> set[str]:
+    from trl import DPOConfig
+
+    return {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+
+
+def _lora_fields() -> set[str]:
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig) if f.init}
+
+
+def parse_value(text: str) -> Any:
+    """`--set key=value` values: JSON/TOML-ish literals, else the plain string."""
+    low = text.strip()
+    if low.lower() in ("true", "false"):
+        return low.lower() == "true"
+    if low.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(low)
+    except ValueError:
+        return text
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What prefsift needs to run one DPO training (warm-up, validation model or final training).
+
+    `dpo` and `lora_config` hold only what the user set (TOML + CLI); prefsift's defaults are
+    merged in `dpo_kwargs()` / `lora_kwargs()`, so the recorded config shows the user's intent.
+    """
+
+    kind: str = "train"
+    lora: bool = True  # False: full fine-tuning (--full)
+    seed: int = 0
+    dtype: str = "float32"  # weights' dtype when loading; bf16 autocast is DPOConfig's `bf16`
+    dpo: Mapping[str, Any] = field(default_factory=dict)
+    lora_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UserError(f"training kind must be one of {KINDS}, got {self.kind!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise UserError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed must be a non-negative integer, got {self.seed!r}")
+        dpo_known = _dpo_fields()
+        for key in self.dpo:
+            if key in RESERVED_DPO:
+                raise UserError(f"DPOConfig field {key!r} is set by prefsift and cannot be overridden")
+            if key not in dpo_known:
+                raise UserError(f"unknown DPOConfig field {key!r} (see trl.DPOConfig for the valid names)")
+        if self.lora_config and not self.lora:
+            raise UserError("[lora] settings were given but LoRA is off (--full)")
+        lora_known = _lora_fields()
+        for key in self.lora_config:
+            if key not in lora_known:
+                raise UserError(f"unknown LoraConfig field {key!r} (see peft.LoraConfig for the valid names)")
+        beta = self.dpo.get("beta", DEFAULT_DPO["beta"])
+        if not isinstance(beta, int | float) or beta <= 0:
+            raise UserError(f"beta must be a positive number, got {beta!r}")
+        for key in ("per_device_train_batch_size", "num_train_epochs", "max_length"):
+            value = self.dpo.get(key)
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise UserError(f"{key} must be positive, got {value!r}")
+
+    # ------------------------------------------------------------------ resolved settings
+    def dpo_kwargs(self) -> dict[str, Any]:
+        """Everything passed to DPOConfig except output_dir/seed/device flags."""
+        out = dict(DEFAULT_DPO)
+        out["learning_rate"] = DEFAULT_LR[self.lora]
+        out["num_train_epochs"] = DEFAULT_EPOCHS[self.kind]
+        out.update(self.dpo)
+        return out
+
+    def lora_kwargs(self) -> dict[str, Any]:
+        out = dict(DEFAULT_LORA)
+        out.update(self.lora_config)
+        return out
+
+    @property
+    def beta(self) -> float:
+        return float(self.dpo_kwargs()["beta"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config, JSON-safe: what gets recorded with the run and hashed into its id."""
+        return {
+            "kind": self.kind,
+            "lora": self.lora,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "dpo": _jsonable(self.dpo_kwargs()),
+            "lora_config": _jsonable(self.lora_kwargs()) if self.lora else None,
+        }
+
+    def with_kind(self, kind: str) -> TrainConfig:
+        return dataclasses.replace(self, kind=kind)
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(d), default=str, sort_keys=True))
+
+
+def load_toml(path: str | Path | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file {p} not found")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {p} is not valid TOML: {exc}") from exc
+    allowed = {"seed", "lora", "dtype", "dpo"}
+    for key, value in data.items():
+        if key == "lora" and isinstance(value, dict):
+            continue  # the [lora] section
+        if key not in allowed:
+            raise UserError(
+                f"unknown key {key!r} in {p} (top level: seed, lora, dtype; sections [dpo], [lora])"
+            )
+    return data
+
+
+def build_config(
+    kind: str,
+    config_file: str | Path | None = None,
+    full: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    lora_overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """TOML file, then CLI overrides (None = not given)."""
+    data = load_toml(config_file)
+    lora_section = data.get("lora") if isinstance(data.get("lora"), dict) else {}
+    lora_flag = data.get("lora") if isinstance(data.get("lora"), bool) else True
+    if full is not None and full:
+        lora_flag = False
+    dpo = dict(data.get("dpo") or {})
+    dpo.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    lora_cfg = dict(lora_section or {})
+    lora_cfg.update(lora_overrides or {})
+    return TrainConfig(
+        kind=kind,
+        lora=lora_flag,
+        seed=int(seed if seed is not None else data.get("seed", 0)),
+        dtype=dtype or data.get("dtype", "float32"),
+        dpo=dpo,
+        lora_config=lora_cfg,
+    )
+
+
+# ---------------------------------------------------------------- CLI (shared by warmup, fit-val, train)
+def add_training_arguments(p) -> None:
+    g = p.add_argument_group("training (any trl.DPOConfig field via --config [dpo] or --set)")
+    g.add_argument("--config", help="TOML file: seed, lora, dtype, [dpo] -> DPOConfig, [lora] -> LoraConfig")
+    g.add_argument("--full", action="store_true", default=None, help="full fine-tuning instead of LoRA")
+    g.add_argument("--beta", type=float, help="DPO beta (default 0.1)")
+    g.add_argument("--lr", type=float, help="learning rate (default 5e-5 LoRA, 1e-6 full)")
+    g.add_argument("--batch-size", type=int, help="per_device_train_batch_size (default 4)")
+    g.add_argument("--epochs", type=float, help="num_train_epochs")
+    g.add_argument("--max-length", type=int, help="max tokens of prompt + completion (default 512)")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="any DPOConfig field, repeatable")
+    g.add_argument(
+        "--lora-set", action="append", metavar="KEY=VALUE", help="any LoraConfig field, repeatable"
+    )
+    g.add_argument("--seed", type=int, help="seed (default 0)")
+    g.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)"
+    )
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    g.add_argument(
+        "--resume",
+        choices=["auto", "never"],
+        default="auto",
+        help="auto: rerunning the same command resumes from its last checkpoint",
+    )
+    g.add_argument("--force", action="store_true", help="overwrite an existing model folder of that name")
+    g.add_argument("--wait", action="store_true", help="queue behind another running job instead of failing")
+
+
+def config_from_args(kind: str, args) -> TrainConfig:
+    overrides = {
+        "beta": args.beta,
+        "learning_rate": args.lr,
+        "per_device_train_batch_size": args.batch_size,
+        "num_train_epochs": args.epochs,
+        "max_length": args.max_length,
+    }
+    overrides.update(parse_sets(args.set))
+    return build_config(
+        kind,
+        args.config,
+        full=args.full,
+        seed=args.seed,
+        dtype=args.dtype,
+        overrides=overrides,
+        lora_overrides=parse_sets(args.lora_set),
+    )

@@ -1,0 +1,138 @@
+"""Evaluate a model on held-out pairs: DPO loss, reward accuracy and mean margin vs π_ref.
+
+Per pair: m = β[(log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))],
+loss = softplus(−m); reported are the means over the split and the share of m > 0 (TRL's
+`rewards/accuracies`). The log-probs come from the scoring engine, cached per (model, data,
+tokenization) through `prefsift.score.ensure_logps`, with TRL's tokenization and the model's
+own training max_length, so an evaluation equals what a TRL eval pass would log.
+The result is stored in `evaluations`, next to every other model of the dataset (ledger).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from prefsift.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_TOKENS = 8192
+
+
+def _tok_config(lineage: dict, max_length: int | None):
+    from scoring.tokenize import TokenizeConfig
+
+    dpo = (lineage.get("config") or {}).get("dpo") or {}
+    ml = max_length if max_length is not None else dpo.get("max_length", 1024)
+    return TokenizeConfig(max_length=ml, truncation_mode=dpo.get("truncation_mode", "keep_start"))
+
+
+def _logps(db, spec, dataset, split, tok_config, batch_tokens, name, role) -> dict[str, tuple]:
+    from prefsift.score import ensure_logps
+    from storage import connect
+    from storage import runs as rstore
+
+    run_id = ensure_logps(db, spec, dataset, split, tok_config, batch_tokens, name, role)
+    with connect(db, read_only=True) as con:
+        t = rstore.get_logps(con, run_id)
+    return dict(
+        zip(
+            t.column("pair_id").to_pylist(),
+            zip(t.column("chosen_logp").to_pylist(), t.column("rejected_logp").to_pylist()),
+        )
+    )
+
+
+def evaluate(
+    db,
+    model: str,
+    dataset: str,
+    split: str = "eval",
+    beta: float | None = None,
+    reference: str | None = None,
+    max_length: int | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> dict:
+    from prefsift.train import _lineage, resolve, resolve_reference
+    from scoring.metrics import dpo_loss, margin, reward_accuracy
+    from scoring.models import ModelSpec
+    from storage import connect
+    from storage import pairs as pstore
+    from storage import training as tstore
+
+    with connect(db, read_only=True) as con:
+        n = pstore.count_pairs(con, dataset, split)
+    if n == 0:
+        raise UserError(f"dataset {dataset!r} has no {split!r} pairs (run `prefsift split` or pass --split)")
+    pol = resolve(db, model)
+    ref = resolve(db, reference) if reference else resolve_reference(db, pol)
+    lineage = _lineage(db, model)
+    if beta is None:
+        beta = float(((lineage.get("config") or {}).get("dpo") or {}).get("beta", 0.1))
+    tok_config = _tok_config(lineage, max_length)
+    pol_spec = ModelSpec(path=pol.path, adapter=pol.adapter, dtype=dtype, device=device)
+    ref_spec = ModelSpec(path=ref.path, adapter=ref.adapter, dtype=dtype, device=device)
+
+    # 1. log-probs of both models (cached by the scoring engine)
+    lp = _logps(db, pol_spec, dataset, split, tok_config, batch_tokens, pol.name or model, None)
+    if ref.model_id == pol.model_id:
+        lr = lp  # the reference against itself: margins are 0, loss log 2
+    else:
+        lr = _logps(db, ref_spec, dataset, split, tok_config, batch_tokens, ref.name or "ref", "reference")
+    ids = sorted(set(lp) & set(lr))
+    if not ids:
+        raise UserError("no pairs have log-probs under both the model and the reference")
+    pc, pr = np.array([lp[i][0] for i in ids]), np.array([lp[i][1] for i in ids])
+    rc, rr = np.array([lr[i][0] for i in ids]), np.array([lr[i][1] for i in ids])
+
+    # 2. the numbers TRL would log on this split
+    m = margin(pc, pr, rc, rr, beta)
+    loss = float(dpo_loss(m).mean())
+    acc = reward_accuracy(m)
+    mean_margin = float(m.mean())
+    config = {"beta": beta, "reference": ref.model_id, "tokenize": tok_config.to_dict(), "dtype": dtype}
+    with connect(db) as con:
+        tstore.save_evaluation(con, pol.model_id, dataset, split, len(ids), loss, acc, mean_margin, config)
+    text = (
+        f"{pol.name or model} on {dataset}/{split} ({len(ids)} pairs, β={beta}): loss {loss:.4f}, "
+        f"reward accuracy {acc:.3f}, mean margin {mean_margin:+.4f}"
+    )
+    return {
+        "model": pol.name or model,
+        "model_id": pol.model_id,
+        "reference": ref.model_id,
+        "dataset": dataset,
+        "split": split,
+        "n_pairs": len(ids),
+        "loss": loss,
+        "reward_accuracy": acc,
+        "mean_margin": mean_margin,
+        "beta": beta,
+        "_text": text,
+    }
+
+
+def ledger_text(db, dataset: str) -> str:
+    from storage import connect
+    from storage import training as tstore
+
+    with connect(db, read_only=True) as con:
+        df = tstore.ledger(con, dataset)
+    if df.empty:
+        return "(no evaluations yet)"
+    cols = [
+        "model",
+        "role",
+        "selection",
+        "n_kept",
+        "split",
+        "n_pairs",
+        "loss",
+        "reward_accuracy",
+        "mean_margin",
+    ]
+    return df[cols].to_string(index=False)

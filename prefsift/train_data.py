@@ -1,0 +1,96 @@
+"""Training data for prefsift.train: pairs of a split or a selection from DuckDB, or an exported file.
+
+Rows come out as TRL expects them: prompt/chosen/rejected strings (standard) or lists of
+{role, content} messages (conversational), plus a content hash that keys the training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from prefsift.errors import UserError
+
+
+def load_rows(db, dataset: str | None, split: str | None, selection: str | None, data_file: str | None):
+    """(rows as dicts with prompt/chosen/rejected, content hash, dataset name)."""
+    if data_file:
+        return _rows_from_file(data_file) + (dataset,)
+    from storage import connect
+    from storage import pairs as pstore
+
+    with connect(db) as con:
+        ids = None
+        if selection:
+            sel_dataset, ids = _selection(con, selection)
+            if dataset and dataset != sel_dataset:
+                raise UserError(
+                    f"selection {selection!r} belongs to dataset {sel_dataset!r}, not {dataset!r}"
+                )
+            dataset = sel_dataset
+            if not ids:
+                raise UserError(f"selection {selection!r} is empty: nothing to train on")
+        if not dataset:
+            raise UserError("pass --dataset (or --selection / --data)")
+        table = pstore.get_pairs(
+            con,
+            dataset,
+            split=None if selection else split,
+            pair_ids=ids,
+            columns=("pair_id", "kind", "prompt", "chosen", "rejected"),
+        )
+    if table.num_rows == 0:
+        where = f"selection {selection!r}" if selection else f"split {split!r} of dataset {dataset!r}"
+        hint = " (run `prefsift split` first?)" if split == "val" else ""
+        raise UserError(f"no pairs in {where}{hint}")
+    ids_sorted = sorted(table.column("pair_id").to_pylist())
+    digest = hashlib.md5(",".join(ids_sorted).encode()).hexdigest()
+    rows = [_decode(r) for r in table.to_pylist()]
+    return rows, digest, dataset
+
+
+def _selection(con, name: str) -> tuple[str, list[str]]:
+    """(dataset, member pair ids), through storage.selections when that module is there."""
+    try:
+        from storage import selections as sstore
+    except ImportError:
+        from storage import training as tstore
+
+        return tstore.selection_members(con, name)
+    sel = sstore.get_selection(con, name)
+    return sel["dataset"], sstore.get_members(con, name).column("pair_id").to_pylist()
+
+
+def _decode(r: dict) -> dict:
+    if r.get("kind") == "conversational":
+        return {k: json.loads(r[k]) for k in ("prompt", "chosen", "rejected")}
+    return {k: r[k] for k in ("prompt", "chosen", "rejected")}
+
+
+def _rows_from_file(path: str):
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"data file {p} not found")
+    import pandas as pd
+
+    if p.suffix == ".parquet":
+        df = pd.read_parquet(p)
+    elif p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
+        df = pd.read_json(p, lines=p.suffix != ".json" or p.name.endswith(".jsonl.gz"))
+    else:
+        raise UserError(f"--data must be .parquet or .jsonl, got {p.name}")
+    missing = {"prompt", "chosen", "rejected"} - set(df.columns)
+    if missing:
+        raise UserError(f"{p.name} lacks column(s) {sorted(missing)}")
+    if df.empty:
+        raise UserError(f"{p.name} holds no pairs")
+    rows = []
+    for r in df[["prompt", "chosen", "rejected"]].to_dict(orient="records"):
+        rows.append({k: (list(v) if not isinstance(v, str) else v) for k, v in r.items()})
+    return rows, hashlib.sha256(p.read_bytes()).hexdigest()[:32]
+
+
+def check_chat_template(rows: list[dict], tokenizer) -> None:
+    if rows and not isinstance(rows[0]["chosen"], str) and not getattr(tokenizer, "chat_template", None):
+        raise UserError("the data is conversational but the model's tokenizer has no chat template")

@@ -1,0 +1,104 @@
+"""Crash safety, reduced: SIGKILL `prefsift score`, `influence` and `warmup` at random points
+(3 kills each by default, $PREFSIFT_CRASH_KILLS for more), resume, and compare with an
+uninterrupted run. The full run (10+ kills each, results in benchmarks/results/crash.md) is
+`python benchmarks/crash.py`; both share that script's code.
+
+Marked e2e and slow: each kill restarts a Python process that imports torch and transformers,
+which takes 10-30 s on a loaded 2-core machine. Run with `./test.sh -m e2e tests/reliability`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _crash_module():
+    spec = importlib.util.spec_from_file_location("prefsift_bench_crash", ROOT / "benchmarks" / "crash.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+crash = _crash_module()
+KILLS = int(os.environ.get("PREFSIFT_CRASH_KILLS", "3"))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return crash.build_workspace(tmp_path_factory.mktemp("crash") / "ws", n_pairs=60)
+
+
+@pytest.mark.parametrize("job", crash.JOBS)
+def test_kill_and_resume_equals_uninterrupted(workspace, tmp_path, job):
+    rep = crash.crash_job(
+        job, workspace, tmp_path, kills=KILLS, seed=crash.JOBS.index(job), log=lambda *a: None
+    )
+    assert rep.kills >= KILLS
+    assert rep.census_problems == []  # after every kill: opens read-only, no duplicate, no half run
+    assert rep.resume_failures == []  # every rerun resumed
+    assert rep.comparisons and all(c["ok"] for c in rep.comparisons), rep.comparisons
+
+
+def test_train_killed_between_model_file_and_registration(tiny_db, tiny_model_dir):
+    """The state a SIGKILL leaves after training but before registration: the weights are saved,
+    the models row and prefsift_model.json (written last, after the commit) are not, and the run
+    still says 'running'. The rerun a user would do must register the model and finish the run."""
+    from prefsift.cli import main
+    from storage import connect
+
+    argv = ["warmup", "--db", str(tiny_db), "--dataset", "tiny", "--model", str(tiny_model_dir),
+            "--name", "theta", "--device", "cpu", "--max-length", "64"]  # fmt: skip
+    assert main(argv) == 0
+    with connect(tiny_db) as con:
+        (model_id,) = con.execute("SELECT model_id FROM models WHERE name = 'theta'").fetchall()[0]
+        con.execute("DELETE FROM models WHERE name = 'theta'")
+        con.execute("UPDATE training_runs SET status = 'running', output_model = NULL, finished_at = NULL")
+    model_file = (
+        Path(str(tiny_db).replace(".duckdb", ".prefsift")) / "models" / "theta" / "prefsift_model.json"
+    )
+    assert json.loads(model_file.read_text())["model_id"] == model_id
+    model_file.unlink()  # the kill came before the final, atomic write of this file
+    assert main(argv) == 0  # the rerun a user would do
+    with connect(tiny_db, read_only=True) as con:
+        names = [r[0] for r in con.execute("SELECT name FROM models").fetchall()]
+        status = [r[0] for r in con.execute("SELECT status FROM training_runs").fetchall()]
+    assert "theta" in names and status == ["done"]
+
+
+def test_train_resumes_past_a_half_written_checkpoint(tiny_db, tiny_model_dir):
+    """The state a SIGKILL leaves while transformers writes a checkpoint: the folder exists,
+    its files do not. A rerun must resume from the previous, whole checkpoint."""
+    from transformers import TrainerCallback
+
+    from prefsift.cli import build_parser, main
+    from prefsift.config import config_from_args
+    from prefsift.paths import models_dir
+    from prefsift.train import register_reference, train
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise RuntimeError("simulated crash right after the first checkpoint")
+
+    argv = ["warmup", "--db", str(tiny_db), "--dataset", "tiny", "--model", str(tiny_model_dir),
+            "--name", "theta", "--device", "cpu", "--max-length", "64", "--batch-size", "2",
+            "--set", "save_steps=1"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    ref = register_reference(args.db, args.model)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(args.db, config_from_args("warmup", args), ref, "theta", dataset="tiny", device="cpu",
+              callbacks=[Crash()])  # fmt: skip
+    out = models_dir(tiny_db) / "theta"
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert steps == [1]
+    (out / "checkpoint-2").mkdir()  # the next save was killed after its mkdir
+    assert main(argv) == 0
