@@ -86,7 +86,9 @@ def main() -> None:
         t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
         wall = time.perf_counter() - t0
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_mb = usage.ru_maxrss / 1024
+        cpu_s = usage.ru_utime + usage.ru_stime
         summary = json.loads(out.stdout)
         t0 = time.perf_counter()
         again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
@@ -106,6 +108,7 @@ def main() -> None:
         "| --- | --- |",
         f"| pairs in the file | {args.n:,} ({size_mb:.0f} MB JSONL, {bad:,} bad rows) |",
         f"| ingest wall time | {wall:.1f} s ({args.n / wall:,.0f} rows/s) |",
+        f"| ingest CPU time (user + system) | {cpu_s:.1f} s |",
         f"| peak memory (RSS of the ingest process) | {peak_mb:,.0f} MB |",
         f"| re-ingest (adds 0) | {wall2:.1f} s |",
         f"| database size | {db_mb:.0f} MB |",
