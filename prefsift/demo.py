@@ -8,6 +8,7 @@ Every stage is cached: a second run recomputes nothing and reaches the dashboard
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import json
 import time
@@ -50,7 +51,19 @@ class DemoConfig:
             raise UserError("--limit must be at least 20 (the demo needs train, val and eval pairs)")
 
 
+def model_names(cfg: DemoConfig, model: str) -> tuple[str, str]:
+    """θ and θ_val names carry a hash of the settings that shape them: changing the model, the
+    learning rate or the length trains new ones instead of clashing with the old folders, and the
+    same settings find the cached ones."""
+    key = json.dumps(
+        [model, cfg.name, cfg.lr, cfg.max_length, cfg.batch_size, cfg.epochs, cfg.dtype, cfg.limit]
+    )
+    h = hashlib.sha256(key.encode()).hexdigest()[:6]
+    return f"theta-{h}", f"theta_val-{h}"
+
+
 def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
+    theta, val_name = model_names(cfg, model)
     src = cfg.dataset or str(bundled_dataset())
     common = ["--db", cfg.db]
     ml = ["--max-length", str(cfg.max_length)]
@@ -82,7 +95,7 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
                 "--model",
                 model,
                 "--name",
-                "theta",
+                theta,
                 *ml,
                 "--batch-size",
                 str(cfg.batch_size),
@@ -103,9 +116,9 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
                 "--dataset",
                 cfg.name,
                 "--policy",
-                "theta",
+                theta,
                 "--name",
-                "theta_val",
+                val_name,
                 *ml,
                 "--batch-size",
                 str(cfg.batch_size),
@@ -126,9 +139,9 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
                 "--ref",
                 model,
                 "--policy",
-                "theta",
+                theta,
                 "--val",
-                "theta_val",
+                val_name,
                 *ml,
                 "--dtype",
                 cfg.dtype,
@@ -141,7 +154,7 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
         out.append(
             (
                 "exact influence IF and TIF",
-                ["influence", "--dataset", cfg.name, "--policy", "theta", "--ref", model, *ml, *dev, *common],
+                ["influence", "--dataset", cfg.name, "--policy", theta, "--ref", model, *ml, *dev, *common],
             )
         )
     out += [
@@ -168,7 +181,7 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
             )
         )
     out.append(
-        ("evaluate θ on the held-out pairs", ["evaluate", "theta", "--dataset", cfg.name, *dev, *common])
+        ("evaluate θ on the held-out pairs", ["evaluate", theta, "--dataset", cfg.name, *dev, *common])
     )
     return out
 
