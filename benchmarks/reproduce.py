@@ -712,6 +712,16 @@ def write_report(state: dict, out: Path) -> None:
                 + f" | {mean_std(mar)} |"
             )
         L.append("")
+        n_eval = next(iter(runs.values()))["eval"]["n_pairs"] if runs else (th or {}).get("n_pairs")
+        n_seeds = max((len(v[0]) for v in summary.values()), default=0)
+        if n_eval:
+            L.append(f"One eval pair moves reward accuracy by 1/{n_eval} = {1 / n_eval:.3f}.")
+        if n_seeds < 3:
+            L.append(
+                f"Only {n_seeds} seed(s) finished of the {len(c['seeds'])} planned: no spread over seeds "
+                "can be given, and no difference below is established."
+            )
+        L.append("")
         if "full" in summary:
             import numpy as np
 
@@ -748,6 +758,8 @@ def write_report(state: dict, out: Path) -> None:
     ]
     for k in planned_stages(c):
         v = st.get(k, {"status": "not started"})
+        if v["status"] == "running" and not state.get("finished"):
+            v = {**v, "status": f"started {v.get('started', '')}, stopped before the end"}
         share = (
             f" ({v['cpu_s'] / v['wall_s']:.0%} of a core)"
             if v.get("cpu_s") and (v.get("wall_s") or 0) > 10
