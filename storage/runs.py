@@ -9,6 +9,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from storage.db import transaction
 from storage.errors import NotFound
 
 LOGP_SCHEMA = pa.schema(
@@ -103,8 +104,7 @@ def save_logp_run(
     logps = logps.select(LOGP_SCHEMA.names).cast(LOGP_SCHEMA)
     con.register("_logps_in", logps)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute("DELETE FROM logps WHERE run_id = ?", [run_id])
             con.execute("DELETE FROM logp_runs WHERE run_id = ?", [run_id])
             con.execute(
@@ -117,10 +117,6 @@ def save_logp_run(
                 "chosen_tokens, rejected_tokens, truncated FROM _logps_in",
                 [run_id],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.unregister("_logps_in")
 
@@ -163,8 +159,7 @@ def save_score_run(
     scores = scores.select(SCORE_SCHEMA.names).cast(SCORE_SCHEMA)
     con.register("_scores_in", scores)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute("DELETE FROM scores WHERE run_id = ?", [run_id])
             con.execute("DELETE FROM score_runs WHERE run_id = ?", [run_id])
             con.execute(
@@ -172,10 +167,6 @@ def save_score_run(
                 [run_id, dataset, metric, json.dumps(dict(config), sort_keys=True), scores.num_rows],
             )
             con.execute("INSERT INTO scores SELECT ?, pair_id, value FROM _scores_in", [run_id])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.unregister("_scores_in")
 
