@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["ingest", "scoring", "influence", "training", "selection", "dashboard", "crash", "demo"]
+ORDER = [
+    "ingest",
+    "scoring",
+    "influence",
+    "influence_gpu",
+    "training",
+    "selection",
+    "dashboard",
+    "crash",
+    "demo",
+]
 
 HEADER = """# Benchmark results
 

@@ -1,0 +1,430 @@
+"""Exact influence on a GPU: IF by JVP vs per-sequence gradients vs IRM scoring, tokens/s.
+
+A randomly initialised causal LM of a real shape (Llama-3.2-1B: 1.24B parameters; or
+SmolLM2-135M), bf16, one batch of R rows x T tokens (a P-token prompt, the rest completion),
+laid out as R/2 pairs [chosen; rejected] exactly as prefsift scores them. All timings use the
+scoring engine's own functions (scoring.logprobs.sequence_logps, scoring.influence.*), so they
+are what `prefsift score` / `prefsift influence` run:
+
+  IRM scoring     two forwards (pi_ref and theta), LM head only at completion positions
+  naive forward   the peer: full-vocabulary logits + log_softmax + gather (what a plain
+                  `model(...).logits` reference, e.g. TRL's, computes)
+  g_val           forward + backward of the DPO loss of the batch (one validation batch)
+  IF by JVP       forward-mode directional derivatives (dual tensors), math SDPA / eager
+  IF by FD        central finite differences in the model's dtype (two forwards)
+  IF by grads     one autograd backward per sequence, dotted with v (the reference)
+
+over the LoRA adapter (r 16, all linear layers; the default in prefsift) and over every
+parameter (full fine-tuning). Each time is the median of --reps runs after a warm-up, with
+CUDA events; peak memory from torch.cuda.max_memory_allocated.
+
+    python benchmarks/influence_gpu.py --shape llama-1b --rows 16 --seq 1024 --out DIR
+    python benchmarks/influence_gpu.py --shape tiny --device cpu --rows 4 --seq 64   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scoring import influence as I  # noqa: E402
+from scoring.logprobs import sequence_logps  # noqa: E402
+
+SHAPES = {
+    # Llama-3.2-1B (1.24B parameters, tied embeddings)
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
+    # SmolLM2-135M-Instruct (the demo model)
+    "smollm2": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def build(shape: str, dtype: torch.dtype, device: str, attn: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192)
+    torch.manual_seed(0)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(prev)
+    model.set_attn_implementation(attn)
+    return model.eval()
+
+
+def add_lora(model, r: int, std: float, adapter_dtype: str = "fp32"):
+    """LoRA r on all linear layers. PEFT keeps adapters of a bf16 model in float32 by default
+    (autocast_adapter_dtype), which is what `prefsift` loads; "base" keeps the base dtype."""
+    from peft import LoraConfig, get_peft_model
+
+    pm = get_peft_model(
+        model,
+        LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0),
+        autocast_adapter_dtype=adapter_dtype == "fp32",
+    )
+    if adapter_dtype == "base":
+        pm = pm.to(next(model.parameters()).dtype)
+    g = torch.Generator(device="cpu").manual_seed(1)
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:  # nonzero B: theta differs from pi_ref, as after a warm-up
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g).mul_(std).to(p))
+    return pm.eval()
+
+
+def make_batch(rows: int, seq: int, prompt: int, vocab: int, device: str) -> dict:
+    """R rows of T tokens: rows i and R/2+i share their prompt (a pair), completions differ;
+    completions of uneven length (right padding), as real batches have."""
+    g = torch.Generator().manual_seed(2)
+    k = rows // 2
+    ids = torch.randint(0, vocab, (rows, seq), generator=g)
+    ids[k:, :prompt] = ids[:k, :prompt]
+    lengths = torch.full((rows,), seq)
+    lengths[1::2] = seq - torch.randint(0, (seq - prompt) // 2, (rows // 2,), generator=g)
+    attn = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    comp = attn.bool() & (torch.arange(seq)[None, :] >= prompt)
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": attn.to(device),
+        "completion_mask": comp.to(device),
+    }
+
+
+class Clock:
+    def __init__(self, device: str, reps: int) -> None:
+        self.cuda = device.startswith("cuda")
+        self.reps = reps
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def time(self, fn) -> tuple[float, float, object]:
+        """(median seconds over reps after one warm-up, peak GiB during the runs, last output)."""
+        out = fn()
+        self.sync()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        ts = []
+        for _ in range(self.reps):
+            if self.cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                out = fn()
+                b.record()
+                b.synchronize()
+                ts.append(a.elapsed_time(b) / 1e3)
+            else:
+                t = time.perf_counter()
+                out = fn()
+                ts.append(time.perf_counter() - t)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else float("nan")
+        return statistics.median(ts), peak, out
+
+
+def naive_logps(model, batch: dict) -> torch.Tensor:
+    """The peer: full logits for every position, float32 log_softmax, gather, masked sum."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    tok = lp.gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
+    return (tok * batch["completion_mask"][:, 1:]).sum(1)
+
+
+def jvp_default_kernels(logp_fn, params, v, batch):
+    """Dual tensors WITHOUT forcing the math SDPA kernel (works only where the fused kernel
+    has a forward-AD formula)."""
+    with torch.no_grad(), fwAD.dual_level():
+        dual = {k: fwAD.make_dual(t, v[k].to(t)) for k, t in params.items()}
+        out = fwAD.unpack_dual(logp_fn(dual, batch))
+    return out.primal.double(), out.tangent.double()
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
+
+
+def run_mode(model, base, mode: str, batch: dict, args, clock: Clock) -> dict:
+    """All timings for one parameter set (lora or full) on one model."""
+    tokens = int(batch["attention_mask"].sum())
+    logp_fn = I.make_logp_fn(model)
+    params = I.select_params(model)
+    n_params = sum(t.numel() for t in params.values())
+    res: dict = {"mode": mode, "params": n_params, "tokens": tokens, "rows": batch["input_ids"].shape[0]}
+    peft = hasattr(model, "disable_adapter")
+    ref_ctx = model.disable_adapter if peft else contextlib.nullcontext
+
+    def fwd_theta():
+        with torch.inference_mode():
+            return sequence_logps(model, batch)
+
+    def fwd_ref():
+        with torch.inference_mode(), ref_ctx():
+            return sequence_logps(model, batch)
+
+    def naive():
+        with torch.inference_mode():
+            return naive_logps(model, batch)
+
+    t, m, pol = clock.time(fwd_theta)
+    res["forward_theta"] = (t, m)
+    t, m, ref = clock.time(fwd_ref)
+    res["forward_ref"] = (t, m)
+    try:
+        t, m, nv = clock.time(naive)
+        res["naive_forward"] = (t, m)
+        res["naive_vs_ours_max_abs"] = float((nv.double() - pol.double()).abs().max())
+    except torch.OutOfMemoryError as exc:  # the full-vocab logits are the peer's weak point
+        res["naive_forward"] = (float("nan"), float("nan"))
+        res["naive_error"] = f"out of memory: {str(exc)[:80]}"
+        torch.cuda.empty_cache()
+    k = batch["input_ids"].shape[0] // 2
+    ref_c, ref_r = ref[:k].double(), ref[k:].double()
+
+    def gval():
+        return I.validation_gradient(logp_fn, params, [(batch, ref_c, ref_r)], k, args.beta)
+
+    t, m, (g, val_loss) = clock.time(gval)
+    res["g_val_batch"] = (t, m)
+    res["val_loss"] = val_loss
+    g = {n: x.detach() for n, x in g.items()}
+
+    results = {}
+    for name, fn in (
+        ("jvp", lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp")),
+        ("fd", lambda: I.directional_logps(logp_fn, params, g, batch, method="fd")),
+        ("grad", lambda: I.directional_logps(logp_fn, params, g, batch, method="grad")),
+    ):
+        try:
+            t, m, out = clock.time(fn)
+            res[name] = (t, m)
+            results[name] = out
+        except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as exc:
+            res[name] = (float("nan"), float("nan"))
+            res[f"{name}_error"] = str(exc).splitlines()[0][:160]
+            if clock.cuda:
+                torch.cuda.empty_cache()
+    try:
+        t, m, _ = clock.time(lambda: jvp_default_kernels(logp_fn, params, g, batch))
+        res["jvp_default_kernels"] = (t, m)
+    except (RuntimeError, NotImplementedError) as exc:
+        res["jvp_default_kernels"] = (float("nan"), float("nan"))
+        res["jvp_default_kernels_error"] = str(exc).splitlines()[0][:160]
+    if args.eager_jvp:
+        base.set_attn_implementation("eager")
+        try:
+            t, m, _ = clock.time(lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp"))
+            res["jvp_eager"] = (t, m)
+        finally:
+            base.set_attn_implementation(args.attn)
+
+    def pair_if(f, df):
+        pc, pr = f[:k], f[k:]
+        mrg = I.dpo_margin(pc, pr, ref_c, ref_r, args.beta)
+        return I.influence_from_directional(mrg, df[:k], df[k:], args.beta), mrg
+
+    if "grad" in results:
+        if_grad, _ = pair_if(*results["grad"])
+        for name in ("jvp", "fd"):
+            if name in results:
+                if_x, mrg = pair_if(*results[name])
+                res[f"pearson_{name}_grad"] = pearson(if_x, if_grad)
+                res[f"relerr_{name}_grad"] = rel_err(if_x, if_grad)
+    if "jvp" in results:
+        irm = I.dpo_margin(pol[:k].double(), pol[k:].double(), ref_c, ref_r, args.beta)
+        res["jvp_primal_vs_irm_max_abs"] = float((pair_if(*results["jvp"])[1] - irm).abs().max())
+    if args.profile:
+        profile(lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp"), "JVP", args)
+        profile(fwd_theta, "forward", args)
+    return res
+
+
+def profile(fn, label: str, args) -> None:
+    """Print the ops that take the most device time in one call of fn."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    fn()
+    with tprofile(activities=acts) as prof:
+        fn()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
+    print(f"--- profile: {label}")
+    print(prof.key_averages().table(sort_by=key, row_limit=args.profile_rows, max_name_column_width=60))
+
+
+def fmt_row(label: str, t: float, m: float, tokens: int, irm: float) -> str:
+    tps = tokens / t if t == t and t > 0 else float("nan")
+    return f"| {label} | {t * 1e3:,.0f} | {tps:,.0f} | {t / irm:.2f} | {m:.1f} |"
+
+
+def report(all_res: list[dict], args, device_name: str) -> str:
+    lines = [
+        "## Exact influence on a GPU (random-weight models of real shapes)",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Device: {device_name}; "
+        f"torch {torch.__version__}; Python {platform.python_version()}.",
+        f"- Command: `python benchmarks/influence_gpu.py {' '.join(sys.argv[1:])}`",
+        f"- Batch: {args.rows} rows x {args.seq} tokens ({args.rows // 2} pairs; prompt {args.prompt} tokens, "
+        "completions of uneven length, right padding); dtype "
+        f"{args.dtype} (LoRA weights {'float32, as PEFT loads them' if args.adapter_dtype == 'fp32' else 'in the base dtype'}); attention `{args.attn}` for forwards; the JVP forces the math SDPA kernel "
+        "(as `prefsift influence` does). Median of "
+        f"{args.reps} runs after a warm-up, CUDA events. IRM scoring = forward under pi_ref + forward under theta.",
+        "",
+    ]
+    for r in all_res:
+        irm = r["forward_theta"][0] + r["forward_ref"][0]
+        tok = r["tokens"]
+        lines += [
+            f"### {r['shape']}, {r['mode']} ({r['params'] / 1e6:,.1f}M parameters in the direction v; "
+            f"{tok:,} real tokens)",
+            "",
+            "| step | ms | tokens/s | x IRM | peak GiB |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            fmt_row(
+                "IRM scoring (pi_ref + theta forwards)",
+                irm,
+                max(r["forward_theta"][1], r["forward_ref"][1]),
+                tok,
+                irm,
+            ),
+            fmt_row("one forward (theta), prefsift head-at-completions", *r["forward_theta"], tok, irm),
+            fmt_row("one forward, naive full-vocab logits (peer)", *r["naive_forward"], tok, irm),
+            fmt_row("g_val, one batch (forward + backward)", *r["g_val_batch"], tok, irm),
+            fmt_row("**D_v log-probs by JVP** (dual tensors, math SDPA)", *r["jvp"], tok, irm),
+        ]
+        if "jvp_eager" in r:
+            lines.append(fmt_row("D_v log-probs by JVP, eager attention", *r["jvp_eager"], tok, irm))
+        lines += [
+            fmt_row("D_v log-probs by JVP, default SDPA kernels", *r["jvp_default_kernels"], tok, irm),
+            fmt_row("D_v log-probs by central FD (2 forwards)", *r["fd"], tok, irm),
+            fmt_row("D_v log-probs by per-sequence gradients", *r["grad"], tok, irm),
+            "",
+        ]
+        jvp = r["jvp"][0]
+        lines.append(
+            f"IF by JVP for all pairs, reference log-probs reused from IRM scoring and g_val amortised over "
+            f"a large set: **{jvp / irm:.2f}x IRM scoring** (target <= 2x); per-sequence gradients take "
+            f"{r['grad'][0] / jvp:.2f}x the JVP's time."
+        )
+        fid = []
+        for name in ("jvp", "fd"):
+            if f"pearson_{name}_grad" in r:
+                fid.append(
+                    f"Pearson({name.upper()}, grads) {r[f'pearson_{name}_grad']:.6f}, relative error "
+                    f"{r[f'relerr_{name}_grad']:.2e}"
+                )
+        if fid:
+            lines.append("Fidelity of IF (in " + args.dtype + "): " + "; ".join(fid) + ".")
+        for key in ("jvp_error", "fd_error", "grad_error", "jvp_default_kernels_error", "naive_error"):
+            if key in r:
+                lines.append(f"`{key}`: {r[key]}")
+        if "naive_vs_ours_max_abs" in r:
+            lines.append(
+                f"Sequence log-probs, prefsift vs naive: max abs difference {r['naive_vs_ours_max_abs']:.3g}."
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", nargs="+", default=["llama-1b"], choices=sorted(SHAPES))
+    ap.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--prompt", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--eager-jvp", action="store_true", help="also time the JVP with eager attention")
+    ap.add_argument("--adapter-dtype", default="fp32", choices=["fp32", "base"], help="LoRA weights' dtype")
+    ap.add_argument("--profile", action="store_true", help="print the top ops of one JVP and one forward")
+    ap.add_argument("--profile-rows", type=int, default=25)
+    ap.add_argument("--out", default=None, help="folder for influence_gpu.md and influence_gpu.json")
+    args = ap.parse_args()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        device_name = torch.cuda.get_device_name()
+    else:
+        device_name = f"CPU ({platform.processor() or platform.machine()})"
+    clock = Clock(args.device, args.reps)
+    all_res = []
+    for shape in args.shape:
+        for mode in args.modes:
+            t0 = time.perf_counter()
+            base = build(shape, dtype, args.device, args.attn)
+            model = add_lora(base, args.lora_r, 0.02, args.adapter_dtype) if mode == "lora" else base
+            batch = make_batch(args.rows, args.seq, args.prompt, base.config.vocab_size, args.device)
+            r = run_mode(model, base, mode, batch, args, clock)
+            r["shape"] = shape
+            all_res.append(r)
+            print(json.dumps(r), flush=True)
+            print(f"[{shape}/{mode}] {time.perf_counter() - t0:.1f} s", flush=True)
+            del model, base
+            if clock.cuda:
+                torch.cuda.empty_cache()
+    text = report(all_res, args, device_name)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "influence_gpu.md").write_text(text + "\n")
+        (out / "influence_gpu.json").write_text(json.dumps(all_res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
