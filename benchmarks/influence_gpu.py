@@ -40,6 +40,7 @@ import torch.autograd.forward_ad as fwAD
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scoring import attention_jvp as A  # noqa: E402
 from scoring import influence as I  # noqa: E402
 from scoring.logprobs import sequence_logps  # noqa: E402
 
@@ -239,6 +240,7 @@ def run_mode(model, base, mode: str, batch: dict, args, clock: Clock) -> dict:
     results = {}
     for name, fn in (
         ("jvp", lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp")),
+        ("jvp_math", lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp", attention="math")),
         ("fd", lambda: I.directional_logps(logp_fn, params, g, batch, method="fd")),
         ("grad", lambda: I.directional_logps(logp_fn, params, g, batch, method="grad")),
     ):
@@ -260,7 +262,9 @@ def run_mode(model, base, mode: str, batch: dict, args, clock: Clock) -> dict:
     if args.eager_jvp:
         base.set_attn_implementation("eager")
         try:
-            t, m, _ = clock.time(lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp"))
+            t, m, _ = clock.time(
+                lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp", attention="math")
+            )
             res["jvp_eager"] = (t, m)
         finally:
             base.set_attn_implementation(args.attn)
@@ -280,6 +284,9 @@ def run_mode(model, base, mode: str, batch: dict, args, clock: Clock) -> dict:
     if "jvp" in results:
         irm = I.dpo_margin(pol[:k].double(), pol[k:].double(), ref_c, ref_r, args.beta)
         res["jvp_primal_vs_irm_max_abs"] = float((pair_if(*results["jvp"])[1] - irm).abs().max())
+    res["fused_attention"] = A.supports(model, batch)
+    if "jvp" in results and "jvp_math" in results:
+        res["relerr_jvp_fused_math"] = rel_err(results["jvp"][1], results["jvp_math"][1])
     if args.profile:
         profile(lambda: I.directional_logps(logp_fn, params, g, batch, method="jvp"), "JVP", args)
         profile(fwd_theta, "forward", args)
@@ -316,8 +323,10 @@ def report(all_res: list[dict], args, device_name: str) -> str:
         f"- Command: `python benchmarks/influence_gpu.py {' '.join(sys.argv[1:])}`",
         f"- Batch: {args.rows} rows x {args.seq} tokens ({args.rows // 2} pairs; prompt {args.prompt} tokens, "
         "completions of uneven length, right padding); dtype "
-        f"{args.dtype} (LoRA weights {'float32, as PEFT loads them' if args.adapter_dtype == 'fp32' else 'in the base dtype'}); attention `{args.attn}` for forwards; the JVP forces the math SDPA kernel "
-        "(as `prefsift influence` does). Median of "
+        f"{args.dtype} (LoRA weights {'float32, as PEFT loads them' if args.adapter_dtype == 'fp32' else 'in the base dtype'}); "
+        f"attention `{args.attn}` for forwards. The JVP row uses the fused Triton forward-mode attention kernel "
+        "(scoring/attention_jvp.py) where it applies, as `prefsift influence` does; the math row forces torch's "
+        "unfused math SDPA kernel (the only SDPA kernel with forward AD). Median of "
         f"{args.reps} runs after a warm-up, CUDA events. IRM scoring = forward under pi_ref + forward under theta.",
         "",
     ]
@@ -340,7 +349,15 @@ def report(all_res: list[dict], args, device_name: str) -> str:
             fmt_row("one forward (theta), prefsift head-at-completions", *r["forward_theta"], tok, irm),
             fmt_row("one forward, naive full-vocab logits (peer)", *r["naive_forward"], tok, irm),
             fmt_row("g_val, one batch (forward + backward)", *r["g_val_batch"], tok, irm),
-            fmt_row("**D_v log-probs by JVP** (dual tensors, math SDPA)", *r["jvp"], tok, irm),
+            fmt_row(
+                "**D_v log-probs by JVP** ("
+                + ("fused Triton attention JVP" if r.get("fused_attention") else "math SDPA")
+                + ", what prefsift runs)",
+                *r["jvp"],
+                tok,
+                irm,
+            ),
+            fmt_row("D_v log-probs by JVP, unfused math SDPA", *r["jvp_math"], tok, irm),
         ]
         if "jvp_eager" in r:
             lines.append(fmt_row("D_v log-probs by JVP, eager attention", *r["jvp_eager"], tok, irm))
@@ -365,7 +382,18 @@ def report(all_res: list[dict], args, device_name: str) -> str:
                 )
         if fid:
             lines.append("Fidelity of IF (in " + args.dtype + "): " + "; ".join(fid) + ".")
-        for key in ("jvp_error", "fd_error", "grad_error", "jvp_default_kernels_error", "naive_error"):
+        if "relerr_jvp_fused_math" in r:
+            lines.append(
+                f"D_v log-probs, fused kernel vs math SDPA: relative difference {r['relerr_jvp_fused_math']:.2e}."
+            )
+        for key in (
+            "jvp_error",
+            "jvp_math_error",
+            "fd_error",
+            "grad_error",
+            "jvp_default_kernels_error",
+            "naive_error",
+        ):
             if key in r:
                 lines.append(f"`{key}`: {r[key]}")
         if "naive_vs_ours_max_abs" in r:

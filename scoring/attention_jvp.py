@@ -1,0 +1,236 @@
+"""Causal attention with a fused forward-mode rule, for exact IF by JVP on CUDA.
+
+Forward-mode AD cannot go through the fused (flash / cuDNN) attention kernels, so without this
+module the JVP runs the unfused math kernel for primal and tangent: on an H100 that was 53% of
+the JVP's time on a 1.24B model (benchmarks/results/influence_gpu.md). Here one Triton kernel
+computes, block by block with an online softmax (flash-attention style), both
+
+    O  = softmax(S) V                           S  = scale * Q K^T (causal)
+    dO = P dV + (P * dS) V - rowsum(P * dS) O    dS = scale * (dQ K^T + Q dK^T),  P = softmax(S)
+
+so the tangent costs about three fused attention passes instead of a materialised T x T score
+matrix and its tangent. Grouped-query attention (fewer K/V heads) is handled by indexing.
+
+Only causal attention over RIGHT-padded batches (every real token before every pad token in its
+row) is supported: then no real query attends to a pad key and no mask is needed. prefsift's
+influence batches are right-padded (`scoring.logprobs.collate`); `fused_jvp_attention` checks the
+batch and the model, and everything else falls back to the math kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch; CPU-only installs lack it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the torch build
+    triton = None
+    tl = None
+
+NAME = "prefsift_fwad"  # the attention implementation registered with transformers
+BLOCK_M = 64
+BLOCK_N = 64
+
+
+def triton_available() -> bool:
+    return triton is not None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _block(
+        q, dq, K, V, DK, DV, kv_base, skt, start_n, offs_m, offs_n, offs_d, scale, T,
+        m_i, l_i, r_i, acc, dacc,
+    ):  # fmt: skip
+        """One key block: online-softmax update of the output and tangent accumulators."""
+        cols = start_n + offs_n
+        kv_off = kv_base + cols[:, None] * skt + offs_d[None, :]
+        col_ok = cols[:, None] < T
+        k = tl.load(K + kv_off, mask=col_ok, other=0.0)
+        v = tl.load(V + kv_off, mask=col_ok, other=0.0)
+        dk = tl.load(DK + kv_off, mask=col_ok, other=0.0)
+        dv = tl.load(DV + kv_off, mask=col_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale
+        ds = (tl.dot(dq, tl.trans(k)) + tl.dot(q, tl.trans(dk))) * scale
+        keep = (offs_m[:, None] >= cols[None, :]) & (cols[None, :] < T)
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        pds = tl.where(keep, p * ds, 0.0)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        r_i = r_i * alpha + tl.sum(pds, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        dacc = dacc * alpha[:, None] + tl.dot(p.to(v.dtype), dv) + tl.dot(pds.to(v.dtype), v)
+        return m_new, l_i, r_i, acc, dacc
+
+    @triton.jit
+    def _attn_jvp_kernel(
+        Q, K, V, DQ, DK, DV, OUT, DOUT,
+        scale, T, H, GROUP,
+        sqb, sqh, sqt,
+        skb, skh, skt,
+        HEAD_DIM: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        INTERPRET: tl.constexpr,
+    ):  # fmt: skip
+        start_m = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        kv_base = b * skb + (h // GROUP) * skh
+        offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q_off = b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :]
+        row_ok = offs_m[:, None] < T
+        q = tl.load(Q + q_off, mask=row_ok, other=0.0)
+        dq = tl.load(DQ + q_off, mask=row_ok, other=0.0)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        r_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        dacc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        if INTERPRET:  # Triton's CPU interpreter cannot bound a loop by program_id: skip instead
+            for start_n in range(0, T, BLOCK_N):
+                if start_n < (start_m + 1) * BLOCK_M:
+                    m_i, l_i, r_i, acc, dacc = _block(
+                        q, dq, K, V, DK, DV, kv_base, skt, start_n, offs_m, offs_n, offs_d, scale, T,
+                        m_i, l_i, r_i, acc, dacc,
+                    )  # fmt: skip
+        else:  # causal: no key after the block's last row
+            for start_n in range(0, (start_m + 1) * BLOCK_M, BLOCK_N):
+                m_i, l_i, r_i, acc, dacc = _block(
+                    q, dq, K, V, DK, DV, kv_base, skt, start_n, offs_m, offs_n, offs_d, scale, T,
+                    m_i, l_i, r_i, acc, dacc,
+                )  # fmt: skip
+        o = acc / l_i[:, None]
+        do = dacc / l_i[:, None] - (r_i / l_i)[:, None] * o
+        tl.store(OUT + q_off, o.to(OUT.dtype.element_ty), mask=row_ok)
+        tl.store(DOUT + q_off, do.to(DOUT.dtype.element_ty), mask=row_ok)
+
+
+def attention_and_tangent(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O, dO) of causal attention. q, dq: (B, H, T, D); k, v, dk, dv: (B, Hkv, T, D)."""
+    if triton is None:
+        raise RuntimeError("Triton is not installed: the fused attention JVP needs a CUDA build of torch")
+    B, H, T, D = q.shape
+    Hkv = k.shape[1]
+    if H % Hkv or D & (D - 1) or D < 16:
+        raise ValueError(f"unsupported attention shape: {H} heads, {Hkv} K/V heads, head dim {D}")
+    q, dq = q.contiguous(), dq.to(q.dtype).contiguous()
+    k, v = k.contiguous(), v.contiguous()
+    dk, dv = dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
+    o, do = torch.empty_like(q), torch.empty_like(q)
+    grid = (triton.cdiv(T, BLOCK_M), B * H)
+    _attn_jvp_kernel[grid](
+        q, k, v, dq, dk, dv, o, do,
+        scale, T, H, H // Hkv,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        HEAD_DIM=D, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+        INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
+    )  # fmt: skip
+    return o, do
+
+
+class _FusedCausalAttention(torch.autograd.Function):
+    """Primal by torch's fused SDPA; tangent by the Triton kernel. Forward mode only."""
+
+    @staticmethod
+    def forward(q, k, v, scale):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scale, enable_gqa=k.shape[1] != q.shape[1]
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, scale = inputs
+        ctx.save_for_forward(q, k, v)
+        ctx.scale = scale
+
+    @staticmethod
+    def jvp(ctx, dq, dk, dv, _dscale):
+        q, k, v = ctx.saved_tensors
+        dq = torch.zeros_like(q) if dq is None else dq
+        dk = torch.zeros_like(k) if dk is None else dk
+        dv = torch.zeros_like(v) if dv is None else dv
+        return attention_and_tangent(q, k, v, dq, dk, dv, ctx.scale)[1]
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover - reverse mode never routes here
+        raise RuntimeError(f"the {NAME} attention is forward-mode only")
+
+
+def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kw):
+    """transformers' attention interface: (B, H, T, D) in, (B, T, H, D) out."""
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    out = _FusedCausalAttention.apply(query, key, value, scale)
+    return out.transpose(1, 2).contiguous(), None
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register NAME as an attention implementation (and its mask function) with transformers."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(NAME, _attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    _registered = True
+
+
+def right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is 1...1 0...0 (real tokens first)."""
+    m = attention_mask.bool()
+    return bool((m[:, 1:] <= m[:, :-1]).all())
+
+
+def supports(model, batch) -> bool:
+    """Whether the fused path applies: CUDA, Triton, a causal LM whose attention can be swapped
+    for transformers' interface, right-padded rows."""
+    if triton is None or not torch.cuda.is_available():
+        return False
+    ids = batch["input_ids"]
+    if ids.device.type != "cuda" or not right_padded(batch["attention_mask"]):
+        return False
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager", NAME):
+        return False
+    heads = getattr(cfg, "num_attention_heads", 0)
+    hidden = getattr(cfg, "hidden_size", 0)
+    head_dim = getattr(cfg, "head_dim", None) or (hidden // heads if heads else 0)
+    return head_dim >= 16 and not head_dim & (head_dim - 1) and getattr(cfg, "sliding_window", None) is None
+
+
+@contextlib.contextmanager
+def fused_jvp_attention(model) -> Iterator[None]:
+    """Run `model` with the fused forward-mode attention, then restore its implementation."""
+    register()
+    cfg = model.config
+    before = cfg._attn_implementation
+    model.set_attn_implementation(NAME)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
