@@ -51,7 +51,7 @@ def build(db: Path, n: int) -> dict:
 
     if db.exists():
         with connect(db, read_only=True) as con:
-            have = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+            have = con.execute("SELECT count(*) FROM pairs").fetchall()[0][0]
             runs = dict(con.execute("SELECT run_id, metric FROM score_runs").fetchall())
         if have == n:
             print(f"reusing {db} ({have:,} pairs)")

@@ -22,6 +22,7 @@ import argparse
 import datetime
 import gzip
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -132,6 +133,12 @@ def main() -> None:
     ap.add_argument(
         "--model", default=None, help="model folder (default: the embedded SmolLM2-135M-Instruct)"
     )
+    ap.add_argument(
+        "--adapter",
+        default=None,
+        help="a trained LoRA adapter folder as theta (e.g. a `prefsift warmup` output); "
+        "default: a random LoRA (B ~ N(0, lora_std^2))",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -162,11 +169,16 @@ def main() -> None:
     lcfg = LoraConfig(
         r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear"
     )
-    model = get_peft_model(base, lcfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, args.lora_std)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, args.adapter).eval()
+    else:
+        model = get_peft_model(base, lcfg).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, args.lora_std)
     for p in model.parameters():
         p.requires_grad_(False)
     params = I.select_params(model)
@@ -299,6 +311,12 @@ def main() -> None:
 
 def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    theta = (
+        f"theta = + the trained LoRA adapter `{args.adapter}`"
+        if args.adapter
+        else f"theta = + LoRA r={args.lora_r} on all linear layers, B random N(0, {args.lora_std}^2) (not trained)"
+    )
 
     def row(label, k):
         return f"| {label} | {T[k]:.1f} | {T[k] / T['irm']:.2f} | {CPU[k]:.1f} | {CPU[k] / CPU['irm']:.2f} |"
@@ -306,10 +324,11 @@ def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
     lines = [
         "## Exact influence (IF/TIF): cost and fidelity on CPU",
         "",
-        f"- Date: {now}. Machine: {cpu_name()}, {torch.get_num_threads()} threads, no GPU; torch {torch.__version__}.",
+        f"- Date: {now}. Machine: {cpu_name()}, {torch.get_num_threads()} threads, no GPU; torch {torch.__version__}; "
+        f"load average at the end (1/5/15 min): {load}.",
         f"- Command: `python benchmarks/influence.py {' '.join(sys.argv[1:])}`",
-        f"- Model: {args.model or 'SmolLM2-135M-Instruct'} fp32, eager attention; theta = + LoRA r={args.lora_r} on all linear layers, "
-        f"B random N(0, {args.lora_std}^2) (not trained); pi_ref = adapter disabled. beta = {args.beta}.",
+        f"- Model: {args.model or 'SmolLM2-135M-Instruct'} fp32, eager attention; {theta}; "
+        f"pi_ref = adapter disabled. beta = {args.beta}.",
         f"- Data: {n} HH-RLHF harmless test pairs (prompt = dialogue up to the last Assistant turn, untruncated at "
         f"max_length {args.max_length}; {tokens} tokens over {2 * n} sequences), {n_val} other HH pairs as validation; "
         f"batches of <= {args.batch_tokens} tokens, length-sorted.",
@@ -343,9 +362,14 @@ def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
         f"| overlap IRM band with TIF | {diag['overlap_irm']:.3f} | 0.60-0.70 |",
         f"| overlap LossDiff-IRM with TIF | {diag['overlap_lossdiff_irm']:.3f} | 0.73-0.78 |",
         "",
-        "Bands 10-90 percentiles for TIF, LossDiff and IRM. Caveats: theta is a random LoRA, not a DPO warm-up, and "
-        "theta_val is 1 epoch of Adam on the validation pairs from it, so the diagnostics describe this setup, "
-        "not the paper's (Llama/Mistral after a real warm-up).",
+        "Bands 10-90 percentiles for TIF, LossDiff and IRM. Caveats: "
+        + (
+            "theta is a short DPO warm-up on other HH pairs"
+            if args.adapter
+            else "theta is a random LoRA, not a DPO warm-up"
+        )
+        + ", and theta_val is 1 epoch of Adam on the validation pairs from it, so the diagnostics describe this "
+        "setup, not the paper's (Llama/Mistral after a real warm-up).",
         "",
     ]
     text = "\n".join(lines)

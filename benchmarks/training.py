@@ -67,7 +67,7 @@ def setup(db: Path, n_train: int, n_val: int) -> dict:
         lengths = con.execute(
             "SELECT avg(length(prompt)), avg(length(chosen)), avg(length(rejected)) FROM pairs "
             "WHERE dataset='hh' AND split='train'"
-        ).fetchone()
+        ).fetchall()[0]
     return {
         "ingest": {k: summary[k] for k in ("rows_read", "added", "quarantined")},
         "counts": counts,

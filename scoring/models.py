@@ -90,6 +90,24 @@ def _hash_file(path: Path) -> str:
     return digest
 
 
+# Config lists that PEFT writes from a Python set: their order changes from process to process.
+UNORDERED_CONFIG_KEYS = ("target_modules", "modules_to_save", "exclude_modules")
+
+
+def _hash_config(path: Path) -> str:
+    """sha256 of a JSON config in canonical form (sorted keys, set-like lists sorted), so the
+    same adapter saved by two processes gets the same fingerprint."""
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return _hash_file(path)
+    if isinstance(cfg, dict):
+        for key in UNORDERED_CONFIG_KEYS:
+            if isinstance(cfg.get(key), list) and all(isinstance(x, str) for x in cfg[key]):
+                cfg[key] = sorted(cfg[key])
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
 def hash_folder(folder: str | Path) -> str:
     """Content hash of a model or adapter folder: weights and configs, by relative name."""
     folder = Path(folder)
@@ -101,7 +119,10 @@ def hash_folder(folder: str | Path) -> str:
             continue
         if p.name in NOT_WEIGHTS:
             continue
-        if p.suffix in WEIGHT_SUFFIXES or p.name in ("config.json", "adapter_config.json"):
+        if p.name == "adapter_config.json":
+            h.update(rel.encode())
+            h.update(_hash_config(p).encode())
+        elif p.suffix in WEIGHT_SUFFIXES or p.name == "config.json":
             h.update(rel.encode())
             h.update(_hash_file(p).encode())
     return h.hexdigest()

@@ -102,3 +102,38 @@ def test_train_resumes_past_a_half_written_checkpoint(tiny_db, tiny_model_dir):
     assert steps == [1]
     (out / "checkpoint-2").mkdir()  # the next save was killed after its mkdir
     assert main(argv) == 0
+
+
+def test_train_killed_after_registration_registers_one_model(tiny_db, tiny_model_dir):
+    """A kill after the model is registered but before prefsift_model.json is written: the rerun
+    (a new process, so PEFT writes adapter_config.json's module list in another set order)
+    must find the same fingerprint and leave ONE model, not two (seen in benchmarks/crash.py)."""
+    import subprocess
+
+    from storage import connect
+
+    argv = [sys.executable, "-m", "prefsift", "warmup", "--db", str(tiny_db), "--dataset", "tiny",
+            "--model", str(tiny_model_dir), "--name", "theta", "--device", "cpu", "--max-length", "64"]  # fmt: skip
+    out = Path(str(tiny_db).replace(".duckdb", ".prefsift")) / "models" / "theta"
+
+    def run(hash_seed: int) -> list[str]:
+        env = dict(os.environ, PYTHONHASHSEED=str(hash_seed), PREFSIFT_NO_PROGRESS="1")
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads((out / "adapter_config.json").read_text())["target_modules"]
+
+    first = run(1)
+    orders = {tuple(first)}
+    for seed in range(2, 8):  # rerun until a process writes the module list in another order
+        with connect(tiny_db) as con:
+            con.execute("UPDATE training_runs SET status = 'running', finished_at = NULL")
+        (out / "prefsift_model.json").unlink()
+        orders.add(tuple(run(seed)))
+        if len(orders) > 1:
+            break
+    assert len(orders) > 1, "every process wrote target_modules in the same order: nothing tested"
+    with connect(tiny_db, read_only=True) as con:
+        models = con.execute("SELECT model_id FROM models WHERE name = 'theta'").fetchall()
+        status = [r[0] for r in con.execute("SELECT status FROM training_runs").fetchall()]
+    assert len(models) == 1, models
+    assert status == ["done"]
