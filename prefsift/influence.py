@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from prefsift.errors import UserError
 from prefsift.paths import runs_dir
 from prefsift.progress import Progress
+from prefsift.shards import durable_replace, write_table_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,6 @@ def _records(table: pa.Table) -> list[dict]:
     return out
 
 
-def _write_atomic_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)  # a reader or a resumed run sees the whole shard or none of it
-
-
 def _read_shards(folder: Path) -> pa.Table:
     files = sorted(folder.glob("shard-*.parquet"))
     if not files:
@@ -177,7 +172,7 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
     )
     (folder / "meta.json").write_text(json.dumps({**meta, "norm": I.flat_norm(g)}))
     (folder / "key.json").write_text(json.dumps(key, sort_keys=True))
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
     return g, loss, False
 
 
@@ -288,7 +283,8 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
                 },
                 schema=SHARD_SCHEMA,
             )
-            _write_atomic_parquet(shard, folder / f"shard-{shard_no:06d}.parquet")
+            # a reader or a resumed run sees the whole shard or none of it
+            write_table_atomic(shard, folder / f"shard-{shard_no:06d}.parquet")
             shard_no += 1
             prog.update(len(idx))
     del model

@@ -1,7 +1,7 @@
 """Run folders of resumable jobs: atomic Parquet shards, and the ranks of a multi-process run.
 
-A shard is written to a temporary name and renamed, so it is either whole or absent after a
-crash. Reading merges all shards and keeps one row per pair_id.
+A shard is written to a temporary name, flushed to disk and renamed, so it is either whole or
+absent after a crash or a power cut. Reading merges all shards and keeps one row per pair_id.
 """
 
 from __future__ import annotations
@@ -59,8 +59,30 @@ def read_shards(run_dir: Path) -> pa.Table | None:
     return table.take(pa.array(np.sort(first)))
 
 
-def write_shard(run_dir: Path, rank: int, table: pa.Table) -> None:
-    name = f"shard-r{rank:03d}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = run_dir / f".{name}.tmp"
+def durable_replace(tmp: Path, path: Path) -> None:
+    """Rename `tmp` over `path` so that after a crash, or a power cut, `path` is whole or absent:
+    the data is flushed to disk (fsync) before the rename, and the rename before returning."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file that a reader or a resumed run sees whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     pq.write_table(table, tmp)
-    os.replace(tmp, run_dir / name)
+    durable_replace(tmp, path)
+
+
+def write_shard(run_dir: Path, rank: int, table: pa.Table) -> None:
+    write_table_atomic(table, run_dir / f"shard-r{rank:03d}-{uuid.uuid4().hex[:12]}.parquet")

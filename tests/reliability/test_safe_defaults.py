@@ -394,3 +394,22 @@ def test_newer_database_refused_in_a_fresh_process(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2 and "newer" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shards_are_flushed_to_disk_before_they_are_renamed(tmp_path, monkeypatch):
+    """A shard is fsynced (file, then its folder) around the rename: whole or absent after a power cut."""
+    import os
+
+    import pyarrow as pa
+
+    from prefsift import shards
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    shards.write_shard(tmp_path, 0, pa.table({"pair_id": ["a", "b"], "x": [1.0, 2.0]}))
+    assert calls == ["fsync", "replace", "fsync"]
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("shard-r000-") and files[0].suffix == ".parquet"
+    assert shards.read_shards(tmp_path).num_rows == 2
