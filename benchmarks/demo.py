@@ -80,10 +80,10 @@ def main() -> None:
             f"| {st} | {first['stage_seconds'][st]:.1f} | {second['stage_seconds'].get(st, float('nan')):.1f} |"
         )
     lines += [
-        f"| pipeline total (as the demo reports it) | {first['total_seconds']:.1f} | {second['total_seconds']:.1f} |",
+        f"| pipeline total (as the demo reports it) | {first['total_seconds']:.1f} | {second['total_seconds']:.1f} | |",
         f"| **wall clock, process start to exit** (start-up and, first run, building the embedded model) | "
-        f"**{first['wall_s']:.1f}** | **{second['wall_s']:.1f}** |",
-        f"| peak RSS GiB | {first['peak_rss_gib']:.2f} | {second['peak_rss_gib']:.2f} |",
+        f"**{first['wall_s']:.1f}** | **{second['wall_s']:.1f}** | |",
+        f"| peak RSS GiB (/usr/bin/time) | {first['peak_rss_gib']:.2f} | {second['peak_rss_gib']:.2f} | |",
         "",
     ]
     text = "\n".join(lines)

@@ -197,12 +197,14 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         model = str(smollm2_path())
     plan = stages(cfg, model)
     timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}  # peak RSS of this process so far, after each stage (GiB)
     t_all = time.monotonic()
     for i, (title, argv) in enumerate(plan, 1):
         echo(f"\n[{i}/{len(plan)}] {title}: prefsift {' '.join(argv)}")
         t0 = time.monotonic()
         rc = cli(argv)
         timings[title] = round(time.monotonic() - t0, 1)
+        peaks[title] = round(peak_rss_gib(), 2)
         if rc != 0:
             raise UserError(
                 f"demo stage '{title}' failed (exit {rc}); rerun `prefsift demo` to resume from there"
@@ -239,8 +241,18 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         "kept": n_kept,
         "total": n_total,
         "stage_seconds": timings,
+        "peak_rss_gib_after_stage": peaks,
         "total_seconds": total,
     }
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (Linux reports kB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def summary_text(out: dict) -> str:
