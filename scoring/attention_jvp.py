@@ -179,6 +179,12 @@ class _FusedCausalAttention(torch.autograd.Function):
 
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kw):
     """transformers' attention interface: (B, H, T, D) in, (B, T, H, D) out."""
+    for name in ("softcap", "s_aux"):  # variants this kernel does not compute
+        if kw.get(name) is not None:
+            raise ValueError(f"the {NAME} attention does not support {name}; use attention='math'")
+    window = kw.get("sliding_window")
+    if window is not None and query.shape[2] > window:  # a window shorter than the rows changes the maths
+        raise ValueError(f"the {NAME} attention does not support a sliding window shorter than the sequence")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out = _FusedCausalAttention.apply(query, key, value, scale)
     return out.transpose(1, 2).contiguous(), None
@@ -206,21 +212,36 @@ def right_padded(attention_mask: torch.Tensor) -> bool:
     return bool((m[:, 1:] <= m[:, :-1]).all())
 
 
+# Model families whose attention is plain causal softmax attention through transformers'
+# attention interface (GQA allowed): the kernel computes exactly what they compute.
+FAMILIES = frozenset({"llama", "qwen2", "qwen3", "mistral", "olmo", "olmo2", "granite", "phi3"})
+
+
 def supports(model, batch) -> bool:
-    """Whether the fused path applies: CUDA, Triton, a causal LM whose attention can be swapped
-    for transformers' interface, right-padded rows."""
+    """Whether the fused path applies: CUDA, Triton, right-padded rows, and `model_supported`."""
     if triton is None or not torch.cuda.is_available():
         return False
     ids = batch["input_ids"]
     if ids.device.type != "cuda" or not right_padded(batch["attention_mask"]):
         return False
-    cfg = getattr(model, "config", None)
+    return model_supported(getattr(model, "config", None), ids.shape[1])
+
+
+def model_supported(cfg, length: int) -> bool:
+    """A causal LM of a known plain-attention family, swappable through transformers' attention
+    interface, with a power-of-two head dim, and a sliding window (if any) no shorter than
+    `length`. Anything else takes the math kernel."""
     if cfg is None or getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager", NAME):
+        return False
+    if getattr(cfg, "model_type", None) not in FAMILIES:
+        return False
+    window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+    if window and length > window:
         return False
     heads = getattr(cfg, "num_attention_heads", 0)
     hidden = getattr(cfg, "hidden_size", 0)
     head_dim = getattr(cfg, "head_dim", None) or (hidden // heads if heads else 0)
-    return head_dim >= 16 and not head_dim & (head_dim - 1) and getattr(cfg, "sliding_window", None) is None
+    return head_dim >= 16 and not head_dim & (head_dim - 1)
 
 
 @contextlib.contextmanager
