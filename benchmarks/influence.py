@@ -77,12 +77,27 @@ def seq_batches(seqs, lengths, batch_tokens, pad_id, order=None):
 CPU: dict[str, float] = {}  # process CPU seconds per step: robust to other jobs sharing the cores
 
 
+RSS: dict[str, tuple[float, float]] = {}  # (resident GiB after the step, peak GiB so far)
+
+
+def rss_gib() -> tuple[float, float]:
+    import resource
+
+    with open("/proc/self/statm") as f:
+        now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def timed(T: dict, key: str, fn):
-    """Run fn, record wall seconds in T[key] and process CPU seconds in CPU[key]."""
+    """Run fn, record wall seconds in T[key], process CPU seconds in CPU[key], memory in RSS[key]."""
     t, c = time.perf_counter(), time.process_time()
     out = fn()
     T[key], CPU[key] = time.perf_counter() - t, time.process_time() - c
-    print(f"  [{key}] wall {T[key]:.1f} s, cpu {CPU[key]:.1f} s", flush=True)
+    RSS[key] = rss_gib()
+    print(
+        f"  [{key}] wall {T[key]:.1f} s, cpu {CPU[key]:.1f} s, RSS {RSS[key][0]:.2f} GiB (peak {RSS[key][1]:.2f})",
+        flush=True,
+    )
     return out
 
 
@@ -301,6 +316,7 @@ def main() -> None:
             "wall": T,
             "cpu": CPU,
             "fidelity": fid,
+            "rss_gib": RSS,
             "diagnostics": diag,
             "val_loss": val_loss,
             "argv": sys.argv[1:],
@@ -346,7 +362,10 @@ def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
         "",
         f"Eager vs SDPA (math backend) for the JVP, first {args.attn_batches} batches: eager {T['jvp_eager_sub']:.1f} s "
         f"(CPU {CPU['jvp_eager_sub']:.1f} s), SDPA-math {T['jvp_sdpa_sub']:.1f} s (CPU {CPU['jvp_sdpa_sub']:.1f} s). "
-        "Wall times are noisy: other engineers' jobs share the 2 cores; process CPU time is the steadier figure.",
+        "Wall times depend on what else shares the 2 cores (load average above); process CPU time is the steadier figure. "
+        "Peak RSS of the benchmark process: "
+        + ", ".join(f"{k} {v[1]:.1f} GiB" for k, v in RSS.items())
+        + ".",
         "",
         f"Fidelity against per-sequence gradients: Pearson(JVP, grad) = {fid['pearson_jvp_grad']:.6f}, "
         f"relative L2 error {fid['relerr_jvp_grad']:.2e}; Pearson(FD, grad) = {fid['pearson_fd_grad']:.6f}, "

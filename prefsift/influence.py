@@ -44,7 +44,7 @@ SHARD_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class InfluenceConfig:
-    """One influence run. Every field except batch_tokens/device changes the numbers."""
+    """One influence run. Every field except batch_tokens/grad_batch_tokens/device changes the numbers."""
 
     dataset: str
     policy: str  # model path or registered name (theta)
@@ -59,6 +59,9 @@ class InfluenceConfig:
     dtype: str = "float32"
     device: str = "auto"
     batch_tokens: int = 4096
+    # Padded tokens per backward pass of g_val: a backward keeps every activation (about 1.7 MB a
+    # token for SmolLM2-135M in float32), so it gets smaller batches than the forward-mode passes.
+    grad_batch_tokens: int = 1024
     max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
     truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
     fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd
@@ -76,8 +79,8 @@ class InfluenceConfig:
         lo, hi = self.band
         if not 0 <= lo < hi <= 100:
             raise ValueError(f"band must satisfy 0 <= lo < hi <= 100, got {lo} {hi}")
-        if self.batch_tokens < 1:
-            raise ValueError("batch_tokens must be positive")
+        if self.batch_tokens < 1 or self.grad_batch_tokens < 1:
+            raise ValueError("batch_tokens and grad_batch_tokens must be positive")
         if not self.fd_rel_step > 0:
             raise ValueError("fd_rel_step must be positive")
         if self.precondition not in (None, "cg"):
@@ -148,7 +151,8 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
     lengths = [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in toks]
 
     def batches():
-        for idx in length_batches(lengths, max(cfg.batch_tokens // 2, 1)):
+        # rows x longest row <= budget per pair, two rows (chosen, rejected) per pair
+        for idx in length_batches(lengths, max(min(cfg.grad_batch_tokens, cfg.batch_tokens) // 2, 1)):
             sub = [toks[i] for i in idx]
             b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad, device=device)
             yield b, torch.as_tensor(val_ref[0][idx]), torch.as_tensor(val_ref[1][idx])

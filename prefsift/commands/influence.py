@@ -51,6 +51,13 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per batch (default 4096)")
     p.add_argument(
+        "--grad-batch-tokens",
+        type=int,
+        default=1024,
+        help="padded tokens per backward pass of g_val (default 1024; a backward keeps every activation, "
+        "so memory grows with it; the total cost does not)",
+    )
+    p.add_argument(
         "--max-length", default="1024", help="max prompt+completion tokens, or 'none' (as `prefsift score`)"
     )
     p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
@@ -88,6 +95,7 @@ def run(args):
             dtype=args.dtype,
             device=args.device,
             batch_tokens=args.batch_tokens,
+            grad_batch_tokens=args.grad_batch_tokens,
             max_length=tok_cfg.max_length,
             truncation_mode=tok_cfg.truncation_mode,
             fd_rel_step=args.fd_step,

@@ -146,3 +146,14 @@ def test_preconditioned_query_vector(tiny_db, tiny_model_dir, tiny_model_dir_b, 
         b = runs.get_scores(con, "tiny", {"if": pre["run_id"]})["if"].to_numpy()
     assert cfg["precondition"] == {"method": "cg", "damping": 1.0, "cg_iters": 3}
     assert not np.allclose(a, b)
+
+
+def test_grad_batch_tokens_is_validated_and_not_part_of_the_cache_key():
+    """g_val's backward batches are a memory knob: validated, and they do not change any number."""
+    import pytest
+
+    from prefsift.influence import InfluenceConfig
+
+    with pytest.raises(ValueError, match="grad_batch_tokens"):
+        InfluenceConfig(dataset="d", policy="p", ref="r", grad_batch_tokens=0)
+    assert InfluenceConfig(dataset="d", policy="p", ref="r").grad_batch_tokens == 1024
