@@ -148,8 +148,8 @@ def test_preconditioned_query_vector(tiny_db, tiny_model_dir, tiny_model_dir_b, 
     assert not np.allclose(a, b)
 
 
-def test_grad_batch_tokens_is_validated_and_not_part_of_the_cache_key():
-    """g_val's backward batches are a memory knob: validated, and they do not change any number."""
+def test_grad_batch_tokens_is_validated_with_a_memory_safe_default():
+    """g_val's backward batches are a memory knob: validated, default 1024 padded tokens."""
     import pytest
 
     from prefsift.influence import InfluenceConfig
