@@ -184,7 +184,9 @@ def write_report(args, data, probe, prec, runs, argv) -> None:
         "## Training: warm-up θ and validation model θ_val, SmolLM2-135M-Instruct, CPU",
         "",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: 2-core CPU ({cpu.split(':')[-1].strip()}), "
-        "24 GB RAM, no GPU; another engineer's jobs were running at the same time, so times are noisy.",
+        "24 GB RAM, no GPU; load average at the end (1/5/15 min): "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        + " (other jobs sharing the 2 cores make wall times longer).",
         f"- Command: `python {argv}`",
         f"- Data: HH-RLHF harmless-base test, first rows ingested ({data['ingest']}); splits {data['counts']}; "
         f"mean characters prompt/chosen/rejected {data['mean_chars']}.",
