@@ -325,8 +325,9 @@ def write_report(state: dict, out: Path) -> None:
         "",
         "## Times per stage",
         "",
-        "Wall time and CPU time (user + system, all processes of the stage). The machine was shared with "
-        "other engineers' jobs: the share of a core this run got is CPU / wall.",
+        "Wall time and CPU time (user + system, all processes of the stage). Other jobs shared the 2 cores "
+        "(the load column; '–' = not recorded, the stages run before it was added, at load 6-27): the share of "
+        "a core this run got is CPU / wall.",
         "",
         "| stage | status | wall time | CPU time | load average (5 min) at the end |",
         "| --- | --- | --- | --- | --- |",
