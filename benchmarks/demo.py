@@ -34,7 +34,9 @@ def run_demo(work: Path, extra: list[str]) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"prefsift demo failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout[proc.stdout.index("{") :])
+    # the JSON summary is the last thing printed, after the stages' own lines
+    start = proc.stdout.rfind("\n{\n") + 1 if "\n{\n" in proc.stdout else proc.stdout.index("{")
+    out = json.loads(proc.stdout[start:])
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     return {"wall_s": wall, "peak_rss_gib": rss / 2**20, **out}
 
