@@ -46,18 +46,28 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="only the first N bundled pairs")
     ap.add_argument("--work", help="work folder (default: a temporary one, removed afterwards)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo.md"))
+    ap.add_argument("--from-log", help="re-render the table from a previous run's printed output")
+    ap.add_argument("--loads", default="nan,nan,nan", help="with --from-log: the load averages to print")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prefsift-demo-bench-"))
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    if not args.from_log:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
     extra = ["--limit", str(args.limit)] if args.limit else []
-    load0 = os.getloadavg()
-    first = run_demo(work, extra)
-    print(json.dumps(first, indent=1), flush=True)
-    second = run_demo(work, extra)
-    print(json.dumps(second, indent=1), flush=True)
-    load1 = os.getloadavg()
+    if args.from_log:  # re-render from the two JSON summaries a run printed (and its load averages)
+        text = Path(args.from_log).read_text()
+        dec, i = json.JSONDecoder(), text.index("{")
+        first, j = dec.raw_decode(text, i)
+        second, _ = dec.raw_decode(text, text.index("{", j))
+        load0 = load1 = tuple(float(x) for x in args.loads.split(","))
+    else:
+        load0 = os.getloadavg()
+        first = run_demo(work, extra)
+        print(json.dumps(first, indent=1), flush=True)
+        second = run_demo(work, extra)
+        print(json.dumps(second, indent=1), flush=True)
+        load1 = os.getloadavg()
     stages = list(first["stage_seconds"])
     cpu = next(
         (ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
@@ -74,12 +84,14 @@ def main() -> None:
         f"{' ' + ' '.join(extra) if extra else ''}` twice with a fresh model cache and database).",
         f"- Kept by LossDiff-IRM: {first.get('kept')} of {first.get('total')} training pairs.",
         "",
-        "| stage | first run s | second run s |",
-        "| --- | ---: | ---: |",
+        "| stage | first run s | second run s | first run: peak RSS so far, GiB |",
+        "| --- | ---: | ---: | ---: |",
     ]
+    peaks = first.get("peak_rss_gib_after_stage", {})
     for st in stages:
         lines.append(
-            f"| {st} | {first['stage_seconds'][st]:.1f} | {second['stage_seconds'].get(st, float('nan')):.1f} |"
+            f"| {st} | {first['stage_seconds'][st]:.1f} | {second['stage_seconds'].get(st, float('nan')):.1f} | "
+            f"{peaks.get(st, float('nan')):.2f} |"
         )
     lines += [
         f"| pipeline total (as the demo reports it) | {first['total_seconds']:.1f} | {second['total_seconds']:.1f} | |",
@@ -91,7 +103,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     Path(args.out).write_text(text)
-    if not args.work:
+    if not args.work and not args.from_log:
         shutil.rmtree(work, ignore_errors=True)
 
 
