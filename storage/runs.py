@@ -192,8 +192,9 @@ def latest_score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str,
 def get_scores(
     con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """A wide frame: pair_id + one column per metric (default: the latest run of each metric)."""
-    runs = dict(runs or latest_score_runs(con, dataset))
+    """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
+    metric)."""
+    runs = dict(sorted(dict(runs or latest_score_runs(con, dataset)).items()))
     if not runs:
         return pd.DataFrame({"pair_id": pd.Series(dtype=str)})
     for m in runs:
