@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import cpu_name  # noqa: E402
 
 
 def run_demo(work: Path, extra: list[str]) -> dict:
@@ -69,11 +71,7 @@ def main() -> None:
         print(json.dumps(second, indent=1), flush=True)
         load1 = os.getloadavg()
     stages = list(first["stage_seconds"])
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
-         .stdout.splitlines() if ln.startswith("Model name")),
-        platform.processor(),
-    )  # fmt: skip
+    cpu = cpu_name()
     lines = [
         "## The demo: `prefsift demo` first and second run",
         "",

@@ -23,8 +23,6 @@ import datetime
 import gzip
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
 
 from scoring import diagnostics as D  # noqa: E402
 from scoring import influence as I  # noqa: E402
@@ -57,16 +57,6 @@ def hh_pairs(path: Path) -> list[dict]:
                 continue
             out.append({"prompt": c[:cut], "chosen": c[cut:], "rejected": j[cut:]})
     return out
-
-
-def cpu_name() -> str:
-    try:
-        txt = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in txt.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def seq_batches(seqs, lengths, batch_tokens, pad_id, order=None):

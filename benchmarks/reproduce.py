@@ -41,6 +41,7 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
 from reproduce_report import CONDITIONS, HH_NAME, write_report  # noqa: E402
 
 HH = SHARED / HH_NAME
@@ -169,19 +170,10 @@ def now() -> str:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        )
-    except (StopIteration, OSError):
-        pass
     import torch
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

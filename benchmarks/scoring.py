@@ -20,8 +20,6 @@ import datetime as dt
 import gzip
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
+
 HH = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
 MARK = "\n\nAssistant:"
 
@@ -53,16 +54,6 @@ def hh_pairs(path: Path, n: int) -> list[dict]:
             if len(out) >= n:
                 break
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def time_ours(model, tokenized, pad_id, batch_tokens, share_prompt):
