@@ -127,6 +127,63 @@ def jvp_attention(logp_fn: LogpFn, batch: Batch, attention: str = "auto"):
     return forward_ad_attention()
 
 
+class _FrozenLinear(torch.autograd.Function):
+    """`F.linear(x, W, b)` for a weight and bias without tangent, whose forward-mode rule is just
+    `F.linear(dx, W)`.
+
+    torch's own rule for mm(x, W) computes mm(dx, W) + mm(x, dW) and materialises dW = 0 for a
+    weight without tangent: a full wasted matmul per frozen linear layer, 3 matmuls instead of 2
+    (torch 2.13 CPU: the JVP of a 512 x 576 -> 1536 linear took 20 ms, its forward 6.8 ms). W and b
+    travel in a tuple, not as inputs, so autograd hands `jvp` no zero tangents for them either.
+    Reverse mode gives the input's gradient only (the weight is frozen by construction).
+    """
+
+    @staticmethod
+    def forward(x: Tensor, frozen: tuple[Tensor, Tensor | None]) -> Tensor:
+        return F.linear(x, *frozen)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.weight = inputs[1][0]
+
+    @staticmethod
+    def jvp(ctx, dx: Tensor, _frozen: None) -> Tensor:
+        return F.linear(dx, ctx.weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad @ ctx.weight, None
+
+
+def _has_tangent(t: Tensor | None) -> bool:
+    return t is not None and fwAD.unpack_dual(t).tangent is not None
+
+
+def _tangent_linear_forward(self: torch.nn.Linear, x: Tensor) -> Tensor:
+    if _has_tangent(x) and not (_has_tangent(self.weight) or _has_tangent(self.bias)):
+        return _FrozenLinear.apply(x, (self.weight, self.bias))
+    return F.linear(x, self.weight, self.bias)
+
+
+@contextlib.contextmanager
+def tangent_linears(model: torch.nn.Module | None) -> Iterator[int]:
+    """Route every plain `nn.Linear` of `model` through `_FrozenLinear` when its weight has no
+    tangent, for a forward-mode pass (a frozen linear then costs one tangent matmul, not two);
+    yields how many modules were routed, and restores them on exit. `model` None: nothing to do."""
+    patched = []
+    if model is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and type(m).forward is torch.nn.Linear.forward:
+                if "forward" not in m.__dict__:
+                    m.forward = _tangent_linear_forward.__get__(m)
+                    patched.append(m)
+    try:
+        yield len(patched)
+    finally:
+        for m in patched:
+            del m.forward
+
+
 # ---------------------------------------------------------------- DPO pieces
 def split_pairs(logps: Tensor) -> tuple[Tensor, Tensor]:
     k = logps.shape[0] // 2
@@ -291,8 +348,14 @@ def directional_logps(
     if method == "jvp":
         # Dual tensors on the selected parameters only (torch.autograd.forward_ad): the same
         # numbers as torch.func.jvp, and ~25% less CPU time on SmolLM2 + LoRA (no functorch
-        # wrapper per op). Frozen weights are plain tensors, so they carry no tangent.
-        with torch.no_grad(), jvp_attention(logp_fn, batch, attention), fwAD.dual_level():
+        # wrapper per op). Frozen weights are plain tensors, so they carry no tangent, and the linear
+        # layers skip the zero tangent torch would otherwise materialise for them (tangent_linears).
+        with (
+            torch.no_grad(),
+            jvp_attention(logp_fn, batch, attention),
+            tangent_linears(getattr(logp_fn, "model", None)),
+            fwAD.dual_level(),
+        ):
             dual = {k: fwAD.make_dual(t, v[k].to(t)) for k, t in params.items()}
             out = fwAD.unpack_dual(logp_fn(dual, batch))
         tangent = out.tangent if out.tangent is not None else torch.zeros_like(out.primal)

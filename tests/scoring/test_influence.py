@@ -242,3 +242,57 @@ def test_hvp_and_damped_cg_against_the_explicit_hessian(tok, toks):
     assert relerr(x[name], expect) < 1e-6
     with pytest.raises(I.InfluenceError):
         I.damped_cg(hvp, g, -1.0, iters=3)
+
+
+def _mm_calls(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
+
+
+def test_frozen_linear_jvp_skips_the_zero_weight_tangent():
+    """torch's forward AD of a linear with a tangent-less weight runs a third, wasted matmul
+    (x @ 0); under `tangent_linears` the JVP is one primal and one tangent matmul, same numbers."""
+    import torch.autograd.forward_ad as fwAD
+
+    gen = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(16, 24, dtype=torch.float64).requires_grad_(False)
+    x, dx = (torch.randn(5, 7, 16, dtype=torch.float64, generator=gen) for _ in range(2))
+
+    def jvp():
+        with torch.no_grad(), fwAD.dual_level():
+            return fwAD.unpack_dual(lin(fwAD.make_dual(x, dx)))
+
+    plain_calls = _mm_calls(jvp)
+    plain = jvp()
+    with I.tangent_linears(lin) as n:
+        assert n == 1
+        routed_calls = _mm_calls(jvp)
+        routed = jvp()
+    assert "forward" not in lin.__dict__  # restored on exit
+    assert (plain_calls, routed_calls) == (3, 2)
+    torch.testing.assert_close(routed.primal, lin(x), rtol=0, atol=0)
+    torch.testing.assert_close(routed.tangent, dx @ lin.weight.T, rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(routed.tangent, plain.tangent, rtol=1e-15, atol=1e-15)
+
+
+def test_jvp_with_some_linears_frozen_float64(tok, toks):
+    """A parameter subset (the MLPs): frozen attention linears take the routed rule, the MLP
+    linears (weights with tangents) torch's own; IF still equals the per-pair reference."""
+    model = make_model(tok)
+    params = I.select_params(model, r"mlp\.")
+    assert params and all(".mlp." in n for n in params)
+    logp_fn = I.make_logp_fn(model)
+    gen = torch.Generator().manual_seed(1)
+    train = pair_batch(tok, toks[:N_TRAIN])
+    with torch.no_grad():
+        ref_c, ref_r = I.split_pairs(
+            logp_fn(params, train).double() + torch.randn(2 * N_TRAIN, generator=gen)
+        )
+    vb, vc, vr = val_setup(tok, toks, logp_fn, params)
+    g, _ = I.validation_gradient(logp_fn, params, [(vb, vc, vr)], 2, BETA)
+    ref = I.pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
+    out = I.batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
+    assert ref.abs().min() > 0 and relerr(out["if"], ref) < 1e-6
