@@ -5,10 +5,12 @@
     python benchmarks/reproduce.py --resume                # continue a killed run (same --work)
     python benchmarks/reproduce.py --report-only           # re-render the Markdown from the state
     python benchmarks/reproduce.py --quick --model DIR     # plumbing check with a tiny model folder
+    python benchmarks/reproduce.py --data alpaca           # the AlpacaEval report (docs/REPRODUCTION_ALPACA.md)
 
 Everything runs through prefsift's own CLI (`python -m prefsift ... --json`, one subprocess per
-stage) on the shared HH-RLHF harmless test file, with SmolLM2-135M-Instruct as π_ref:
-1. data: a seeded sample of HH pairs whose prompt + longer response fit in --fit-length tokens,
+stage) on a shared data file (--data hh: the HH-RLHF harmless test pairs; --data alpaca: the
+AlpacaEval GPT-4-judged pairs, ties left out), with SmolLM2-135M-Instruct as π_ref:
+1. data: a seeded sample of pairs whose prompt + longer response fit in --fit-length tokens,
    split into disjoint train / val / eval; 20% of the train pairs get chosen and rejected
    swapped (seeded), ingested with a `noise` flag (stored in pairs.noise);
 2. warm-up θ (DPO from π_ref on train, 1 epoch, LoRA), θ_val (DPO from θ on val, 1 epoch);
@@ -42,9 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
-from reproduce_report import CONDITIONS, HH_NAME, write_report  # noqa: E402
-
-HH = SHARED / HH_NAME
+from reproduce_report import CONDITIONS, DATASETS, write_report  # noqa: E402
 
 PRESETS = {
     "quick": dict(train=48, val=16, eval=32, max_length=128, seeds=[0], epochs=1.0),
@@ -182,23 +182,33 @@ def machine() -> dict:
 
 
 # ---------------------------------------------------------------- stage 1: data
-def prepare_data(run: Run) -> dict:
-    """Sample HH pairs that fit, split them, swap 20% of train; write jsonl files and ingest them."""
-    import numpy as np
-    from transformers import AutoTokenizer
+def read_pairs(data: str):
+    """(raw row count, [(row index, Pair)], rows that are not a pair) of a shared data file."""
+    from prefsift.formats import ALPACA_MAP, Bad, ColumnMap, normalise
 
-    from prefsift.formats import Bad, ColumnMap, normalise
-
-    a = run.args
-    tok = AutoTokenizer.from_pretrained(model_path(a))
-    rows = [json.loads(line) for line in gzip.open(HH, "rt", encoding="utf-8")]
+    spec = DATASETS[data]
+    path = SHARED / spec["file"]
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = json.load(f) if spec["format"] == "pairwise" else [json.loads(line) for line in f]
+    cmap = ALPACA_MAP if spec["format"] == "pairwise" else ColumnMap()
     good, n_bad = [], 0
     for i, r in enumerate(rows):
-        p = normalise(r, "implicit", ColumnMap(), 200_000)
-        if isinstance(p, Bad):
+        p = normalise(r, spec["format"], cmap, 200_000)
+        if isinstance(p, Bad):  # AlpacaEval ties state no preference
             n_bad += 1
         else:
             good.append((i, p))
+    return len(rows), good, n_bad
+
+
+def prepare_data(run: Run) -> dict:
+    """Sample pairs that fit, split them, swap 20% of train; write jsonl files and ingest them."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    a = run.args
+    tok = AutoTokenizer.from_pretrained(model_path(a))
+    n_rows, good, n_bad = read_pairs(a.data)
     # one batched call per side (the Rust tokenizer is much faster on a list than string by string)
     ids_c = tok([p.prompt + p.chosen for _, p in good])["input_ids"]
     ids_r = tok([p.prompt + p.rejected for _, p in good])["input_ids"]
@@ -206,7 +216,7 @@ def prepare_data(run: Run) -> dict:
     cands = [(i, p, n) for (i, p), n in zip(good, lengths) if a.fit_length <= 0 or n <= a.fit_length]
     need = a.train + a.val + a.eval
     if len(cands) < need:
-        raise StageError(f"only {len(cands)} HH pairs fit in {a.fit_length} tokens, need {need}")
+        raise StageError(f"only {len(cands)} {a.data} pairs fit in {a.fit_length} tokens, need {need}")
     rng = np.random.default_rng(a.data_seed)
     order = rng.permutation(len(cands))[:need]
     parts = {
@@ -219,7 +229,7 @@ def prepare_data(run: Run) -> dict:
     data_dir.mkdir(exist_ok=True)
     ingested, tokens = {}, {}
     for split, idx in parts.items():
-        path = data_dir / f"hh_{split}.jsonl"
+        path = data_dir / f"{a.data}_{split}.jsonl"
         with path.open("w", encoding="utf-8") as f:
             for j, k in enumerate(idx):
                 i, p, _n = cands[k]
@@ -232,17 +242,17 @@ def prepare_data(run: Run) -> dict:
                             "chosen": chosen,
                             "rejected": rejected,
                             "noise": bool(noisy),
-                            "hh_row": i,
+                            "source_row": i,
                         },
                         ensure_ascii=False,
                     )
                     + "\n"
                 )
         tokens[split] = float(np.mean([cands[k][2] for k in idx]))
-        ingested[split] = run.cli("ingest", str(path), "--name", "hh", "--split", split)["added"]
+        ingested[split] = run.cli("ingest", str(path), "--name", a.data, "--split", split)["added"]
     return {
-        "hh_rows": len(rows),
-        "hh_bad": n_bad,
+        "rows": n_rows,
+        "bad": n_bad,
         "fit": len(cands),
         "fit_length": a.fit_length,
         "length_pcts": {str(q): float(np.percentile(lengths, q)) for q in (50, 75, 90)},
@@ -278,7 +288,7 @@ def warmup(run: Run) -> dict:
     r = run.cli(
         "warmup",
         "--dataset",
-        "hh",
+        a.data,
         "--model",
         model_path(a),
         "--name",
@@ -292,16 +302,24 @@ def warmup(run: Run) -> dict:
 
 def fit_val(run: Run) -> dict:
     r = run.cli(
-        "fit-val", "--dataset", "hh", "--policy", "theta", "--name", "theta_val", *train_args(run.args)
+        "fit-val",
+        "--dataset",
+        run.args.data,
+        "--policy",
+        "theta",
+        "--name",
+        "theta_val",
+        *train_args(run.args),
     )
     return pick(r, "model_id", "n_pairs", "steps", "loss", "train_loss", "runtime_s", "wall_s")
 
 
 def score(run: Run) -> dict:
+    a = run.args
     r = run.cli(
         "score",
         "--dataset",
-        "hh",
+        a.data,
         "--policy",
         "theta",
         "--val",
@@ -315,10 +333,11 @@ def score(run: Run) -> dict:
 
 
 def influence(run: Run) -> dict:
+    a = run.args
     r = run.cli(
         "influence",
         "--dataset",
-        "hh",
+        a.data,
         "--policy",
         "theta",
         "--ref",
@@ -338,7 +357,7 @@ def truncation(run: Run) -> dict:
 
     out = {}
     with connect(run.db, read_only=True) as con:
-        runs = rstore.list_logp_runs(con, "hh")
+        runs = rstore.list_logp_runs(con, run.args.data)
         for _, r in runs.iterrows():
             t = rstore.get_logps(con, r["run_id"]).to_pandas()
             cfg = json.loads(r["config"]) if isinstance(r["config"], str) else (r["config"] or {})
@@ -364,7 +383,7 @@ def random_rule(fraction: float, seed: int) -> str:
 
 
 def select(run: Run, name: str, rule: str) -> dict:
-    run.cli("select", "--dataset", "hh", "--rule", rule, "--name", name, "--force")
+    run.cli("select", "--dataset", run.args.data, "--rule", rule, "--name", name, "--force")
     d = run.cli("diagnose", "--selection", name)
     return {
         "rule": rule,
@@ -385,7 +404,7 @@ def independent_check(run: Run) -> dict:
     from storage import runs as rstore
 
     with connect(run.db, read_only=True) as con:
-        df = rstore.get_scores(con, "hh")
+        df = rstore.get_scores(con, run.args.data)
     out = {"n": len(df)}
     f = df["if"].to_numpy(float)
     for m in ("irm", "lossdiff"):
@@ -406,7 +425,7 @@ def independent_check(run: Run) -> dict:
 
 # ---------------------------------------------------------------- stage 5: downstream
 def evaluate(run: Run, model: str) -> dict:
-    r = run.cli("evaluate", model, "--dataset", "hh", "--split", "eval")
+    r = run.cli("evaluate", model, "--dataset", run.args.data, "--split", "eval")
     return pick(r, "model_id", "n_pairs", "loss", "reward_accuracy", "mean_margin", "wall_s")
 
 
@@ -434,6 +453,12 @@ def pick(d: dict, *keys: str) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--data",
+        choices=sorted(DATASETS),
+        default="hh",
+        help="shared data set: hh (HH-RLHF harmless test) or alpaca (AlpacaEval GPT-4-judged pairs)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke sizes: " + json.dumps(PRESETS["quick"]))
     p.add_argument("--train", type=int)
     p.add_argument("--val", type=int)
@@ -442,7 +467,7 @@ def main() -> int:
     p.add_argument(
         "--fit-length",
         type=int,
-        help="keep HH pairs of at most this many tokens (default max_length; "
+        help="keep pairs of at most this many tokens (default max_length; "
         "0 = no filter, long pairs get truncated)",
     )
     p.add_argument("--seeds", type=int, nargs="+")
@@ -488,13 +513,15 @@ def main() -> int:
             setattr(args, k, v)
     if args.fit_length is None:
         args.fit_length = args.max_length
-    args.work = args.work or f"/tmp/repro/{'quick' if args.quick else 'full'}"
+    size = "quick" if args.quick else "full"
+    args.work = args.work or (f"/tmp/repro/{size}" if args.data == "hh" else f"/tmp/repro/{args.data}-{size}")
     args.out = args.out or (
-        str(Path(args.work) / "REPRODUCTION.md") if args.quick else str(ROOT / "docs" / "REPRODUCTION.md")
+        str(Path(args.work) / "REPRODUCTION.md") if args.quick else str(ROOT / DATASETS[args.data]["report"])
     )
     args.command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    if not HH.exists():
-        print(f"{HH} not found: the shared data folder is needed", file=sys.stderr)
+    source = SHARED / DATASETS[args.data]["file"]
+    if not source.exists():
+        print(f"{source} not found: the shared data folder is needed", file=sys.stderr)
         return 2
     if args.report_only:
         state = json.loads((Path(args.work) / "state.json").read_text())
