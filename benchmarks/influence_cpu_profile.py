@@ -3,8 +3,10 @@
     python benchmarks/influence_cpu_profile.py [--rows 8] [--seq 128] [--threads 2]
 
 A randomly initialised SmolLM2-135M-shaped model + LoRA r 16 on all linear layers (the builders of
-benchmarks/influence_gpu.py), float32, eager attention, on the CPU. Prints the three timings (one
-run each after a warm-up) and torch.profiler's top ops of one JVP by self CPU time.
+benchmarks/influence_gpu.py), float32, eager attention, on the CPU. Prints the timings (one
+run each after a warm-up), the JVP once more with torch's own forward-AD rule for nn.Linear (no
+`scoring.influence.tangent_linears`: a frozen weight's zero tangent costs a full matmul), and
+torch.profiler's top ops of one JVP by self CPU time.
 """
 
 from __future__ import annotations
@@ -47,12 +49,23 @@ def main() -> None:
     def jvp():
         return I.directional_logps(logp_fn, params, v, batch, method="jvp")
 
+    def jvp_torch_linear():  # a logp_fn without .model: torch's own forward-AD rule for nn.Linear
+        return I.directional_logps(
+            lambda p, b: sequence_logps(model, b, params=p), params, v, batch, method="jvp"
+        )
+
     def grad():
         return I.directional_logps(logp_fn, params, v, batch, method="grad")
 
-    for f in (fwd, jvp, grad):
+    runs = (
+        ("forward", fwd),
+        ("JVP", jvp),
+        ("JVP, torch's linear rule (x @ 0 for frozen weights)", jvp_torch_linear),
+        ("per-sequence gradients", grad),
+    )
+    for _, f in runs:
         f()
-    for name, f in (("forward", fwd), ("JVP", jvp), ("per-sequence gradients", grad)):
+    for name, f in runs:
         t = time.perf_counter()
         f()
         print(f"{name}: {time.perf_counter() - t:.2f} s", flush=True)
