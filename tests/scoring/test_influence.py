@@ -276,6 +276,9 @@ def test_frozen_linear_jvp_skips_the_zero_weight_tangent():
     torch.testing.assert_close(routed.primal, lin(x), rtol=0, atol=0)
     torch.testing.assert_close(routed.tangent, dx @ lin.weight.T, rtol=1e-15, atol=1e-15)
     torch.testing.assert_close(routed.tangent, plain.tangent, rtol=1e-15, atol=1e-15)
+    # Reverse mode through it (not used by prefsift, but not wrong either): the input's gradient.
+    xr = x[:2, :3].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: I._FrozenLinear.apply(t, (lin.weight, lin.bias)), (xr,))
 
 
 def test_jvp_with_some_linears_frozen_float64(tok, toks):
