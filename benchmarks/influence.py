@@ -144,7 +144,16 @@ def main() -> None:
         help="a trained LoRA adapter folder as theta (e.g. a `prefsift warmup` output); "
         "default: a random LoRA (B ~ N(0, lora_std^2))",
     )
+    ap.add_argument(
+        "--reading-from-json",
+        metavar="JSON",
+        help="only print the 'Reading' section (per-pair costs, targets) of a finished run's --json-out",
+    )
     args = ap.parse_args()
+    if args.reading_from_json:
+        raw = json.loads(Path(args.reading_from_json).read_text())
+        print("\n".join(reading(raw["cpu"], args.pairs, args.val, raw["fidelity"])))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     from peft import LoraConfig, get_peft_model
@@ -315,6 +324,48 @@ def main() -> None:
     report(args, n, len(val), sum(lengths), T, fid, diag, val_loss)
 
 
+def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
+    """Per-pair CPU costs and the issue's three targets, from the process CPU seconds of a run."""
+    fwd = cpu["irm"] / 2 / n  # one forward over a pair (chosen + rejected) under one model
+    lines = [
+        "### Reading: cost per pair and the targets (process CPU seconds, this run)",
+        "",
+        "| per unit | CPU s |",
+        "| --- | ---: |",
+        f"| IRM scoring, per training pair (pi_ref and theta forwards) | {cpu['irm'] / n:.2f} |",
+    ]
+    for k, label in (
+        ("jvp", "JVP (forward-mode D_v, LoRA tangents only), per training pair"),
+        ("fd", "central FD (two forwards), per training pair"),
+        ("grad", "per-sequence gradients (chosen + rejected), per training pair"),
+    ):
+        if k in cpu:
+            lines.append(f"| {label} | {cpu[k] / n:.2f} ({cpu[k] / n / fwd:.1f} forwards) |")
+    lines.append(f"| g_val, per validation pair | {cpu['gval'] / n_val:.2f} |")
+    ratio = cpu["if_total_cached_ref"] / cpu["irm"]
+    lines += [
+        "",
+        "| target | measured here | met? |",
+        "| --- | --- | --- |",
+        f"| IF for all pairs <= 2x IRM scoring | {ratio:.2f}x at {n} pairs / {n_val} val (g_val + JVP, reference "
+        f"log-probs reused); {cpu['if_total_with_ref'] / cpu['irm']:.2f}x with the reference forward too | "
+        f"{'yes' if ratio <= 2 else 'no'} |",
+    ]
+    if "grad" in cpu:
+        j, f = cpu["jvp"] / cpu["grad"], cpu.get("fd", float("nan")) / cpu["grad"]
+        lines.append(
+            f"| IF no slower than per-pair gradients | JVP {j:.2f}x the per-sequence gradients' time; FD {f:.2f}x | "
+            f"{'yes' if j <= 1 else 'no'} for the JVP, {'yes' if f <= 1 else 'no'} for FD |"
+        )
+    if fid:
+        lines.append(
+            f"| Pearson >= 0.999 between the two IFs | JVP vs gradients 1 - {1 - fid['pearson_jvp_grad']:.1e} "
+            f"(relative error {fid['relerr_jvp_grad']:.1e}); FD vs gradients 1 - {1 - fid['pearson_fd_grad']:.1e} | "
+            f"{'yes' if fid['pearson_jvp_grad'] >= 0.999 else 'no'} |"
+        )
+    return lines + [""]
+
+
 def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -373,13 +424,15 @@ def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
         "",
         "Bands 10-90 percentiles for TIF, LossDiff and IRM. Caveats: "
         + (
-            "theta is a short DPO warm-up on other HH pairs"
+            "theta is the given adapter (what it was trained on, and whether these pairs were among its "
+            "training data, is the caller's to state)"
             if args.adapter
             else "theta is a random LoRA, not a DPO warm-up"
         )
         + ", and theta_val is 1 epoch of Adam on the validation pairs from it, so the diagnostics describe this "
         "setup, not the paper's (Llama/Mistral after a real warm-up).",
         "",
+        *reading(CPU, n, n_val, fid),
     ]
     text = "\n".join(lines)
     print(text)
