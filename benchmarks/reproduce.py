@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import json
 import os
 import platform
@@ -183,18 +182,17 @@ def machine() -> dict:
 
 # ---------------------------------------------------------------- stage 1: data
 def read_pairs(data: str):
-    """(raw row count, [(row index, Pair)], rows that are not a pair) of a shared data file."""
-    from prefsift.formats import ALPACA_MAP, Bad, ColumnMap, normalise
+    """(raw row count, [(row index, Pair)], rows that are not a pair) of a shared data file, read and
+    format-detected as `prefsift ingest` does (AlpacaEval's ties are not a pair: no preference)."""
+    from prefsift.formats import Bad, ColumnMap, normalise, vote_format
+    from prefsift.sources import RawError, read_rows
 
-    spec = DATASETS[data]
-    path = SHARED / spec["file"]
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        rows = json.load(f) if spec["format"] == "pairwise" else [json.loads(line) for line in f]
-    cmap = ALPACA_MAP if spec["format"] == "pairwise" else ColumnMap()
+    rows = list(read_rows(str(SHARED / DATASETS[data]["file"])))
+    fmt, cmap = vote_format([r for _, r in rows if isinstance(r, dict)], ColumnMap())
     good, n_bad = [], 0
-    for i, r in enumerate(rows):
-        p = normalise(r, spec["format"], cmap, 200_000)
-        if isinstance(p, Bad):  # AlpacaEval ties state no preference
+    for i, r in rows:
+        p = Bad("", "unreadable", "") if isinstance(r, RawError) else normalise(r, fmt, cmap, 200_000)
+        if isinstance(p, Bad):
             n_bad += 1
         else:
             good.append((i, p))

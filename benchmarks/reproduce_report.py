@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 CONDITIONS = ("full", "ldirm", "random", "tif")  # downstream training sets
-DATASETS = {  # --data -> the shared file, how to read it, the report it writes, its wording
+DATASETS = {  # --data -> the shared file, the report it writes, its wording
     "hh": dict(
         file="hh-rlhf-harmless-base-test.jsonl.gz",
-        format="implicit",
         report="docs/REPRODUCTION.md",
         title="HH-RLHF harmless",
         short="HH",
@@ -19,8 +18,8 @@ DATASETS = {  # --data -> the shared file, how to read it, the report it writes,
     ),
     "alpaca": dict(
         file="alpaca_eval-alpaca-7b-vs-text-davinci-003.gpt4.json.gz",
-        format="pairwise",
         report="docs/REPRODUCTION_ALPACA.md",
+        not_a_pair=" (ties)",
         title="AlpacaEval (alpaca-7b vs text-davinci-003, judged by GPT-4)",
         short="the GPT-4 judge",
         fit_bias="short instructions and short outputs",
@@ -194,7 +193,7 @@ def write_report(state: dict, out: Path) -> None:
     if d:
         L += [
             f"- Data: `{ds['file']}` ({d.get('rows', d.get('hh_rows')):,} rows, "
-            f"{d.get('bad', d.get('hh_bad'))} not a pair{' (ties)' if data == 'alpaca' else ''}); "
+            f"{d.get('bad', d.get('hh_bad'))} not a pair{ds.get('not_a_pair', '')}); "
             "the pairs whose prompt + longer "
             f"response (+ EOS) fit in {d['fit_length']} tokens: {d['fit']:,} "
             f"(token-length percentiles of all pairs 50/75/90: "
