@@ -185,3 +185,34 @@ def tiny_db(db_path, tmp_path, tiny_pairs) -> Path:
 
 def requires_shared_data():
     return pytest.mark.skipif(not HH_FILE.exists(), reason=f"shared data not present at {SHARED_DATA}")
+
+
+@pytest.fixture(scope="session")
+def demo_db(tiny_model_dir, tmp_path_factory) -> Path:
+    """A database made by the real demo pipeline (`prefsift demo --limit 48 --no-serve`, on the tiny
+    model) run inside its own folder with a *relative* --db, as a person runs it; tests serve or
+    read it from elsewhere. Session-scoped: built once (about a minute on 2 cores). Treat it as
+    read-only, or copy it (`copy_demo_db`) before writing."""
+    from prefsift.demo import DemoConfig, run_demo
+
+    where = tmp_path_factory.mktemp("demo_pipeline")
+    here = os.getcwd()
+    os.chdir(where)
+    try:
+        cfg = DemoConfig(db="prefsift-demo.duckdb", model=str(tiny_model_dir), limit=48, max_length=64)
+        run_demo(cfg, echo=lambda *a: None)
+    finally:
+        os.chdir(here)
+    return where / "prefsift-demo.duckdb"
+
+
+def copy_demo_db(src: Path, dest_dir: Path) -> Path:
+    """A writable copy of the demo database and its work folder (`<stem>.prefsift/`) in dest_dir."""
+    import shutil
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest_dir / src.name)
+    work = src.with_name(src.stem + ".prefsift")
+    if work.exists():
+        shutil.copytree(work, dest_dir / work.name, dirs_exist_ok=True)
+    return dest_dir / src.name
