@@ -315,7 +315,8 @@ def progress_of(status: dict) -> float | None:
 # ---------------------------------------------------------------- HTML (escaped) renderers
 def word_diff_html(a: str, b: str) -> tuple[str, str]:
     """Word-level diff of two texts as two HTML fragments; every word is html-escaped, only our
-    <span> tags are markup. Words only in `a` are marked removed, only in `b` added."""
+    <span> tags are markup. `a` is the chosen response, `b` the rejected one: words only in the
+    chosen are marked green (the side DPO pushes up), words only in the rejected red."""
     wa, wb = (a or "").split(" "), (b or "").split(" ")
     sm = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
     left, right = [], []
@@ -327,16 +328,16 @@ def word_diff_html(a: str, b: str) -> tuple[str, str]:
             right.append(tb)
             continue
         if ta:
-            left.append(f'<span class="ps-del">{ta}</span>')
+            left.append(f'<span class="ps-chosen">{ta}</span>')
         if tb:
-            right.append(f'<span class="ps-add">{tb}</span>')
+            right.append(f'<span class="ps-rejected">{tb}</span>')
     return " ".join(left), " ".join(right)
 
 
 DIFF_CSS = (
     "<style>.ps-box{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:0.86rem;"
     "border:1px solid #ddd;border-radius:6px;padding:10px;max-height:420px;overflow:auto;background:#fafafa}"
-    ".ps-del{background:#ffd7d5;text-decoration:none}.ps-add{background:#ccf0d0}"
+    ".ps-chosen{background:#ccf0d0}.ps-rejected{background:#ffd7d5}"
     ".ps-tok{border-radius:3px;padding:0 1px}</style>"
 )
 

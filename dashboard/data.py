@@ -147,6 +147,12 @@ def _ledger(con, dataset):
     return ledger(con, dataset)
 
 
+def _model_roles(con, dataset):
+    from storage.runs import model_roles
+
+    return model_roles(con, dataset)
+
+
 def _datasets(con):
     from storage.pairs import list_datasets
 
@@ -207,6 +213,7 @@ _READS: dict[str, Callable] = {
     "jobs": _jobs,
     "selections": _selections,
     "ledger": _ledger,
+    "model_roles": _model_roles,
     "pair": _pair,
     "pair_scores": explore.pair_scores,
     "token_logps": explore.token_logps,

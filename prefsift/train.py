@@ -90,15 +90,70 @@ def resolve_reference(db, model: Resolved) -> Resolved:
         return resolve(db, model.reference_path)
 
 
+_HOW = {
+    "reference": "pass --model PATH (the SFT model to start from) to `prefsift warmup`",
+    "policy": "warm one up with `prefsift warmup --dataset {d} --model REF`, or name it with --policy",
+    "validation": "train one with `prefsift fit-val --dataset {d}`, or name it with --val",
+}
+
+
+def role_model(
+    db, dataset: str | None, role: str, given: str | None = None, required: bool = True
+) -> str | None:
+    """The model to use in `role` ('reference' | 'policy' | 'validation') for `dataset`: the one the
+    user named (`given`, any name, id or path) or else the one the dataset's lineage says
+    (storage.runs.model_roles, the one owner of this rule; the dashboard reads it too).
+    Returns a model id; None when absent and not `required`."""
+    if given:
+        return given
+    from storage import connect
+    from storage import runs as rstore
+    from storage.errors import StorageError
+
+    try:
+        with connect(db, read_only=True) as con:
+            found = rstore.model_roles(con, dataset).get(role)
+    except StorageError:  # no database yet
+        found = None
+    if found is not None:
+        return str(found["model_id"])
+    if not required:
+        return None
+    where = f" for dataset {dataset!r}" if dataset else ""
+    raise UserError(f"no {role} model{where}: " + _HOW[role].format(d=dataset or "D"))
+
+
+def selection_dataset(db, selection: str) -> str:
+    """The dataset a saved selection belongs to."""
+    from storage import connect
+    from storage import selections as sstore
+    from storage.errors import NotFound
+
+    with connect(db, read_only=True) as con:
+        try:
+            return str(sstore.get_selection(con, selection)["dataset"])
+        except NotFound as exc:
+            raise UserError(str(exc)) from None
+
+
+def has_split(db, dataset: str, split: str) -> bool:
+    from storage import connect
+    from storage import training as tstore
+
+    with connect(db, read_only=True) as con:
+        return tstore.split_counts(con, dataset).get(split, 0) > 0
+
+
 def default_reference(db) -> str:
+    """The newest registered reference (warm-up without --model)."""
     from storage import connect
     from storage import runs as rstore
 
-    with connect(db) as con:
+    with connect(db, read_only=True) as con:
         models = rstore.list_models(con)
     refs = models[models["role"] == "reference"]
     if refs.empty:
-        raise UserError("no reference model: pass --model PATH (the SFT model to start from)")
+        raise UserError("no reference model: " + _HOW["reference"])
     return str(refs.iloc[-1]["model_id"])
 
 

@@ -58,13 +58,14 @@ def policy_of(config, names: dict[str, str] | None = None) -> str | None:
     """
     cfg = _json(config)
     names = names or {}
-    cands = [cfg.get("policy_name")]
+    cands = [cfg.get("policy_name"), cfg.get("policy_model_id")]
     models = cfg.get("models")
     if isinstance(models, dict):
         cands.append(models.get("policy"))
     pol = cfg.get("policy")
     if isinstance(pol, dict):
-        cands += [pol.get("name"), pol.get("model_id"), pol.get("path")]
+        # a LoRA θ shares its base path with π_ref: its adapter says which model it is
+        cands += [pol.get("name"), pol.get("model_id"), pol.get("adapter"), pol.get("path")]
     else:
         cands.append(pol)
     cands += [cfg.get(k) for k in ("policy_model", "model", "theta", "policy_model_id")]
@@ -75,13 +76,15 @@ def policy_of(config, names: dict[str, str] | None = None) -> str | None:
 
 
 def _model_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """model_id -> name and path -> name of every registered model that has a name."""
+    """model_id, adapter path and base path -> name of every registered model that has a name."""
     rows = con.execute(
-        "SELECT model_id, path, name FROM models WHERE name IS NOT NULL ORDER BY created_at"
+        "SELECT model_id, path, adapter_path, name FROM models WHERE name IS NOT NULL ORDER BY created_at"
     ).fetchall()
     out = {}
-    for mid, path, name in rows:
+    for mid, path, adapter, name in rows:
         out[mid] = name
+        if adapter:
+            out[adapter] = name
         out.setdefault(path, name)
     return out
 
@@ -193,12 +196,26 @@ def token_logps(con: duckdb.DuckDBPyConnection, pair_id: str) -> pd.DataFrame:
 
 
 def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd.DataFrame:
-    """Whether each saved selection of the dataset keeps this pair."""
+    """What each saved selection of the dataset did with this pair: 'kept', 'dropped', or 'not in
+    this selection's split' (a rule only ever considers the pairs of its split)."""
     return con.execute(
-        "SELECT s.name AS selection, m.pair_id IS NOT NULL AS kept, s.n_kept, s.n_total, s.created_at "
-        "FROM selections s LEFT JOIN selection_members m ON m.selection = s.name AND m.pair_id = ? "
-        "WHERE s.dataset = ? ORDER BY s.created_at DESC",
-        [pair_id, dataset],
+        """
+        WITH s AS (
+            SELECT *, coalesce(json_extract_string(resolved, '$.split'), 'train') AS sel_split
+            FROM selections WHERE dataset = ?
+        )
+        SELECT s.name AS selection,
+               CASE WHEN m.pair_id IS NOT NULL THEN 'kept'
+                    WHEN s.sel_split NOT IN ('all', '*') AND p.split IS DISTINCT FROM s.sel_split
+                        THEN 'not in this selection''s split (' || s.sel_split || ')'
+                    ELSE 'dropped' END AS fate,
+               m.pair_id IS NOT NULL AS kept, s.sel_split AS split, s.n_kept, s.n_total, s.created_at
+        FROM s
+        LEFT JOIN selection_members m ON m.selection = s.name AND m.pair_id = ?
+        LEFT JOIN pairs p ON p.dataset = s.dataset AND p.pair_id = ?
+        ORDER BY s.created_at DESC
+        """,
+        [dataset, pair_id, pair_id],
     ).df()
 
 
@@ -243,10 +260,12 @@ def save_annotation(
 def neighbour_ids(
     con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str | None
 ) -> tuple[str | None, str | None]:
-    """The previous and next pair by row order (browsing one pair at a time)."""
+    """The previous and next pair by row order (browsing one pair at a time). With no pair: the
+    first pair of the train split (the scored one), else the first pair."""
     if pair_id is None:
         row = con.execute(
-            "SELECT pair_id FROM pairs WHERE dataset = ? ORDER BY row_idx, pair_id LIMIT 1", [dataset]
+            "SELECT pair_id FROM pairs WHERE dataset = ? ORDER BY split = 'train' DESC, row_idx, pair_id LIMIT 1",
+            [dataset],
         ).fetchone()
         return None, (row[0] if row else None)
     me = con.execute(

@@ -38,17 +38,29 @@ def register_model(
     role: str | None = None,
     lineage: Mapping | None = None,
 ) -> None:
-    """Register a model by fingerprint. Re-registering updates its name/role/lineage."""
+    """Register a model by fingerprint. Re-registering (a scoring run naming a trained model, say)
+    may give it a name; its role and lineage are kept once known (they are what `model_roles`
+    reads: a θ_val scored as a policy stays θ_val, a θ keeps the dataset it was warmed up on)."""
     con.execute(
         """
         INSERT INTO models (model_id, name, path, revision, adapter_path, weights_hash, role, lineage)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (model_id) DO UPDATE SET
             name = coalesce(excluded.name, models.name),
-            role = coalesce(excluded.role, models.role),
-            lineage = coalesce(excluded.lineage, models.lineage)
+            role = coalesce(models.role, excluded.role),
+            lineage = CASE WHEN models.lineage IS NULL OR models.lineage::VARCHAR IN ('{}', 'null')
+                           THEN excluded.lineage ELSE models.lineage END
         """,
-        [model_id, name, path, revision, adapter_path, weights_hash, role, json.dumps(dict(lineage or {}))],
+        [
+            model_id,
+            name,
+            path,
+            revision,
+            adapter_path,
+            weights_hash,
+            role,
+            json.dumps(dict(lineage)) if lineage else None,
+        ],
     )
 
 
@@ -85,6 +97,57 @@ def list_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return con.execute(
         "SELECT model_id, name, role, path, adapter_path, created_at FROM models ORDER BY created_at"
     ).df()
+
+
+ROLE_NAMES = {"reference": "π_ref", "policy": "θ", "validation": "θ_val", "trained": "trained"}
+
+
+def model_roles(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> dict:
+    """The models of a dataset by role, from their lineage (never from a hard-coded name).
+
+    policy θ: the newest model warmed up on `dataset` (role 'policy'; any dataset's if none);
+    validation θ_val: the newest one trained from that θ; reference π_ref: the reference θ was
+    trained against (else the newest registered reference); trained: models trained on the
+    dataset's selections, oldest first. Each present role is a dict (model_id, name, path,
+    adapter_path, role, lineage); absent ones are None ([] for trained)."""
+    rows = con.execute(
+        "SELECT model_id, name, path, adapter_path, role, lineage, created_at FROM models ORDER BY created_at"
+    ).fetchall()
+    keys = ("model_id", "name", "path", "adapter_path", "role", "lineage", "created_at")
+    models = [dict(zip(keys, r)) for r in rows]
+    for m in models:
+        m["lineage"] = json.loads(m["lineage"] or "{}")
+    by_id = {m["model_id"]: m for m in models}
+
+    def newest(cands: list[dict]) -> dict | None:
+        return cands[-1] if cands else None
+
+    def of_dataset(role: str) -> list[dict]:
+        return [
+            m
+            for m in models
+            if m["role"] == role and (dataset is None or m["lineage"].get("dataset") == dataset)
+        ]
+
+    policy = newest(of_dataset("policy")) or newest([m for m in models if m["role"] == "policy"])
+    validation = None
+    if policy is not None:
+        validation = newest(
+            [
+                m
+                for m in models
+                if m["role"] == "validation" and m["lineage"].get("parent") == policy["model_id"]
+            ]
+        )
+    validation = validation or newest(of_dataset("validation"))
+    reference = by_id.get((policy or {}).get("lineage", {}).get("reference")) if policy else None
+    reference = reference or newest([m for m in models if m["role"] == "reference"])
+    return {
+        "reference": reference,
+        "policy": policy,
+        "validation": validation,
+        "trained": of_dataset("trained"),
+    }
 
 
 # ---------------------------------------------------------------- log-prob runs

@@ -4,6 +4,8 @@ puts each trained model's held-out metrics next to the others'."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -26,12 +28,16 @@ name = c[0].selectbox(
     "selection", names, index=names.index(last) if last in names else len(names) - 1, key="export_selection"
 )
 fmt = c[1].radio("format", ["parquet", "jsonl"], horizontal=True, key="export_format")
+roles = data.cached("model_roles", dataset, default={}) or {}
+policy = roles.get("policy")
+starts = {"theta": f"θ ({policy['name']})" if policy else "θ (none yet)", "ref": "π_ref"}
 start = c[2].radio(
     "train from",
-    ["theta", "ref"],
+    list(starts),
+    format_func=starts.get,
     horizontal=True,
     key="export_from",
-    help="continue from the warmed-up policy θ (the paper) or from the reference",
+    help="continue from the warmed-up policy θ (the paper) or from the reference π_ref it was trained against",
 )
 row = selections[selections["name"] == name].iloc[0]
 st.caption(
@@ -49,6 +55,7 @@ def do_export() -> dict | None:
         if man is data.WRITE_BUSY:
             return None
         st.success(f"Exported {man['rows']:,} pairs to `{man['path']}` (sha256 {man['sha256'][:12]}…).")
+        st.session_state["export_last"] = str(man["path"])
         return man
     except data.errors() as exc:
         st.error(f"Export failed: {exc}")
@@ -62,11 +69,65 @@ if b[1].button("Export and train", type="primary", key="export_train"):
     man = do_export()
     if man is not None:
         try:
-            job = data.start_job(["train", "--selection", name, "--from", start])
+            if policy is None:
+                raise ValueError(
+                    f"dataset {dataset} has no warmed-up policy θ yet: run `prefsift warmup --dataset {dataset}` "
+                    "(or the demo) first"
+                )
+            job = data.start_job(
+                ["train", "--selection", name, "--from", start, "--policy", str(policy["model_id"])]
+            )
             st.session_state["export_job"] = job["job_id"]
             st.success(f"Started training job `{job['job_id']}`.")
         except (RuntimeError, ValueError, OSError) as exc:
             st.error(f"Could not start training: {exc}")
+
+
+def _reader(path: Path):
+    return lambda: path.read_bytes()  # read when the person clicks, not on every rerun
+
+
+@st.fragment
+def downloads() -> None:
+    """The exports of this dataset (newest first), each downloadable with its manifest: the file
+    is on the server, the person is in a browser."""
+    past = data.cached("overview_table", "exports", dataset, default=None)
+    if past is None or past.empty:
+        return
+    st.subheader("Exports")
+    paths = [p for p in past["path"] if isinstance(p, str)]
+    last = st.session_state.get("export_last")
+    pick = st.selectbox(
+        "export", paths, index=paths.index(last) if last in paths else 0, format_func=lambda p: Path(p).name
+    )
+    path = Path(pick)
+    row = past[past["path"] == pick].iloc[0]
+    dc = st.columns([2, 2, 3])
+    if path.exists():
+        dc[0].download_button(
+            f"Download {path.suffix[1:]} ({int(row['n_rows']):,} pairs)",
+            _reader(path),
+            file_name=path.name,
+            key="export_download",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+        man = path.with_name(path.name + ".manifest.json")
+        if man.exists():
+            dc[1].download_button(
+                "Download manifest",
+                _reader(man),
+                file_name=man.name,
+                key="export_download_manifest",
+                on_click="ignore",
+            )
+    else:
+        dc[0].warning(f"`{path.name}` is no longer on the server.")
+    dc[2].caption(f"selection `{row['selection']}` · {row['format']} · {row['created_at']}")
+    st.dataframe(past, hide_index=True, width="stretch")
+
+
+downloads()
 
 
 @st.fragment(run_every="2s")
@@ -90,6 +151,14 @@ def training_jobs() -> None:
         st.code(data.log_tail(job.log_path) or "(no output yet)", language=None)
         if job.status == "failed" and isinstance(job.error, str):
             st.error(job.error)
+        elif job.status == "done":
+            st.success(
+                f"{job.job_id} finished: the trained model and its held-out metrics are in the ledger."
+            )
+    ended = train[(train["job_id"] == mine) & ~train["status"].isin(["queued", "running"])]
+    if not ended.empty and st.session_state.get("export_job_ended") != mine:
+        st.session_state["export_job_ended"] = mine
+        st.rerun(scope="app")  # the ledger below is outside this fragment: refresh the page once
 
 
 training_jobs()

@@ -23,7 +23,12 @@ if qp_pair and st.session_state.get("inspect_linked") != qp_pair:
     st.session_state["inspect_pair"] = qp_pair
     st.session_state["inspect_linked"] = qp_pair
 if not st.session_state.get("inspect_pair"):
-    first = data.cached("neighbours", dataset, None, default=(None, None))[1]
+    # Streamlit forgets a widget's value when its page is left: come back to the pair the person
+    # was on (kept under a plain key), else open on the first scored (train) pair.
+    first = (
+        st.session_state.get("inspect_current")
+        or data.cached("neighbours", dataset, None, default=(None, None))[1]
+    )
     st.session_state["inspect_pair"] = first or ""
 
 c = st.columns([6, 1, 1])
@@ -34,7 +39,31 @@ if bundle is None:
 prev_id, next_id = bundle["neighbours"]
 
 
+def _dirty() -> bool:
+    """The annotation widgets of this pair hold something that was not saved."""
+    ann = bundle.get("annotation") or {}
+    now = (
+        st.session_state.get(f"inspect_flag_{pair_id}", ann.get("flag") or "(none)"),
+        (st.session_state.get(f"inspect_note_{pair_id}", ann.get("note") or "") or "").strip(),
+        st.session_state.get(f"inspect_force_{pair_id}", _FORCE_LABEL.get(ann.get("force"), "rule decides")),
+    )
+    saved = (
+        ann.get("flag") or "(none)",
+        (ann.get("note") or "").strip(),
+        _FORCE_LABEL.get(ann.get("force"), "rule decides"),
+    )
+    return now != saved
+
+
+_FORCE_LABEL = {"keep": "force keep", "drop": "force drop"}
+
+
 def _go(target: str | None) -> None:
+    if target and _dirty() and not st.session_state.get("inspect_discard"):
+        st.session_state["inspect_unsaved"] = target  # ask first: a typed note is not lost silently
+        return
+    st.session_state.pop("inspect_unsaved", None)
+    st.session_state.pop("inspect_discard", None)
     if target:
         st.session_state["inspect_pair"] = target
 
@@ -49,6 +78,14 @@ if pair is None:
 st.query_params["pair"] = pair_id
 st.query_params["dataset"] = dataset
 st.session_state["inspect_linked"] = pair_id  # the URL now follows the session, not the reverse
+st.session_state["inspect_current"] = pair_id
+if st.session_state.get("inspect_unsaved"):
+    wc = st.columns([5, 1])
+    wc[0].warning("This pair's annotation has unsaved changes: save them below, or discard them and move on.")
+    if wc[1].button("Discard and move", key="inspect_discard_btn"):
+        st.session_state["inspect_discard"] = True
+        _go(st.session_state["inspect_unsaved"])
+        st.rerun()
 st.caption(
     f"Row {pair['row_idx']} · split **{pair['split']}** · {pair['kind']}"
     + (" · **flagged noisy** (label swapped)" if pair["noise"] else "")
@@ -75,9 +112,9 @@ left, right = st.columns(2)
 st.markdown(charts.DIFF_CSS, unsafe_allow_html=True)  # our own constant stylesheet, no data in it
 if diff:
     dl, dr = charts.word_diff_html(chosen, rejected)
-    left.markdown("**Chosen** (words not in rejected marked)")
+    left.markdown("**Chosen** (its own words in green)")
     left.markdown(charts.boxed(dl), unsafe_allow_html=True)
-    right.markdown("**Rejected** (words not in chosen marked)")
+    right.markdown("**Rejected** (its own words in red)")
     right.markdown(charts.boxed(dr), unsafe_allow_html=True)
 else:
     left.markdown("**Chosen**")
@@ -154,9 +191,36 @@ else:
                 job = data.start_job(
                     ["explain-pair", "--dataset", dataset, "--pair", pair_id, "--policy", pol, "--ref", ref]
                 )
-                st.success(f"Started job `{job['job_id']}`: reload when it finishes.")
+                st.session_state["inspect_explain_job"] = (pair_id, job["job_id"])
             except (RuntimeError, ValueError, OSError) as exc:
                 st.error(f"Could not start the job: {exc}")
+
+    @st.fragment(run_every="1s")
+    def explain_job() -> None:
+        """The explain job this person started on this pair: its progress, then the tokens (a page
+        refresh) or its error, here where it was started."""
+        pid, job_id = st.session_state.get("inspect_explain_job") or (None, None)
+        if pid != pair_id or job_id is None:
+            return
+        jobs = data.cached("jobs", limit=20)
+        row = None if jobs is None else jobs[jobs["job_id"] == job_id]
+        if row is None or row.empty:
+            st.caption(f"Starting job `{job_id}`…")
+            return
+        job = row.iloc[0]
+        if job["status"] in ("queued", "running"):
+            s = data.job_status(job["status_path"])
+            frac = charts.progress_of(s)
+            st.progress(
+                frac or 0.0, text=f"Explaining this pair (job `{job_id}`): {s.get('stage', job['status'])}"
+            )
+        elif job["status"] == "done":
+            st.session_state.pop("inspect_explain_job", None)
+            st.rerun(scope="app")
+        else:
+            st.error(f"Explaining this pair failed (job `{job_id}`): {job['error']}")
+
+    explain_job()
 
 # ---- fate under each saved selection
 st.subheader("Fate under saved selections")
@@ -164,16 +228,18 @@ fates = bundle["fates"]
 if fates is None or fates.empty:
     st.caption("No selection saved yet.")
 else:
-    fates["fate"] = fates["kept"].map({True: "kept", False: "dropped"})
     st.dataframe(
         fates[["selection", "fate", "n_kept", "n_total", "created_at"]], hide_index=True, width="stretch"
     )
 
-# ---- annotation
+# ---- annotation (plain widgets, not a form: their values reach the server as they change, so
+# moving to another pair with unsaved changes can ask first)
 st.subheader("Annotation")
 ann = bundle["annotation"] or {}
+if st.session_state.get("inspect_flash"):
+    st.success(st.session_state.pop("inspect_flash"))
 flags = ["(none)", "noisy label", "harmful", "low quality", "duplicate", "good example", "other"]
-with st.form(f"inspect_ann_{pair_id}"):
+with st.container(border=True):
     fc = st.columns([2, 2])
     flag = fc[0].selectbox(
         "flag",
@@ -187,7 +253,7 @@ with st.form(f"inspect_ann_{pair_id}"):
         "selection override", force_opts, index=force_now, horizontal=True, key=f"inspect_force_{pair_id}"
     )
     note = st.text_area("note", value=ann.get("note") or "", key=f"inspect_note_{pair_id}")
-    saved = st.form_submit_button("Save annotation")
+    saved = st.button("Save annotation", type="primary", key=f"inspect_save_{pair_id}")
 if saved:
     forced = {"force keep": "keep", "force drop": "drop"}.get(force)
     try:
@@ -195,6 +261,8 @@ if saved:
         done = data.write(explore.save_annotation, dataset, pair_id, flag_value, note.strip() or None, forced)
         if done is data.WRITE_BUSY:
             st.stop()
-        st.success("Saved. Forced keep/drop applies to selections saved from now on.")
+        st.session_state.pop("inspect_unsaved", None)
+        st.session_state["inspect_flash"] = "Saved. Forced keep/drop applies to selections saved from now on."
+        st.rerun()  # re-read the pair's annotation, so 'unsaved changes' compares with what is stored
     except data.errors() as exc:
         st.error(f"Could not save: {exc}")

@@ -1,4 +1,5 @@
-"""Overview: what the database holds, which pairs have which scores, and the jobs running now."""
+"""Overview: where the main job is, what the scores mean, what the database holds, and the jobs
+running now."""
 
 from __future__ import annotations
 
@@ -7,6 +8,62 @@ import streamlit as st
 from dashboard import charts, data
 
 st.title("Overview")
+
+_MARK = {
+    "done": ":material/check_circle:",
+    "running": ":material/progress_activity:",
+    "failed": ":material/error:",
+    "pending": ":material/radio_button_unchecked:",
+}
+
+
+@st.fragment(run_every="2s")
+def pipeline_panel() -> None:
+    """The newest pipeline job (`prefsift demo` runs its stages as one background job): its
+    stages, the running stage's progress, and a page refresh each time a stage lands."""
+    jobs = data.cached("jobs", limit=20)
+    if jobs is None or jobs.empty:
+        return
+    demo = jobs[jobs["kind"] == "demo"]
+    if demo.empty:
+        return
+    job = demo.iloc[0]
+    s = data.job_status(job["status_path"])
+    stages = s.get("pipeline") or []
+    n_done = sum(r.get("state") == "done" for r in stages)
+    running = job["status"] in ("queued", "running")
+    total_s = sum(r["seconds"] for r in stages if isinstance(r.get("seconds"), int | float))
+    if running:
+        box = st.container(border=True)
+        box.subheader("The demo pipeline is running in the background")
+        box.caption(
+            f"Stage {min(n_done + 1, len(stages))} of {len(stages)}; the pages fill as its stages land. "
+            f"Job `{job['job_id']}`, log `{job['log_path']}`."
+        )
+    else:
+        state = {"done": "finished", "failed": "FAILED"}.get(job["status"], job["status"])
+        box = st.expander(f"The demo pipeline {state}: {n_done} of {len(stages)} stages, {total_s:.0f} s")
+    with box:
+        for r in stages:
+            secs = f" · {r['seconds']:.0f} s" if isinstance(r.get("seconds"), int | float) else ""
+            st.markdown(f"{_MARK.get(r.get('state'), _MARK['pending'])} {r['title']}{secs}")
+        if running and s.get("stage"):
+            frac = charts.progress_of(s)
+            st.progress(
+                frac if frac is not None else 0.0,
+                text=f"{s.get('stage')} {s.get('done', '')}/{s.get('total') or '?'}",
+            )
+    if job["status"] in ("failed", "killed", "died"):
+        st.error(
+            f"The demo pipeline stopped: {job['error']}. Its log: `{job['log_path']}`; rerun `prefsift demo` to resume."
+        )
+    seen = st.session_state.get("overview_pipeline_seen")
+    st.session_state["overview_pipeline_seen"] = (n_done, job["status"])
+    if seen is not None and seen != (n_done, job["status"]):
+        st.rerun(scope="app")  # a stage landed: the pages below have new data
+
+
+pipeline_panel()
 dataset = data.require_dataset()
 runs = data.runs_table(dataset)
 ds = data.datasets()
@@ -15,6 +72,59 @@ bundle = data.cached("overview", dataset, default=None)
 if bundle is None:
     st.stop()  # busy: the notice is shown
 sel, trained, models = bundle["selections"], bundle["training_runs"], bundle["models"]
+
+roles = data.cached("model_roles", dataset, default={}) or {}
+
+
+def _name(role: str) -> str | None:
+    m = roles.get(role)
+    return m["name"] if m else None
+
+
+steps = [
+    ("θ, the warmed-up policy", _name("policy"), f"prefsift warmup --dataset {dataset} --model REF"),
+    ("θ_val, the validation model", _name("validation"), f"prefsift fit-val --dataset {dataset}"),
+    (
+        "IRM and LossDiff",
+        "scored" if (runs["metric"] == "lossdiff").any() else None,
+        f"prefsift score --dataset {dataset}",
+    ),
+    (
+        "IF and TIF",
+        "computed" if (runs["metric"] == "if").any() else None,
+        f"prefsift influence --dataset {dataset}",
+    ),
+    ("a saved selection", f"{len(sel)} saved" if sel is not None and len(sel) else None, "Tune & select"),
+    (
+        "a model trained on it",
+        f"{len(roles.get('trained') or [])} trained" if roles.get("trained") else None,
+        "Export & train",
+    ),
+]
+with st.container(border=True):
+    st.markdown(
+        "**What the scores mean.** For each pair: **IRM** is θ's implicit reward margin (how strongly θ "
+        "already prefers chosen over rejected, in the DPO reward β·log π/π_ref); **LossDiff** is how much "
+        "the pair's DPO loss drops when θ moves toward the validation set (θ → θ_val); **IF** is the exact "
+        "influence of the pair on the validation loss, **TIF** its middle band. The paper finds the pairs "
+        "in the *middle* bands help most; the LossDiff-IRM rule keeps the intersection of the two middle bands."
+    )
+    done = [s for s in steps if s[1]]
+    todo = [s for s in steps if not s[1]]
+    st.markdown(
+        "**Where you are:** "
+        + " → ".join(
+            f"{_MARK['done'] if have else _MARK['pending']} {what}" + (f" ({have})" if have else "")
+            for what, have, _ in steps
+        )
+    )
+    if todo:
+        what, _, how = todo[0]
+        st.markdown(f"**Next:** {what}: " + (f"`{how}`" if how.startswith("prefsift") else f"open **{how}**"))
+    elif done:
+        st.markdown(
+            "**Next:** compare the trained models in the ledger (**Export & train**) and the scores of θ and θ_val (**Compare models**)."
+        )
 
 c = st.columns(5)
 c[0].metric("Pairs", f"{int(row['pairs']):,}")
@@ -102,11 +212,24 @@ jobs_panel()
 with st.expander("Start a scoring job"):
     st.caption("Runs `prefsift score` in the background; progress appears under Jobs above.")
     names = [n for n in (models["name"].dropna().tolist() if models is not None and not models.empty else [])]
+
+    def _index(options: list[str], role: str, fallback: int = 0) -> int:
+        n = _name(role)
+        return options.index(n) if n in options else fallback
+
+    if not names:
+        st.caption(f"No model registered yet: `prefsift warmup --dataset {dataset} --model REF` makes θ.")
     with st.form("overview_score_form"):
-        policy = st.selectbox("Policy θ", names or ["theta"], key="overview_policy")
-        ref = st.selectbox("Reference π_ref", names or ["ref"], key="overview_ref")
-        val = st.selectbox("Validation model θ_val (for LossDiff)", ["(none)"] + names, key="overview_val")
-        go = st.form_submit_button("Start scoring", type="primary")
+        policy = st.selectbox("Policy θ", names, index=_index(names, "policy"), key="overview_policy")
+        ref = st.selectbox("Reference π_ref", names, index=_index(names, "reference"), key="overview_ref")
+        vals = ["(none)"] + names
+        val = st.selectbox(
+            "Validation model θ_val (for LossDiff)",
+            vals,
+            index=_index(vals, "validation"),
+            key="overview_val",
+        )
+        go = st.form_submit_button("Start scoring", type="primary", disabled=not names)
     if go:
         argv = ["score", "--dataset", dataset, "--policy", policy, "--ref", ref]
         if val != "(none)":

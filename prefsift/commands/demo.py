@@ -35,6 +35,25 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=8501)
 
 
+def pipeline_argv(args, db: str) -> list[str]:
+    """The same demo, as `prefsift demo --no-serve …` for a background job."""
+    argv = ["demo", "--no-serve", "--name", args.name]
+    for flag, value in (
+        ("--model", args.model),
+        ("--dataset", args.dataset),
+        ("--limit", args.limit),
+        ("--max-length", args.max_length),
+        ("--batch-size", args.batch_size),
+        ("--epochs", args.epochs),
+        ("--lr", args.lr),
+        ("--dtype", args.dtype),
+        ("--device", args.device),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--no-influence"] if args.no_influence else [])
+
+
 def run(args):
     from prefsift.demo import DEMO_DB, DemoConfig, run_demo, summary_text
 
@@ -49,13 +68,23 @@ def run(args):
         epochs=args.epochs,
         dtype=args.dtype,
         device=args.device,
+        lr=args.lr,
         influence=not args.no_influence,
     )
-    out = run_demo(cfg)
-    print(summary_text(out))
     if args.no_serve:
+        out = run_demo(cfg)
+        print(summary_text(out))
         return out
+    # The dashboard first, the pipeline beside it: the pipeline runs as a background job (its
+    # stages and progress on the Overview page) and the pages fill as its stages land.
     from prefsift.cli import main as cli
+    from prefsift.jobs import start_job
 
-    print(f"\nOpening the dashboard on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    job = start_job(cfg.db, pipeline_argv(args, cfg.db))
+    print(
+        f"prefsift demo: the pipeline runs in the background as job {job['job_id']} "
+        f"(log: {job['log_path']}; `prefsift jobs show {job['job_id']} --db {cfg.db}`); it keeps running "
+        f"if you stop the dashboard, `prefsift jobs cancel {job['job_id']} --db {cfg.db}` stops it.",
+        flush=True,
+    )
     return cli(["serve", "--db", cfg.db, "--host", args.host, "--port", str(args.port)])

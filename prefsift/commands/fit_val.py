@@ -10,20 +10,23 @@ def add_arguments(p) -> None:
     from prefsift.config import add_training_arguments
 
     p.add_argument("--dataset", required=True, help="dataset whose 'val' split is used")
-    p.add_argument("--policy", default="theta", help="the warm-up policy θ to start from (default theta)")
+    p.add_argument(
+        "--policy", help="the warm-up policy θ to start from (default: the dataset's θ, from its lineage)"
+    )
     p.add_argument("--name", default="theta_val", help="name of the trained model (default theta_val)")
     add_training_arguments(p)
 
 
 def run(args):
     from prefsift.config import config_from_args
-    from prefsift.train import inherit_beta, train
+    from prefsift.train import inherit_beta, role_model, train
 
-    cfg = inherit_beta(args.db, args.policy, config_from_args("fit-val", args))
+    policy = role_model(args.db, args.dataset, "policy", args.policy)
+    cfg = inherit_beta(args.db, policy, config_from_args("fit-val", args))
     return train(
         args.db,
         cfg,
-        args.policy,
+        policy,
         args.name,
         dataset=args.dataset,
         device=args.device,

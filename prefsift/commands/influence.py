@@ -14,8 +14,12 @@ DESCRIPTION = (
 
 def add_arguments(p) -> None:
     p.add_argument("--dataset", required=True, help="dataset name")
-    p.add_argument("--policy", required=True, help="theta: model path or registered name (e.g. theta)")
-    p.add_argument("--ref", required=True, help="pi_ref: model path or registered name")
+    p.add_argument(
+        "--policy", help="θ: model path or registered name (default: the dataset's warm-up policy)"
+    )
+    p.add_argument(
+        "--ref", help="π_ref: model path or registered name (default: the one θ was trained against)"
+    )
     p.add_argument("--adapter", help="PEFT adapter folder for the policy (if not registered with it)")
     p.add_argument("--split", default="train", help="the pairs that get IF (default train)")
     p.add_argument("--val-split", default="val", help="the pairs that define g_val (default val)")
@@ -73,18 +77,21 @@ def add_arguments(p) -> None:
 
 
 def run(args):
-    from prefsift.commands.score import tok_config_from
+    from prefsift.commands.score import policy_ref_val, tok_config_from
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
     from prefsift.joblock import job_lock
+    from storage import resolve_db_path
 
     tok_cfg = tok_config_from(args)
+    db = resolve_db_path(args.db)
+    policy, ref, _ = policy_ref_val(db, args.dataset, args.policy, args.ref, "none")
 
     try:
         cfg = InfluenceConfig(
             dataset=args.dataset,
-            policy=args.policy,
-            ref=args.ref,
+            policy=policy,
+            ref=ref,
             adapter=args.adapter,
             split=args.split,
             val_split=args.val_split,
@@ -105,9 +112,6 @@ def run(args):
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    from storage import resolve_db_path
-
-    db = resolve_db_path(args.db)
     with job_lock(db, f"influence {args.dataset}", wait=args.wait):
         out = compute_influence(db, cfg)
     d = out["diagnostics"]

@@ -28,9 +28,19 @@ def add_model_arguments(p) -> None:
 
 def add_arguments(p) -> None:
     p.add_argument("--dataset", required=True)
-    p.add_argument("--ref", required=True, help="reference model: path, hub id or registered name")
-    p.add_argument("--policy", required=True, help="policy θ: path, hub id or registered name (e.g. theta)")
-    p.add_argument("--val", help="validation model θ_val (enables LossDiff)")
+    p.add_argument(
+        "--ref",
+        help="reference model: path, hub id or registered name (default: the one θ was trained against)",
+    )
+    p.add_argument(
+        "--policy",
+        help="policy θ: path, hub id or registered name (default: the dataset's warm-up policy, from its lineage)",
+    )
+    p.add_argument(
+        "--val",
+        help="validation model θ_val, enables LossDiff (default, when --policy is not given: the dataset's "
+        "θ_val if one was trained; 'none' to skip)",
+    )
     for who in ("ref", "policy", "val"):
         p.add_argument(f"--{who}-adapter", help=f"PEFT adapter folder for --{who}")
     p.add_argument("--beta", type=float, default=0.1, help="DPO β (default 0.1)")
@@ -63,6 +73,22 @@ def model_arg(db, value: str, adapter, args):
     return spec, (None if Path(value).exists() else value)
 
 
+def policy_ref_val(db, dataset: str, policy: str | None, ref: str | None, val: str | None):
+    """θ, π_ref and θ_val for a scoring command: what the user named, else the dataset's roles.
+    θ_val is looked up only when θ was too (a named policy scores IRM alone unless --val is given)."""
+    from prefsift.train import reference_of, role_model
+
+    named_policy = policy is not None
+    policy = role_model(db, dataset, "policy", policy)
+    if ref is None:
+        ref = reference_of(db, policy)
+    if val is not None and val.lower() == "none":
+        val = None
+    elif val is None and not named_policy:
+        val = role_model(db, dataset, "validation", required=False)
+    return policy, ref, val
+
+
 def lock(args, what: str):
     """The job lock on the main process only (other ranks of a multi-process run share its job)."""
     import contextlib
@@ -83,9 +109,10 @@ def run(args):
     from storage import connect, resolve_db_path, runs
 
     db = resolve_db_path(args.db)
-    ref, ref_name = model_arg(db, args.ref, args.ref_adapter, args)
-    pol, pol_name = model_arg(db, args.policy, args.policy_adapter, args)
-    val, val_name = model_arg(db, args.val, args.val_adapter, args) if args.val else (None, None)
+    policy, ref_arg, val_arg = policy_ref_val(db, args.dataset, args.policy, args.ref, args.val)
+    ref, ref_name = model_arg(db, ref_arg, args.ref_adapter, args)
+    pol, pol_name = model_arg(db, policy, args.policy_adapter, args)
+    val, val_name = model_arg(db, val_arg, args.val_adapter, args) if val_arg else (None, None)
     with lock(args, f"score {args.dataset}"):
         out = score_dataset(
             db,

@@ -20,8 +20,15 @@ def add_arguments(p) -> None:
         default="theta",
         help="start from the warm-up policy θ (default, as in the paper) or the reference",
     )
-    p.add_argument("--policy", default="theta", help="which registered model is θ (default theta)")
+    p.add_argument(
+        "--policy", help="which model is θ (default: the dataset's warm-up policy, from its lineage)"
+    )
     p.add_argument("--name", help="name of the trained model (default trained-<selection or file>)")
+    p.add_argument(
+        "--no-evaluate",
+        action="store_true",
+        help="skip evaluating the trained model on the dataset's held-out 'eval' pairs (the ledger)",
+    )
     add_training_arguments(p)
 
 
@@ -29,17 +36,26 @@ def run(args):
     from pathlib import Path
 
     from prefsift.config import config_from_args
-    from prefsift.train import inherit_beta, reference_of, train
+    from prefsift.train import (
+        has_split,
+        inherit_beta,
+        reference_of,
+        role_model,
+        selection_dataset,
+        train,
+    )
 
-    cfg = inherit_beta(args.db, args.policy, config_from_args("train", args))
-    start = args.policy if args.start == "theta" else reference_of(args.db, args.policy)
+    dataset = args.dataset or (selection_dataset(args.db, args.selection) if args.selection else None)
+    policy = role_model(args.db, dataset, "policy", args.policy)
+    cfg = inherit_beta(args.db, policy, config_from_args("train", args))
+    start = policy if args.start == "theta" else reference_of(args.db, policy)
     name = args.name or f"trained-{args.selection or Path(args.data).stem}"
-    return train(
+    out = train(
         args.db,
         cfg,
         start,
         name,
-        dataset=args.dataset,
+        dataset=dataset,
         selection=args.selection,
         data_file=args.data,
         device=args.device,
@@ -47,3 +63,10 @@ def run(args):
         force=args.force,
         wait=args.wait,
     )
+    if not args.no_evaluate and dataset and out.get("model_id") and has_split(args.db, dataset, "eval"):
+        from prefsift.evaluate import evaluate
+
+        ev = evaluate(args.db, out["model_id"], dataset, split="eval", device=args.device, dtype=cfg.dtype)
+        out["evaluation"] = {k: v for k, v in ev.items() if not k.startswith("_")}
+        out["_text"] = out.get("_text", "") + "\n" + ev.get("_text", "")
+    return out

@@ -42,3 +42,52 @@ def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, t
     with connect(db, read_only=True) as con:
         assert len(runs.list_score_runs(con, "demo")) == n_runs
     assert again["kept"] == out["kept"]
+
+
+def test_demo_models_are_found_by_role_and_runs_labelled_by_their_policy(demo_db):
+    """θ, θ_val and π_ref come from the lineage the demo wrote (names carry a settings hash), a
+    θ_val scored as a second policy keeps its role, and IF/TIF are labelled with θ, not π_ref."""
+    from prefsift.train import role_model
+    from storage import explore
+    from storage import runs as rstore
+
+    with connect(demo_db, read_only=True) as con:
+        roles = rstore.model_roles(con, "demo")
+        labelled = explore.score_runs(con, "demo")
+    assert roles["policy"]["name"].startswith("theta-")
+    assert roles["validation"]["name"].startswith("theta_val-")
+    assert roles["validation"]["lineage"]["parent"] == roles["policy"]["model_id"]
+    assert roles["reference"]["model_id"] == roles["policy"]["lineage"]["reference"]
+    assert roles["policy"]["lineage"]["dataset"] == "demo"  # scoring θ by name did not wipe its lineage
+    assert role_model(demo_db, "demo", "policy") == roles["policy"]["model_id"]
+    assert role_model(demo_db, "demo", "policy", "my-theta") == "my-theta"  # a typed name still wins
+    by_metric = labelled.groupby("metric")["policy"].agg(set).to_dict()
+    theta, theta_val = roles["policy"]["name"], roles["validation"]["name"]
+    assert by_metric["if"] == {theta} and by_metric["tif"] == {theta}
+    assert by_metric["irm"] == {theta, theta_val}  # the second model Compare models shows
+
+
+def test_role_model_says_how_to_make_a_missing_role(tiny_db):
+    from prefsift.errors import UserError
+    from prefsift.train import role_model
+
+    with pytest.raises(UserError, match="prefsift warmup --dataset tiny"):
+        role_model(tiny_db, "tiny", "policy")
+    assert role_model(tiny_db, "tiny", "validation", required=False) is None
+
+
+@pytest.mark.e2e
+def test_cli_train_on_a_selection_finds_theta_and_fills_the_ledger(demo_db, tmp_path):
+    """`prefsift train --selection S` with no --policy: θ from the dataset's lineage (the demo names
+    it theta-<hash>), and the trained model is evaluated on the held-out pairs."""
+    from prefsift.cli import main as cli
+    from tests.conftest import copy_demo_db
+
+    db = copy_demo_db(demo_db, tmp_path / "copy")
+    assert cli(["train", "--selection", "lossdiff-irm", "--db", str(db)]) == 0
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT m.role, e.n_pairs FROM evaluations e JOIN models m USING (model_id) "
+            "WHERE m.name = 'trained-lossdiff-irm' AND e.split = 'eval'"
+        ).fetchall()
+    assert rows and rows[0][0] == "trained" and rows[0][1] > 0

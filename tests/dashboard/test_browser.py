@@ -1,50 +1,21 @@
-"""A real browser on `prefsift serve`: every page renders, a band moves, a selection is saved and
-exported, and pair text holding <script>/<img onerror> stays inert. Saves docs/screenshots/*.png.
+"""A real browser on `prefsift serve` over a synthetic database: every page renders, a band moves, a
+selection is saved and exported, and pair text holding <script>/<img onerror> stays inert.
+Screenshots go to pytest's temporary folder; the README's come from the demo's
+database (tests/dashboard/test_journey.py).
 
 Needs Debian's Chromium (`apt-get install -y chromium`); skipped cleanly without it.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from browser import PAGES, TITLES, chromium_page, needs_chromium, serve, settle
+from browser import no_error as no_exception
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-PAGES = ["overview", "explore", "disagreements", "inspector", "tune", "export_train", "compare"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"
-    ),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -53,96 +24,21 @@ def server(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("browser") / "browser.duckdb"
     info = make_db(path, n=600, seed=1)
-    port = _free_port()
-    log = open(path.with_suffix(".log"), "wb")
-    env = {**os.environ, "PREFSIFT_DB": str(path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefsift", "serve", "--db", str(path), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=str(ROOT),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read().strip() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "prefsift serve did not start: " + path.with_suffix(".log").read_text()[-2000:]
-                )
-            time.sleep(0.5)
+    with serve(path, cwd=path.parent) as url:
         yield {"url": url, **info, "db": path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.set_default_timeout(120_000)  # generous: the test machines are shared and often loaded
-        page.dialogs = []
-        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    with chromium_page(1400, 1800) as page:
         yield page
-        browser.close()
 
 
-def settle(page, title: str) -> None:
-    """Wait until Streamlit has rendered the page's title and finished running the script."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=120_000)
-    page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
-    page.wait_for_timeout(300)
-    # Lazily loaded elements (charts, tables) show skeletons until their code and data arrive.
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stSkeleton\"]')"
-        " && !document.querySelector('[data-testid=\"stSpinner\"]')",
-        timeout=120_000,
-    )
-    # Plotly and the data grid draw after the script ends: wait for their SVG / canvas.
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')].every(e => e.querySelector('.main-svg'))"
-        " && [...document.querySelectorAll('[data-testid=\"stDataFrame\"]')].every(e => e.querySelector('canvas'))",
-        timeout=120_000,
-    )
-    page.wait_for_timeout(800)
-
-
-def no_exception(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
-        '[data-testid="stException"]'
-    ).first.inner_text()
-
-
-TITLES = {
-    "overview": "Overview",
-    "explore": "Explore",
-    "disagreements": "Disagreements",
-    "inspector": "Pair inspector",
-    "tune": "Tune & select",
-    "export_train": "Export & train",
-    "compare": "Compare models",
-}
-
-
-def test_every_page_band_save_export_and_inert_payloads(server, browser_page):
+def test_every_page_band_save_export_and_inert_payloads(server, browser_page, tmp_path):
     from storage import connect
 
     page = browser_page
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    SHOTS = tmp_path
     url = server["url"]
 
     # 1. every page renders without a Streamlit exception

@@ -86,7 +86,10 @@ def test_word_diff_html_escapes_and_marks():
         assert "<script" not in frag and "<img" not in frag
     assert "&lt;script&gt;" in left and "&lt;img" in right
     assert left.startswith("keep ") and left.endswith(" this")
-    assert '<span class="ps-del">' in left and '<span class="ps-add">' in right
+    # chosen's own words green, rejected's own words red (chosen is the side DPO keeps)
+    assert '<span class="ps-chosen">' in left and '<span class="ps-rejected">' in right
+    css = charts.DIFF_CSS
+    assert "ps-chosen{background:#ccf0d0}" in css and "ps-rejected{background:#ffd7d5}" in css
     same_l, same_r = charts.word_diff_html("a b c", "a b c")
     assert same_l == same_r == "a b c"
 
