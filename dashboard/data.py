@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -344,13 +343,19 @@ def log_tail(path: str | None, lines: int = 15) -> str:
         return ""
 
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
 def export_path(name: str, fmt: str) -> Path:
-    """Where the dashboard exports a selection: always inside `<db stem>.prefsift/exports/`."""
-    if not SAFE_NAME.match(name) or fmt not in ("parquet", "jsonl"):
-        raise ValueError(f"cannot export {name!r} as {fmt!r}")
+    """Where the dashboard exports a selection: always inside `<db stem>.prefsift/exports/`.
+
+    The name follows the one selection-name rule (storage.selections.check_name), so every
+    selection that could be saved can be exported; each error names the real problem."""
+    from storage.selections import check_name
+
+    try:
+        check_name(name)
+    except StorageError as exc:
+        raise ValueError(str(exc)) from None
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"cannot export as {fmt!r}: the formats are parquet and jsonl")
     root = exports_dir(db_path()).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = (root / f"{name}-{stamp}.{fmt}").resolve()

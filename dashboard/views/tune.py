@@ -189,5 +189,11 @@ if sc[2].button("Save selection", type="primary", key="tune_save"):
             f"Saved selection **{out['name']}**: {out['n_kept']:,} of {out['n_total']:,} pairs. "
             "Export it and train on **Export & train**."
         )
+    except S.SelectionExists:
+        # The page's words, not the CLI's (no --force here: a checkbox).
+        st.error(
+            f"A selection named **{name.strip()}** already exists. Tick **replace if it exists** to "
+            "replace it, or choose another name."
+        )
     except data.errors() as exc:
         st.error(str(exc))
