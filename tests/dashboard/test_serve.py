@@ -20,6 +20,7 @@ def test_serve_command(tmp_path):
     assert opts["--server.headless"] == "true"
     assert opts["--browser.gatherUsageStats"] == "false"
     assert opts["--server.address"] == "127.0.0.1" and opts["--server.port"] == "8599"
+    assert opts["--client.toolbarMode"] == "minimal"  # no "Deploy" button, wherever it is served from
     assert cmd[-3:] == ["--", "--db", str((tmp_path / "x.duckdb").resolve())]
 
 
