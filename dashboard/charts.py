@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 KEPT, DROPPED, NOISY, CLEAN = "#2e7d32", "#c62828", "#e65100", "#1565c0"
+DENSITY_SCALE = [[0.0, "#8fb9dc"], [0.5, "#2f7ebc"], [1.0, "#08306b"]]
+DISAGREE_SCALE = [[0.0, "#f4a261"], [0.5, "#d62828"], [1.0, "#6a040f"]]
 REGION_FILL = {"kept": "rgba(46,125,50,0.07)"}
 LAYOUT = dict(
     template="plotly_white", margin=dict(l=50, r=20, t=50, b=45), legend=dict(orientation="h", y=-0.18)
@@ -224,7 +226,10 @@ def density_fig(
             x=xs + wx / 2,
             y=ys + wy / 2,
             z=z,
-            colorscale="Blues",
+            # log10(count) from 0 (one pair) up; the scale starts at a clearly visible blue, not at
+            # Blues' near-white, so single-pair bins show; empty bins (NaN) stay blank.
+            colorscale=DENSITY_SCALE,
+            zmin=0.0,
             customdata=grid.to_numpy(),
             hovertemplate="x≈%{x:.3g} y≈%{y:.3g}: %{customdata} pairs<extra></extra>",
             colorbar=dict(title="log10 pairs", thickness=12),
@@ -248,7 +253,18 @@ def ranks_fig(df: pd.DataFrame, a_label: str, b_label: str, title: str = "") -> 
         y=df["rank_b"],
         mode="markers",
         customdata=df["pair_id"],
-        marker=dict(size=7, color=(df["rank_a"] - df["rank_b"]).abs(), colorscale="Reds", showscale=False),
+        # The colour is the size of the disagreement, with its scale shown; the scale starts at a
+        # visible orange (not Reds' near-white) and every point has an outline.
+        marker=dict(
+            size=8,
+            color=(df["rank_a"] - df["rank_b"]).abs(),
+            colorscale=DISAGREE_SCALE,
+            cmin=0.0,
+            cmax=1.0,
+            showscale=True,
+            colorbar=dict(title="|rank A − rank B|", thickness=12),
+            line=dict(width=0.5, color="#444"),
+        ),
         hovertemplate="%{customdata}<br>%{x:.2f} vs %{y:.2f}<extra></extra>",
         name="pairs",
     )
