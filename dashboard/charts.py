@@ -113,15 +113,21 @@ def scatter_fig(
                 hovertemplate=hover,
             )
     elif color == "region":
-        regions = region_of(df["x"], df["y"], xband, yband)
+        # The rule's verdict per point when the page passes it (column `region`: Tune's own
+        # evaluation, forced keep/drop included); else the band rectangle's regions.
+        regions = df["region"] if "region" in df else region_of(df["x"], df["y"], xband, yband)
         palette = {
             "kept": KEPT,
+            "dropped": DROPPED,
             "dropped by x": "#f9a825",
             "dropped by y": "#6a1b9a",
             "dropped by both": DROPPED,
+            "not in the train split": "#9e9e9e",
         }
         for r, c in palette.items():
             d = df[regions == r]
+            if d.empty and r != "kept":
+                continue
             fig.add_scattergl(
                 x=d["x"],
                 y=d["y"],
@@ -169,33 +175,38 @@ def scatter_fig(
 
 
 def _draw_bands(fig, xs, ys, xband, yband, x_label, y_label) -> None:
-    if not (xband and yband and None not in xband and None not in yband):
+    """The rule's bands: a band only for an axis whose score the rule uses (None: not drawn),
+    the kept rectangle where both are, and region labels naming only the bands drawn."""
+    xb = xband if xband and None not in xband else None
+    yb = yband if yband and None not in yband else None
+    if xb is None and yb is None:
         return
     x0, x1 = float(np.nanmin(xs)), float(np.nanmax(xs))
     y0, y1 = float(np.nanmin(ys)), float(np.nanmax(ys))
+    rx, ry = xb or (x0, x1), yb or (y0, y1)
     fig.add_shape(
         type="rect",
-        x0=xband[0],
-        x1=xband[1],
-        y0=yband[0],
-        y1=yband[1],
+        x0=rx[0],
+        x1=rx[1],
+        y0=ry[0],
+        y1=ry[1],
         line=dict(color=KEPT, width=2),
         fillcolor=REGION_FILL["kept"],
         layer="below",
     )
-    for v in xband:
+    for v in xb or ():
         fig.add_vline(x=v, line_dash="dot", line_color="#555")
-    for v in yband:
+    for v in yb or ():
         fig.add_hline(y=v, line_dash="dot", line_color="#555")
-    cx, cy = (xband[0] + xband[1]) / 2, (yband[0] + yband[1]) / 2
-    lx, ly = (x0 + xband[0]) / 2, (y0 + yband[0]) / 2
-    labels = [
-        (cx, cy, "kept"),
-        (lx, cy, f"dropped by {x_label}"),
-        (cx, ly, f"dropped by {y_label}"),
-        (lx, ly, "dropped by both"),
-        ((xband[1] + x1) / 2, (yband[1] + y1) / 2, "dropped by both"),
-    ]
+    cx, cy = (rx[0] + rx[1]) / 2, (ry[0] + ry[1]) / 2
+    lx, ly = (x0 + rx[0]) / 2, (y0 + ry[0]) / 2
+    labels = [(cx, cy, "kept")]
+    if xb:
+        labels.append((lx, cy, f"dropped by {x_label}"))
+    if yb:
+        labels.append((cx, ly, f"dropped by {y_label}"))
+    if xb and yb:
+        labels += [(lx, ly, "dropped by both"), ((rx[1] + x1) / 2, (ry[1] + y1) / 2, "dropped by both")]
     for x, y, text in labels:
         fig.add_annotation(
             x=x,

@@ -27,6 +27,24 @@ def test_kept_dropped_fig_stacks_and_marks_thresholds():
     assert sorted(s.x0 for s in fig.layout.shapes) == [0.2, 1.7]
 
 
+def test_only_the_bands_the_rule_uses_are_drawn():
+    """An axis whose score the rule does not use gets no band and no 'dropped by' label (#20 bug 8);
+    a region column (the rule's own verdicts) colours the points instead of the rectangle."""
+    df = pd.DataFrame(
+        {"pair_id": ["a", "b", "c", "d"], "x": [0.5, 5.0, 0.5, 5.0], "y": [0.5, 0.5, 5.0, 5.0],
+         "color": [0.0] * 4, "noise": [False] * 4,
+         "region": ["kept", "kept", "dropped", "not in the train split"]}
+    )  # fmt: skip
+    fig = charts.scatter_fig(df, "if", "irm", "region", None, (0, 1))
+    texts = {a.text for a in fig.layout.annotations}
+    assert "dropped by irm" in texts and not any("if" in t or "both" in t for t in texts)
+    assert [sh.type for sh in fig.layout.shapes].count("line") == 2  # the two irm thresholds only
+    assert {sh.y0 for sh in fig.layout.shapes if sh.type == "line"} == {0, 1}
+    names = {t.name for t in fig.data}
+    assert names == {"kept (2)", "dropped (1)", "not in the train split (1)"}
+    assert not charts.scatter_fig(df, "if", "ld", "noise", None, None).layout.shapes
+
+
 def test_region_of_labels_each_quadrant():
     x = pd.Series([0.5, 5.0, 0.5, 5.0])
     y = pd.Series([0.5, 0.5, 5.0, 5.0])
