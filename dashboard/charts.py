@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 KEPT, DROPPED, NOISY, CLEAN = "#2e7d32", "#c62828", "#e65100", "#1565c0"
+DENSITY_SCALE = [[0.0, "#8fb9dc"], [0.5, "#2f7ebc"], [1.0, "#08306b"]]
+DISAGREE_SCALE = [[0.0, "#f4a261"], [0.5, "#d62828"], [1.0, "#6a040f"]]
 REGION_FILL = {"kept": "rgba(46,125,50,0.07)"}
 LAYOUT = dict(
     template="plotly_white", margin=dict(l=50, r=20, t=50, b=45), legend=dict(orientation="h", y=-0.18)
@@ -111,15 +113,21 @@ def scatter_fig(
                 hovertemplate=hover,
             )
     elif color == "region":
-        regions = region_of(df["x"], df["y"], xband, yband)
+        # The rule's verdict per point when the page passes it (column `region`: Tune's own
+        # evaluation, forced keep/drop included); else the band rectangle's regions.
+        regions = df["region"] if "region" in df else region_of(df["x"], df["y"], xband, yband)
         palette = {
             "kept": KEPT,
+            "dropped": DROPPED,
             "dropped by x": "#f9a825",
             "dropped by y": "#6a1b9a",
             "dropped by both": DROPPED,
+            "not in the train split": "#9e9e9e",
         }
         for r, c in palette.items():
             d = df[regions == r]
+            if d.empty and r != "kept":
+                continue
             fig.add_scattergl(
                 x=d["x"],
                 y=d["y"],
@@ -167,33 +175,38 @@ def scatter_fig(
 
 
 def _draw_bands(fig, xs, ys, xband, yband, x_label, y_label) -> None:
-    if not (xband and yband and None not in xband and None not in yband):
+    """The rule's bands: a band only for an axis whose score the rule uses (None: not drawn),
+    the kept rectangle where both are, and region labels naming only the bands drawn."""
+    xb = xband if xband and None not in xband else None
+    yb = yband if yband and None not in yband else None
+    if xb is None and yb is None:
         return
     x0, x1 = float(np.nanmin(xs)), float(np.nanmax(xs))
     y0, y1 = float(np.nanmin(ys)), float(np.nanmax(ys))
+    rx, ry = xb or (x0, x1), yb or (y0, y1)
     fig.add_shape(
         type="rect",
-        x0=xband[0],
-        x1=xband[1],
-        y0=yband[0],
-        y1=yband[1],
+        x0=rx[0],
+        x1=rx[1],
+        y0=ry[0],
+        y1=ry[1],
         line=dict(color=KEPT, width=2),
         fillcolor=REGION_FILL["kept"],
         layer="below",
     )
-    for v in xband:
+    for v in xb or ():
         fig.add_vline(x=v, line_dash="dot", line_color="#555")
-    for v in yband:
+    for v in yb or ():
         fig.add_hline(y=v, line_dash="dot", line_color="#555")
-    cx, cy = (xband[0] + xband[1]) / 2, (yband[0] + yband[1]) / 2
-    lx, ly = (x0 + xband[0]) / 2, (y0 + yband[0]) / 2
-    labels = [
-        (cx, cy, "kept"),
-        (lx, cy, f"dropped by {x_label}"),
-        (cx, ly, f"dropped by {y_label}"),
-        (lx, ly, "dropped by both"),
-        ((xband[1] + x1) / 2, (yband[1] + y1) / 2, "dropped by both"),
-    ]
+    cx, cy = (rx[0] + rx[1]) / 2, (ry[0] + ry[1]) / 2
+    lx, ly = (x0 + rx[0]) / 2, (y0 + ry[0]) / 2
+    labels = [(cx, cy, "kept")]
+    if xb:
+        labels.append((lx, cy, f"dropped by {x_label}"))
+    if yb:
+        labels.append((cx, ly, f"dropped by {y_label}"))
+    if xb and yb:
+        labels += [(lx, ly, "dropped by both"), ((rx[1] + x1) / 2, (ry[1] + y1) / 2, "dropped by both")]
     for x, y, text in labels:
         fig.add_annotation(
             x=x,
@@ -224,7 +237,10 @@ def density_fig(
             x=xs + wx / 2,
             y=ys + wy / 2,
             z=z,
-            colorscale="Blues",
+            # log10(count) from 0 (one pair) up; the scale starts at a clearly visible blue, not at
+            # Blues' near-white, so single-pair bins show; empty bins (NaN) stay blank.
+            colorscale=DENSITY_SCALE,
+            zmin=0.0,
             customdata=grid.to_numpy(),
             hovertemplate="x≈%{x:.3g} y≈%{y:.3g}: %{customdata} pairs<extra></extra>",
             colorbar=dict(title="log10 pairs", thickness=12),
@@ -248,7 +264,18 @@ def ranks_fig(df: pd.DataFrame, a_label: str, b_label: str, title: str = "") -> 
         y=df["rank_b"],
         mode="markers",
         customdata=df["pair_id"],
-        marker=dict(size=7, color=(df["rank_a"] - df["rank_b"]).abs(), colorscale="Reds", showscale=False),
+        # The colour is the size of the disagreement, with its scale shown; the scale starts at a
+        # visible orange (not Reds' near-white) and every point has an outline.
+        marker=dict(
+            size=8,
+            color=(df["rank_a"] - df["rank_b"]).abs(),
+            colorscale=DISAGREE_SCALE,
+            cmin=0.0,
+            cmax=1.0,
+            showscale=True,
+            colorbar=dict(title="|rank A − rank B|", thickness=12),
+            line=dict(width=0.5, color="#444"),
+        ),
         hovertemplate="%{customdata}<br>%{x:.2f} vs %{y:.2f}<extra></extra>",
         name="pairs",
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -289,6 +288,46 @@ def selection_mask(snap: explore.Snapshot, name: str) -> np.ndarray:
     return snap.load_ids(("selection", name, _version()), ids)
 
 
+# ---------------------------------------------------------------- Tune's rule, shared with Explore
+TUNE_METRICS = (("lossdiff", True), ("irm", True), ("if", False))  # (metric, used by default)
+
+
+def tune_rule(runs: pd.DataFrame) -> list[tuple[str, str, tuple[float, float]]]:
+    """The rule of the Tune page as (metric, run_id, (lo_pct, hi_pct)) parts: what the person chose
+    there in this session, else the page's defaults (the newest LossDiff and IRM runs, 10–90)."""
+    ids = set(runs["run_id"])
+    parts = st.session_state.get("tune_parts")
+    if parts is not None:
+        return [(m, r, tuple(b)) for m, r, b in parts if r in ids]
+    bands = st.session_state.get("tune_bands", {})
+    out = []
+    for metric, on in TUNE_METRICS:
+        run = default_run(runs, metric)
+        if on and run:
+            out.append((metric, run, tuple(bands.get(metric, (10.0, 90.0)))))
+    return out
+
+
+def evaluate_rule(dataset: str, rule, compare: dict | None = None, hist_bins: int = 40) -> dict:
+    """The one evaluation behind Tune's numbers and Explore's bands: storage.explore.tune over the
+    train split with the annotations' forced keep/drop applied (load the rule's runs first)."""
+    forced_df = cached("annotations", dataset, True, default=pd.DataFrame())
+    forced = (
+        dict(zip(forced_df["pair_id"], forced_df["force"]))
+        if forced_df is not None and not forced_df.empty
+        else None
+    )
+    bands = [(run, b[0], b[1], "percentile") for _m, run, b in rule]
+    return sq(dataset, "tune", bands, "train", forced, hist_bins, compare)
+
+
+def rule_regions(snap: explore.Snapshot, pair_ids, kept: np.ndarray, split: str = "train") -> np.ndarray:
+    """'kept', 'dropped' or 'not in the train split' for each of `pair_ids`, by a rule's kept mask."""
+    pos = snap.positions(snap.hash_ids(list(pair_ids)))
+    pool = snap.split_mask(split)
+    return np.where(~pool[pos], f"not in the {split} split", np.where(kept[pos], "kept", "dropped"))
+
+
 # ---------------------------------------------------------------- dataset and runs of this session
 def datasets() -> pd.DataFrame | None:
     """The datasets table; None while the database is busy (the notice is shown)."""
@@ -351,13 +390,19 @@ def log_tail(path: str | None, lines: int = 15) -> str:
         return ""
 
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
 def export_path(name: str, fmt: str) -> Path:
-    """Where the dashboard exports a selection: always inside `<db stem>.prefsift/exports/`."""
-    if not SAFE_NAME.match(name) or fmt not in ("parquet", "jsonl"):
-        raise ValueError(f"cannot export {name!r} as {fmt!r}")
+    """Where the dashboard exports a selection: always inside `<db stem>.prefsift/exports/`.
+
+    The name follows the one selection-name rule (storage.selections.check_name), so every
+    selection that could be saved can be exported; each error names the real problem."""
+    from storage.selections import check_name
+
+    try:
+        check_name(name)
+    except StorageError as exc:
+        raise ValueError(str(exc)) from None
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"cannot export as {fmt!r}: the formats are parquet and jsonl")
     root = exports_dir(db_path()).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = (root / f"{name}-{stamp}.{fmt}").resolve()

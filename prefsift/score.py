@@ -52,10 +52,12 @@ def resolve_model(
         return ModelSpec(path=str(ref_or_path), adapter=adapter, dtype=dtype, device=device)
     row = _registered(db, ref_or_path)
     if row is not None:
+        from prefsift.paths import resolve_stored_path
+
         return ModelSpec(
-            path=row["path"],
+            path=resolve_stored_path(db, row["path"]),
             revision=row.get("revision"),
-            adapter=adapter or row.get("adapter_path"),
+            adapter=adapter or resolve_stored_path(db, row.get("adapter_path")),
             dtype=dtype,
             device=device,
         )

@@ -76,7 +76,16 @@ def resolve(db, ref: str) -> Resolved:
         ref_id = lin.get("reference") or (
             m["model_id"] if not m["adapter_path"] else fingerprint(_spec(ref_path))
         )
-        return Resolved(m["model_id"], m["name"], m["path"], m["adapter_path"], ref_path, ref_id)
+        from prefsift.paths import resolve_stored_path
+
+        return Resolved(
+            m["model_id"],
+            m["name"],
+            resolve_stored_path(db, m["path"]),
+            resolve_stored_path(db, m["adapter_path"]),
+            resolve_stored_path(db, ref_path),
+            ref_id,
+        )
     if not Path(ref).exists():
         raise UserError(f"model {ref!r} not found: not a registered name (see `prefsift info`) nor a folder")
     return Resolved(key, None, str(ref), None, str(ref), key)
@@ -453,9 +462,18 @@ def _register(db, out: Path, start: Resolved, cfg: TrainConfig, name: str, role:
         indent=2,
         default=str,
     )
+    from prefsift.paths import stored_path
+
+    # Recorded relative to the database (or absolute), never to the folder this command runs in.
     with connect(db) as con:
         rstore.register_model(
-            con, model_id, path, name=name, adapter_path=adapter, role=role, lineage=lineage
+            con,
+            model_id,
+            stored_path(db, path),
+            name=name,
+            adapter_path=stored_path(db, adapter) if adapter else None,
+            role=role,
+            lineage=lineage,
         )
     return model_id, path, adapter, record
 

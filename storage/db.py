@@ -24,7 +24,15 @@ from storage.schema import MIGRATIONS, SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "prefsift.duckdb"
-LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
+# "different configuration": in one process (the dashboard server), a read-only connection is open
+# while another session opens a writer (or the reverse); it clears as soon as that one closes.
+LOCK_MARKERS = (
+    "Could not set lock",
+    "Conflicting lock",
+    "database is locked",
+    "lock on file",
+    "different configuration",
+)
 
 
 def resolve_db_path(path: str | os.PathLike | None = None) -> Path:

@@ -15,3 +15,12 @@ class DatabaseLocked(StorageError):
 
 class NotFound(StorageError):
     """A named object (dataset, run, selection, model) does not exist."""
+
+
+class AnnotationConflict(StorageError):
+    """Someone else saved a pair's annotation after the page showed it; `current` holds theirs
+    (flag, note, force, updated_at), or None if they cleared it."""
+
+    def __init__(self, message: str, current: dict | None) -> None:
+        super().__init__(message)
+        self.current = current

@@ -8,13 +8,16 @@ Every user value is a bound parameter; table names come from a whitelist.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Sequence
 
 import duckdb
 import numpy as np
 import pandas as pd
 
+from storage.errors import AnnotationConflict, StorageError
 from storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "pair_scores",
     "previews",
     "save_annotation",
+    "UNCHECKED",
     "score_runs",
     "selection_ids",
     "token_logps",
@@ -235,6 +239,9 @@ def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: 
     ).df()
 
 
+UNCHECKED = object()  # save_annotation(expected=UNCHECKED): last writer wins (scripts, the CLI)
+
+
 def save_annotation(
     con: duckdb.DuckDBPyConnection,
     dataset: str,
@@ -242,19 +249,61 @@ def save_annotation(
     flag: str | None,
     note: str | None,
     force: str | None,
-) -> None:
-    """Upsert a pair's annotation (an empty one deletes the row)."""
+    expected=UNCHECKED,
+    tries: int = 5,
+) -> dict | None:
+    """Upsert a pair's annotation (an empty one deletes the row); returns it as saved.
+
+    Optimistic concurrency: `expected` is the `updated_at` of the annotation the person saw
+    (None: they saw none). If the stored one differs, somebody saved in between: nothing is
+    written and `AnnotationConflict` carries the current values. Two connections writing the
+    same row at once make DuckDB abort one transaction ("Conflict on update"): it is retried
+    (and then usually sees the other's save, i.e. a conflict), never raised as is.
+    """
     if force not in (None, "keep", "drop"):
         raise ValueError(f"force must be keep, drop or None, got {force!r}")
-    if not (flag or note or force):
-        con.execute("DELETE FROM annotations WHERE dataset = ? AND pair_id = ?", [dataset, pair_id])
-        return
-    con.execute(
-        "INSERT INTO annotations (dataset, pair_id, flag, note, force) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (dataset, pair_id) DO UPDATE SET flag = excluded.flag, note = excluded.note, "
-        "force = excluded.force, updated_at = now()",
-        [dataset, pair_id, flag or None, note or None, force],
-    )
+    key = [dataset, pair_id]
+    for attempt in range(tries):
+        try:
+            con.execute("BEGIN TRANSACTION")
+            current = get_annotation(con, dataset, pair_id)
+            if expected is not UNCHECKED and (current or {}).get("updated_at") != expected:
+                con.execute("ROLLBACK")
+                raise AnnotationConflict(
+                    "someone else changed this pair's annotation after you opened it"
+                    + (
+                        f" (saved {current['updated_at']:%Y-%m-%d %H:%M:%S})"
+                        if current
+                        else " (they cleared it)"
+                    )
+                    + ": your change was not saved",
+                    current,
+                )
+            if not (flag or note or force):
+                con.execute("DELETE FROM annotations WHERE dataset = ? AND pair_id = ?", key)
+            else:
+                con.execute(
+                    "INSERT INTO annotations (dataset, pair_id, flag, note, force, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT (dataset, pair_id) DO UPDATE SET "
+                    "flag = excluded.flag, note = excluded.note, force = excluded.force, updated_at = now()",
+                    key[:2] + [flag or None, note or None, force],
+                )
+            saved = get_annotation(con, dataset, pair_id)
+            con.execute("COMMIT")
+            return saved
+        except duckdb.TransactionException as exc:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            if "conflict" not in str(exc).lower() or attempt == tries - 1:
+                raise StorageError(f"could not save the annotation of {pair_id}: {exc}") from exc
+            time.sleep(0.02 * (attempt + 1))
+        except AnnotationConflict:
+            raise
+        except Exception:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+    return None  # not reached
 
 
 def neighbour_ids(

@@ -194,6 +194,19 @@ def get_logps(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
     ).to_arrow_table()
 
 
+def scoring_logp_run(
+    con: duckdb.DuckDBPyConnection, model_id: str, dataset: str, split: str | None
+) -> tuple[str, dict] | None:
+    """(run_id, config) of the newest log-prob run of a model over a dataset's split (or over the
+    whole dataset), i.e. the run its scores were computed from; None if it was never scored."""
+    row = con.execute(
+        "SELECT run_id, config FROM logp_runs WHERE model_id = ? AND dataset = ? "
+        "AND coalesce(json_extract_string(config, '$.split'), ?) = ? ORDER BY created_at DESC LIMIT 1",
+        [model_id, dataset, split, split],
+    ).fetchone()
+    return None if row is None else (row[0], json.loads(row[1]) if isinstance(row[1], str) else row[1])
+
+
 def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
     where, params = ("WHERE r.dataset = ?", [dataset]) if dataset else ("", [])
     return con.execute(

@@ -56,8 +56,14 @@ noise = f[2].selectbox("noise flag", ["any", "noisy", "clean"], key="explore_noi
 n_sample = f[3].select_slider("sample size", [1000, 2000, 4000, 8000], value=4000, key="explore_n")
 
 latest = {m: data.default_run(runs, m) for m in dict.fromkeys(runs["metric"])}
-# Load only what this page shows: the two axes, the colour and the latest run of each metric.
-needed = [x_run, y_run] + ([colour] if colour in ids else []) + [r for r in latest.values() if r]
+rule = data.tune_rule(runs)
+# Load only what this page shows: the axes, the colour, the latest run of each metric, Tune's runs.
+needed = (
+    [x_run, y_run]
+    + ([colour] if colour in ids else [])
+    + [r for r in latest.values() if r]
+    + [r for _m, r, _b in rule]
+)
 snap = data.snapshot(dataset, list(dict.fromkeys(needed)), text)
 if snap is None:
     st.stop()
@@ -65,27 +71,17 @@ base = Filters(
     split=None if split == "all" else split, text=text, noise=None if noise == "any" else noise == "noisy"
 )
 
-# The bands of the Tune page (percentiles of the train split), drawn on the chart.
-metric_of = dict(zip(runs["run_id"], runs["metric"]))
-bands_state = st.session_state.get("tune_bands", {})
-bx = bands_state.get(metric_of[x_run], (10.0, 90.0))
-by = bands_state.get(metric_of[y_run], (10.0, 90.0))
-res = data.sq(
-    dataset, "tune", [(x_run, bx[0], bx[1], "percentile"), (y_run, by[0], by[1], "percentile")], split="train"
-)
-xband, yband = res["thresholds"]
+# Tune's rule (the bands and runs chosen on Tune & select, else its defaults), evaluated by the
+# same call Tune makes (forced keep/drop included), so the counts here are Tune's counts.
+res = data.evaluate_rule(dataset, rule) if rule else None
+band_of = {run: t for (_m, run, _b), t in zip(rule, res["thresholds"])} if res else {}
+pct_of = {run: b for _m, run, b in rule}
+xband, yband = band_of.get(x_run), band_of.get(y_run)
 
-# ---- distributions of the latest run of each metric
-cols = st.columns(max(1, min(4, len(latest))))
-for i, (metric, run) in enumerate(latest.items()):
-    with cols[i % len(cols)]:
-        fig = charts.histogram_fig(
-            data.sq(dataset, "histogram", run, 60, base), labels.get(run, metric), None
-        )
-        st.plotly_chart(fig, key=f"explore_hist_{metric}", config={"displayModeBar": False})
-
-# ---- the scatter / density with selection
-sel_state = st.session_state.get("explore_chart")
+# ---- the scatter / density with selection. The chart's key carries its axes: a box drawn on
+# other axes is another chart's selection, so it can never filter this one's table.
+chart_key = f"explore_chart_{x_run}_{y_run}_{view}"
+sel_state = st.session_state.get(chart_key)
 box, lasso_ids = None, None
 if sel_state and getattr(sel_state, "selection", None):
     s = sel_state.selection
@@ -100,6 +96,8 @@ if view == "sample":
     color_run = colour if colour in ids else None
     df = data.sq(dataset, "scatter_sample", x_run, y_run, color_run, n_sample, base)
     mode = {"noise flag": "noise", "band region": "region"}.get(colour, labels.get(colour, "score"))
+    if mode == "region" and res is not None and not df.empty:
+        df = df.assign(region=data.rule_regions(snap, df["pair_id"], res["kept_mask"], "train"))
     fig = charts.scatter_fig(
         df, labels[x_run], labels[y_run], mode, xband, yband, f"{title} — {len(df):,} sampled pairs"
     )
@@ -112,11 +110,34 @@ else:
         yband,
         f"{title} — every pair, binned",
     )
-st.plotly_chart(fig, key="explore_chart", on_select="rerun", selection_mode=("box", "lasso"))
-st.caption(
-    f"Bands from **Tune & select** (train split): x {bx[0]:g}–{bx[1]:g} pct, y {by[0]:g}–{by[1]:g} pct. "
-    "Draw a box (or lasso) on the chart to filter the table; double-click the chart to clear."
-)
+st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("box", "lasso"))
+if res is not None:
+    used = " & ".join(f"{m} {b[0]:g}–{b[1]:g} pct" for m, _r, b in rule)
+    drawn = [
+        f"{ax} {pct_of[r][0]:g}–{pct_of[r][1]:g} pct"
+        for ax, r in (("x", x_run), ("y", y_run))
+        if r in band_of
+    ]
+    st.caption(
+        f"Tune's rule ({used}, train split, forced keep/drop applied) keeps **{res['n_kept']:,}** of "
+        f"{res['n_total']:,} pairs. Bands drawn: {', '.join(drawn) if drawn else 'none (neither axis is in the rule)'}. "
+        "Draw a box (or lasso) on the chart to filter the table; double-click the chart to clear it."
+    )
+else:
+    st.caption("Draw a box (or lasso) on the chart to filter the table; double-click the chart to clear it.")
+if split == "eval":
+    st.info("Eval pairs are held out: they are never scored, so no score chart or score column shows them.")
+
+# ---- distributions of the latest run of each metric (TIF is a 0/1 selection, not a distribution)
+hist_runs = {m: r for m, r in latest.items() if r and m != "tif"}
+with st.expander("Score distributions", expanded=False):
+    cols = st.columns(max(1, min(3, len(hist_runs))))
+    for i, (metric, run) in enumerate(hist_runs.items()):
+        with cols[i % len(cols)]:
+            fig = charts.histogram_fig(
+                data.sq(dataset, "histogram", run, 60, base), labels.get(run, metric), band_of.get(run)
+            )
+            st.plotly_chart(fig, key=f"explore_hist_{metric}", config={"displayModeBar": False})
 
 # ---- the pair table, paged in SQL
 ranges = ()
@@ -163,6 +184,9 @@ def pair_table(filters: Filters, table_runs: list[str], selection_note: str) -> 
         )
         rows = rows.merge(prev, on="pair_id", how="left").drop(columns=["rid"])
         rows = rows.rename(columns={f"v{i}": labels[r] for i, r in enumerate(table_runs)})
+        # Text first: what a person reads (prompt, chosen, rejected), then the scores.
+        text_cols = [c for c in ("prompt", "chosen", "rejected") if c in rows]
+        rows = rows[text_cols + [c for c in rows.columns if c not in text_cols]]
         rows.insert(0, "open", [data.pair_link(p, dataset) for p in rows["pair_id"]])
         st.dataframe(
             rows,

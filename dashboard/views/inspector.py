@@ -12,8 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from storage import explore
+from dashboard import annotation_form, charts, data
 
 st.title("Pair inspector")
 dataset = data.require_dataset()
@@ -232,37 +231,6 @@ else:
         fates[["selection", "fate", "n_kept", "n_total", "created_at"]], hide_index=True, width="stretch"
     )
 
-# ---- annotation (plain widgets, not a form: their values reach the server as they change, so
-# moving to another pair with unsaved changes can ask first)
+# ---- annotation (dashboard/annotation_form.py: safe for two annotators on one pair)
 st.subheader("Annotation")
-ann = bundle["annotation"] or {}
-if st.session_state.get("inspect_flash"):
-    st.success(st.session_state.pop("inspect_flash"))
-flags = ["(none)", "noisy label", "harmful", "low quality", "duplicate", "good example", "other"]
-with st.container(border=True):
-    fc = st.columns([2, 2])
-    flag = fc[0].selectbox(
-        "flag",
-        flags,
-        index=flags.index(ann.get("flag")) if ann.get("flag") in flags else 0,
-        key=f"inspect_flag_{pair_id}",
-    )
-    force_opts = ["rule decides", "force keep", "force drop"]
-    force_now = {"keep": 1, "drop": 2}.get(ann.get("force"), 0)
-    force = fc[1].radio(
-        "selection override", force_opts, index=force_now, horizontal=True, key=f"inspect_force_{pair_id}"
-    )
-    note = st.text_area("note", value=ann.get("note") or "", key=f"inspect_note_{pair_id}")
-    saved = st.button("Save annotation", type="primary", key=f"inspect_save_{pair_id}")
-if saved:
-    forced = {"force keep": "keep", "force drop": "drop"}.get(force)
-    try:
-        flag_value = None if flag == "(none)" else flag
-        done = data.write(explore.save_annotation, dataset, pair_id, flag_value, note.strip() or None, forced)
-        if done is data.WRITE_BUSY:
-            st.stop()
-        st.session_state.pop("inspect_unsaved", None)
-        st.session_state["inspect_flash"] = "Saved. Forced keep/drop applies to selections saved from now on."
-        st.rerun()  # re-read the pair's annotation, so 'unsaved changes' compares with what is stored
-    except data.errors() as exc:
-        st.error(f"Could not save: {exc}")
+annotation_form.render(dataset, pair_id, bundle["annotation"])

@@ -26,7 +26,7 @@ st.caption(
 )
 parts = []
 cols = st.columns(3)
-for col, metric, default_on in zip(cols, ("lossdiff", "irm", "if"), (True, True, False)):
+for col, (metric, default_on) in zip(cols, data.TUNE_METRICS):
     opts = [NONE] + list(runs.loc[runs["metric"] == metric, "run_id"])
     default = data.default_run(runs, metric)
     with col:
@@ -52,6 +52,7 @@ for col, metric, default_on in zip(cols, ("lossdiff", "irm", "if"), (True, True,
         if run != NONE:
             parts.append((metric, run, band))
 
+st.session_state["tune_parts"] = parts  # Explore draws and counts this same rule
 if not parts:
     st.info("Pick at least one score run to select with.")
     st.stop()
@@ -67,16 +68,11 @@ compare: dict[str, np.ndarray] = {}
 if tif_run:
     compare["TIF"] = snap.load_run_values(tif_run) == 1
 for name in sel_names:
-    compare[f"selection {name}"] = data.selection_mask(snap, name)
-forced_df = data.cached("annotations", dataset, True, default=pd.DataFrame())
-forced = (
-    dict(zip(forced_df["pair_id"], forced_df["force"]))
-    if forced_df is not None and not forced_df.empty
-    else None
-)
-res = data.sq(
-    dataset, "tune", [(r, b[0], b[1], "percentile") for _, r, b in parts], "train", forced, 40, compare
-)
+    mask = data.selection_mask(snap, name)
+    if "TIF" in compare and np.array_equal(mask & pool, compare["TIF"] & pool):
+        continue  # the saved TIF selection is the TIF row already: listed once
+    compare[f"selection {name}"] = mask
+res = data.evaluate_rule(dataset, parts, compare)
 
 noise = snap.noise_mask()
 rand = res["random"]  # a seeded random subset of the same size: the baseline
@@ -88,11 +84,14 @@ m[1].metric("kept fraction", f"{frac:.1%}")
 m[2].metric("missing a score", f"{res['n_missing']:,}", help="pairs lacking a score the rule reads: dropped")
 noise_all = res["noisy"] / res["n_total"] if res["n_total"] else 0.0
 noise_kept = res["kept_noisy"] / res["n_kept"] if res["n_kept"] else 0.0
+noise_rand = rand["noisy"] / rand["n"] if rand["n"] else 0.0
 m[3].metric(
     "noisy among kept",
     f"{noise_kept:.1%}",
-    delta=f"{noise_kept - noise_all:+.1%} vs all",
+    delta=f"{noise_kept - noise_rand:+.1%} vs random same size ({noise_rand:.1%})",
     delta_color="inverse",
+    help=f"Label-flipped pairs among the kept ones; a random subset of the same size keeps "
+    f"{noise_rand:.1%}, all pairs hold {noise_all:.1%}. Lower than random: the rule finds noise.",
 )
 if "TIF" in res["overlaps"]:
     o = res["overlaps"]["TIF"]
@@ -188,6 +187,12 @@ if sc[2].button("Save selection", type="primary", key="tune_save"):
         st.success(
             f"Saved selection **{out['name']}**: {out['n_kept']:,} of {out['n_total']:,} pairs. "
             "Export it and train on **Export & train**."
+        )
+    except S.SelectionExists:
+        # The page's words, not the CLI's (no --force here: a checkbox).
+        st.error(
+            f"A selection named **{name.strip()}** already exists. Tick **replace if it exists** to "
+            "replace it, or choose another name."
         )
     except data.errors() as exc:
         st.error(str(exc))

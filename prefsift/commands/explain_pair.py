@@ -14,38 +14,65 @@ def add_arguments(p) -> None:
     p.add_argument("--policy-adapter")
     p.add_argument("--ref-adapter")
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--max-length", default="1024")
+    p.add_argument(
+        "--max-length",
+        default=None,
+        help="tokens per sequence (default: the policy's scoring run's, so the tokens match its scores; else 1024)",
+    )
     p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     p.add_argument("--device", default="auto")
 
 
-def explain(db, dataset: str, pair_id: str, policy, ref, tok_config) -> dict:
-    """Compute and store the token rows; returns {run_id, ref_run, sides: {side: {...}}}."""
+def _tok_config(d: dict):
+    from scoring.tokenize import TokenizeConfig
+
+    d = dict(d)
+    d["chat_template_kwargs"] = tuple(tuple(kv) for kv in d.get("chat_template_kwargs") or ())
+    return TokenizeConfig(**d)
+
+
+def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dict:
+    """Compute and store the token rows; returns {run_id, ref_run, sides: {side: {...}}}.
+
+    The rows are keyed by the log-prob runs the pair's scores came from (found by model
+    fingerprint), and tokenized as those runs were unless `tok_config` says otherwise, so the
+    inspector shows the tokens behind the scores and can name the policy."""
     import json
 
     from prefsift.errors import UserError
     from prefsift.score import logp_run_key
     from scoring.logprobs import per_token_logps
-    from scoring.models import load_model, load_tokenizer
-    from scoring.tokenize import tokenize_pairs, tokenizer_signature
+    from scoring.models import fingerprint, load_model, load_tokenizer
+    from scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
     from storage import connect, pairs, tokens
+    from storage.runs import scoring_logp_run
 
     with connect(db, read_only=True) as con:
         pairs.require_dataset(con, dataset)
         row = pairs.get_pair(con, dataset, pair_id)
         chash = pairs.content_hash(con, dataset, row["split"]) if row else ""
+        scored = {
+            who: scoring_logp_run(con, fingerprint(spec), dataset, row["split"]) if row else None
+            for who, spec in (("policy", policy), ("ref", ref))
+        }
     if row is None:
         raise UserError(f"no pair {pair_id!r} in dataset {dataset!r}")
+    if tok_config is None:
+        pol_run = scored["policy"]
+        tok_config = _tok_config(pol_run[1]["tokenize"]) if pol_run else TokenizeConfig(max_length=1024)
     if row["kind"] == "conversational":
         row = {**row, **{k: json.loads(row[k]) for k in ("prompt", "chosen", "rejected")}}
     tok = load_tokenizer(policy)
     tp = tokenize_pairs(tok, [row], tok_config)[0]
     seqs = [tp.chosen_seq(), tp.rejected_seq()]
 
-    def key(spec) -> str:
-        # The id of the log-prob run `prefsift score` makes for this model on the pair's split, so
-        # the dashboard can name the model behind these tokens (joined through logp_runs).
+    def key(spec, who: str) -> str:
+        # The log-prob run the scores came from when it was tokenized the same way, else the id
+        # `prefsift score` would give it: the dashboard names the model through logp_runs.
+        run = scored[who]
+        if run and _tok_config(run[1].get("tokenize") or {}) == tok_config:
+            return run[0]
         sig = tokenizer_signature(tok if spec is policy else load_tokenizer(spec))
         return logp_run_key(spec, dataset, row["split"], chash, tok_config, sig)[0]
 
@@ -54,7 +81,7 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config) -> dict:
         model = load_model(spec)
         values[who] = per_token_logps(model, seqs, tok.pad_token_id)
         del model
-    run_id, ref_run = key(policy), key(ref)
+    run_id, ref_run = key(policy, "policy"), key(ref, "ref")
     out_rows, sides = [], {}
     for k, side in enumerate(("chosen", "rejected")):
         prompt, completion = seqs[k]
@@ -81,7 +108,8 @@ def run(args):
     db = resolve_db_path(args.db)
     pol, _ = model_arg(db, args.policy, args.policy_adapter, args)
     ref, _ = model_arg(db, args.ref, args.ref_adapter, args)
-    res = explain(db, args.dataset, args.pair, pol, ref, tok_config_from(args))
+    tok_config = None if args.max_length is None else tok_config_from(args)
+    res = explain(db, args.dataset, args.pair, pol, ref, tok_config)
     s = res["sides"]
     m = float(
         metrics.margin(

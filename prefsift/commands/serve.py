@@ -52,6 +52,10 @@ def command(args) -> list[str]:
         "false",
         "--server.runOnSave",
         "false",
+        # No "Deploy" button or developer menu: a person curating data has no use for them
+        # (the same as .streamlit/config.toml, which Streamlit reads only from its working folder).
+        "--client.toolbarMode",
+        "minimal",
         "--theme.base",
         "light",
         "--theme.primaryColor",

@@ -68,6 +68,9 @@ def test_tune_slider_changes_kept_count_and_save_lands_in_storage(app, seeded):
     at.text_input(key="tune_name").input("apptest-sel").run()
     at.button(key="tune_save").click().run()
     assert not at.exception and any("exists" in e.value for e in at.error)
+    # ... in the page's words: the checkbox beside the button, not the CLI's flag (#20 bug 9).
+    assert any("replace if it exists" in e.value for e in at.error)
+    assert not any("--force" in e.value for e in at.error)
 
 
 def test_explore_text_search_narrows_the_table(app, seeded):

@@ -27,6 +27,24 @@ def test_kept_dropped_fig_stacks_and_marks_thresholds():
     assert sorted(s.x0 for s in fig.layout.shapes) == [0.2, 1.7]
 
 
+def test_only_the_bands_the_rule_uses_are_drawn():
+    """An axis whose score the rule does not use gets no band and no 'dropped by' label (#20 bug 8);
+    a region column (the rule's own verdicts) colours the points instead of the rectangle."""
+    df = pd.DataFrame(
+        {"pair_id": ["a", "b", "c", "d"], "x": [0.5, 5.0, 0.5, 5.0], "y": [0.5, 0.5, 5.0, 5.0],
+         "color": [0.0] * 4, "noise": [False] * 4,
+         "region": ["kept", "kept", "dropped", "not in the train split"]}
+    )  # fmt: skip
+    fig = charts.scatter_fig(df, "if", "irm", "region", None, (0, 1))
+    texts = {a.text for a in fig.layout.annotations}
+    assert "dropped by irm" in texts and not any("if" in t or "both" in t for t in texts)
+    assert [sh.type for sh in fig.layout.shapes].count("line") == 2  # the two irm thresholds only
+    assert {sh.y0 for sh in fig.layout.shapes if sh.type == "line"} == {0, 1}
+    names = {t.name for t in fig.data}
+    assert names == {"kept (2)", "dropped (1)", "not in the train split (1)"}
+    assert not charts.scatter_fig(df, "if", "ld", "noise", None, None).layout.shapes
+
+
 def test_region_of_labels_each_quadrant():
     x = pd.Series([0.5, 5.0, 0.5, 5.0])
     y = pd.Series([0.5, 0.5, 5.0, 5.0])
@@ -78,6 +96,32 @@ def test_density_fig_grid():
     assert z[0, 1] == 2.0 and z[0, 0] == 1.0 and z[1, 0] == 0.0 and np.isnan(z[1, 1])
 
 
+def _luminance(colour: str) -> float:
+    from plotly.colors import hex_to_rgb, unlabel_rgb
+
+    r, g, b = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def test_density_single_pair_bins_are_visible():
+    """A bin holding one pair gets a colour clearly darker than the white page (#20 bug 10);
+    empty bins stay blank (NaN)."""
+    from plotly.colors import sample_colorscale
+
+    df = pd.DataFrame(
+        {"x_lo": [0.0, 1.0, 0.0], "x_hi": [1.0, 2.0, 1.0], "y_lo": [0.0, 0.0, 1.0], "y_hi": [1.0, 1.0, 2.0],
+         "count": [1, 1000, 1]}
+    )  # fmt: skip
+    h = charts.density_fig(df, "a", "b").data[0]
+    z = np.array(h.z, dtype=float)
+    lo = h.zmin if h.zmin is not None else np.nanmin(z)
+    hi = h.zmax if h.zmax is not None else np.nanmax(z)
+    scale = [[float(s), c] for s, c in h.colorscale]
+    single = sample_colorscale(scale, [(z[0, 0] - lo) / (hi - lo)])[0]
+    assert _luminance(single) < 0.85, single  # white is 1.0; Blues' first colour is 0.98
+    assert np.isnan(z[1, 1])
+
+
 def test_word_diff_html_escapes_and_marks():
     a = 'keep <script>alert("x")</script> this'
     b = "keep <img src=x onerror=alert(1)> this"
@@ -112,3 +156,15 @@ def test_progress_and_ledger_and_verdicts():
     assert len(charts.ledger_fig(pd.DataFrame(), "loss").data) == 0
     v = charts.verdict_fig({"both": 5, "a_only": 2, "b_only": 1, "neither": 3}, "A", "B")
     assert list(v.data[0].x) == [5, 2, 1, 3]
+
+
+def test_ranks_fig_has_a_colour_legend_and_no_invisible_points():
+    """Disagreements' colour is explained by a colour bar, and a small disagreement is still a
+    visible point (#20 UX)."""
+    from plotly.colors import sample_colorscale
+
+    df = pd.DataFrame({"pair_id": ["a", "b"], "rank_a": [0.5, 0.0], "rank_b": [0.49, 1.0]})
+    m = charts.ranks_fig(df, "irm", "lossdiff").data[0].marker
+    assert m.showscale and "rank A" in m.colorbar.title.text
+    palest = sample_colorscale([[float(s), c] for s, c in m.colorscale], [0.0])[0]
+    assert _luminance(palest) < 0.85, palest

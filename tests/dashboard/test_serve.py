@@ -20,6 +20,7 @@ def test_serve_command(tmp_path):
     assert opts["--server.headless"] == "true"
     assert opts["--browser.gatherUsageStats"] == "false"
     assert opts["--server.address"] == "127.0.0.1" and opts["--server.port"] == "8599"
+    assert opts["--client.toolbarMode"] == "minimal"  # no "Deploy" button, wherever it is served from
     assert cmd[-3:] == ["--", "--db", str((tmp_path / "x.duckdb").resolve())]
 
 
@@ -38,7 +39,7 @@ def test_streamlit_config_defaults():
     assert cfg["browser"]["gatherUsageStats"] is False
 
 
-@pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/b", "", ".hidden", "x" * 100])
+@pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/b", "", ".hidden", "x" * 129])
 def test_export_path_refuses_names_that_escape(name, tmp_path, monkeypatch):
     from dashboard import data
 
@@ -53,5 +54,20 @@ def test_export_path_is_confined(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     p = data.export_path("my-sel_1.v2", "jsonl")
     assert p.parent == (tmp_path / "w.prefsift" / "exports").resolve() and p.suffix == ".jsonl"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="formats are parquet and jsonl"):
         data.export_path("ok", "csv")
+
+
+def test_every_name_a_selection_may_have_can_be_exported(tmp_path, monkeypatch):
+    """One name rule for save and export (#20 bug 5): a 100-character name saves, so it exports;
+    a name the rule refuses is refused with the rule's words, not blamed on the format."""
+    from dashboard import data
+    from storage.selections import check_name
+
+    monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
+    long = "x" * 100
+    check_name(long)
+    assert data.export_path(long, "parquet").name.startswith(long)
+    with pytest.raises(ValueError, match="bad selection name") as err:
+        data.export_path("x" * 129, "parquet")
+    assert "parquet" not in str(err.value)

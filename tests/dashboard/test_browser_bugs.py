@@ -1,0 +1,116 @@
+"""Issue #20's bugs, each seen in a real browser: the demo pipeline's database (relative --db, its
+own folder) copied elsewhere and served by `prefsift serve` from a third folder.
+
+Needs Debian's Chromium (`apt-get install -y chromium`); skipped cleanly without it.
+Screenshots go to the test's tmp folder, never into the repository.
+"""
+
+from __future__ import annotations
+
+import pytest
+from browser_util import ARGS, CHROMIUM, TIMEOUT_MS, exceptions, needs_chromium, serve, settle
+
+from storage import connect, explore
+from tests.conftest import copy_demo_db
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
+VIEW = {"width": 1500, "height": 1600}
+
+
+@pytest.fixture(scope="module")
+def served(demo_db, tmp_path_factory):
+    root = tmp_path_factory.mktemp("served_elsewhere")
+    db = copy_demo_db(demo_db, root / "data")
+    cwd = root / "server_cwd"
+    cwd.mkdir()
+    with serve(db, cwd) as url:
+        yield {"url": url, "db": db, "shots": root / "shots"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _page(browser):
+    ctx = browser.new_context(viewport=VIEW)  # its own cookies and websocket: its own session
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    return page
+
+
+def _train_pair(db, k: int = 0) -> str:
+    with connect(db, read_only=True) as con:
+        return con.execute(
+            "SELECT pair_id FROM pairs WHERE dataset = 'demo' AND split = 'train' ORDER BY row_idx LIMIT 1 OFFSET ?",
+            [k],
+        ).fetchone()[0]
+
+
+class _shot_on_timeout:
+    """page.wait_for_function that leaves a screenshot behind when it times out."""
+
+    def __init__(self, page, path) -> None:
+        self.page, self.path = page, path
+
+    def wait_for_function(self, *args, **kwargs):
+        try:
+            return self.page.wait_for_function(*args, **kwargs)
+        except Exception:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(self.path), full_page=True)
+            raise
+
+
+ROUNDS = 20
+SAVED, TOLD = "Saved. Forced", "Not saved: someone else"
+
+
+def test_two_annotators_save_the_same_pair_at_once(served, browser):
+    """Two sessions press "Save annotation" on the same pair at the same moment, 20 times: no
+    traceback, one saved, the other told clearly and shown the stored values."""
+    url, pid = served["url"], _train_pair(served["db"], 3)
+    a, b = _page(browser), _page(browser)
+    counts = {"saved": 0, "told": 0, "tracebacks": 0, "neither": 0}
+    link = f"{url}/inspector?pair={pid}&dataset=demo"
+    for i in range(ROUNDS):
+        for p in (a, b):
+            p.goto(link)
+        for p in (a, b):
+            settle(p, "Pair inspector")
+        a.get_by_label("note").fill(f"from A, round {i}")
+        b.get_by_label("note").fill(f"from B, round {i}")
+        buttons = [p.get_by_role("button", name="Save annotation") for p in (a, b)]
+        for btn in buttons:
+            btn.click(no_wait_after=True)
+        got = {}
+        for who, p in zip("AB", (a, b)):
+            _shot_on_timeout(p, served["shots"] / f"annotation_round{i}_{who}.png").wait_for_function(
+                "([s, t]) => document.body.innerText.includes(s) || document.body.innerText.includes(t)"
+                " || document.querySelector('[data-testid=\"stException\"]')",
+                arg=[SAVED, TOLD],
+                timeout=TIMEOUT_MS,
+            )
+            body = p.evaluate("() => document.body.innerText")
+            counts["tracebacks"] += len(exceptions(p))
+            got[who] = "saved" if SAVED in body else "told" if TOLD in body else "neither"
+            counts[got[who]] += 1
+        with connect(served["db"], read_only=True) as con:
+            stored = explore.get_annotation(con, "demo", pid)["note"]
+        if sorted(got.values()) == ["saved", "told"]:
+            winner, loser = ("A", b) if got["A"] == "saved" else ("B", a)
+            assert stored == f"from {winner}, round {i}"
+            # the person told sees what is stored now, not the values they typed
+            settle(loser, "Pair inspector")
+            assert loser.get_by_label("note").input_value() == stored
+        if i == 0:
+            served["shots"].mkdir(parents=True, exist_ok=True)
+            for who, p in zip("AB", (a, b)):
+                p.screenshot(path=str(served["shots"] / f"annotation_conflict_{who}.png"), full_page=True)
+    print(f"two annotators x {ROUNDS} simultaneous saves: {counts}")
+    assert counts == {"saved": ROUNDS, "told": ROUNDS, "tracebacks": 0, "neither": 0}
