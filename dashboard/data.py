@@ -369,6 +369,18 @@ def start_job(argv: list[str]) -> dict:
     return json.loads(text[text.index("{") :])
 
 
+def latest_job(kind: str, *argv_has: str) -> dict | None:
+    """The newest job of `kind` whose arguments include every one of `argv_has`, or None."""
+    jobs = cached("jobs", limit=50)
+    if jobs is None or jobs.empty:
+        return None
+    for row in jobs[jobs["kind"] == kind].to_dict("records"):
+        argv = json.loads(row["argv"] or "[]") if isinstance(row["argv"], str) else list(row["argv"] or [])
+        if all(a in argv for a in argv_has):
+            return {**row, "argv": argv}
+    return None
+
+
 def job_status(path: str | None) -> dict:
     if not path:
         return {}

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import annotation_form, charts, data
+from dashboard import annotation_form, charts, data, job_notice
 
 st.title("Pair inspector")
 dataset = data.require_dataset()
@@ -170,7 +170,7 @@ if toks is not None and not toks.empty:
                 unsafe_allow_html=True,
             )
     st.caption(
-        f"From log-prob run `{newest}` (policy {t['policy'].iloc[0]}). Hover a token for its difference."
+        f"From log-prob run `{newest}` (policy {t['policy'].iloc[0] or 'not recorded: explained before runs were linked'}). Hover a token for its difference."
     )
 else:
     models = bundle["models"]
@@ -179,6 +179,7 @@ else:
     st.caption(
         "No per-token log-probs stored for this pair yet: compute them for one policy and its reference."
     )
+    job_notice.show("explain-pair", pair_id, what="Explaining this pair")  # running, or why it failed
     if names:
         mc = st.columns([2, 2, 2])
         pol_i = next((i for i, n in enumerate(names) if roles.get(n) == "policy"), 0)

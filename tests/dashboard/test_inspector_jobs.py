@@ -1,0 +1,42 @@
+"""The inspector shows its explain job's failure where the person pressed the button (#20 bug 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from storage import connect
+from storage import jobs as jobs_store
+from tests.conftest import copy_demo_db
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+pytestmark = pytest.mark.e2e
+
+
+def test_a_failed_explain_job_is_shown_in_the_inspector(demo_db, tmp_path, monkeypatch):
+    db = copy_demo_db(demo_db, tmp_path / "data")
+    monkeypatch.setenv("PREFSIFT_DB", str(db))
+    with connect(db) as con:
+        pid, other = (
+            r[0]
+            for r in con.execute(
+                "SELECT pair_id FROM pairs WHERE dataset = 'demo' ORDER BY row_idx LIMIT 2"
+            ).fetchall()
+        )
+        log = tmp_path / "job.log"
+        log.write_text("Traceback ...\nModelLoadError: cannot load adapter 'x/models/theta'\n")
+        for jid, pair in (("j-other", other), ("j-mine", pid)):
+            argv = ["explain-pair", "--dataset", "demo", "--pair", pair, "--policy", "theta", "--ref", "ref"]
+            jobs_store.create_job(con, jid, "explain-pair", argv, str(log), str(tmp_path / "st.json"))
+            jobs_store.finish_job(con, jid, "failed", f"cannot load adapter for {pair}")
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params["pair"] = pid
+    at.query_params["dataset"] = "demo"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("Explaining this pair failed" in e and f"cannot load adapter for {pid}" in e for e in errors)
+    assert not any(other in e for e in errors)  # another pair's job is not this pair's
+    assert any("ModelLoadError" in c.value for c in at.code)
