@@ -310,11 +310,19 @@ def neighbour_ids(
     con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str | None
 ) -> tuple[str | None, str | None]:
     """The previous and next pair by row order (browsing one pair at a time). With no pair: the
-    first pair of the train split (the scored one), else the first pair."""
+    first pair that has a score (a pair too long to have any response token has none), else the
+    first of the train split, else the first pair."""
     if pair_id is None:
         row = con.execute(
-            "SELECT pair_id FROM pairs WHERE dataset = ? ORDER BY split = 'train' DESC, row_idx, pair_id LIMIT 1",
-            [dataset],
+            """
+            SELECT pair_id FROM pairs
+            WHERE dataset = ?
+            ORDER BY pair_id IN (SELECT s.pair_id FROM scores s JOIN score_runs r USING (run_id)
+                                 WHERE r.dataset = ?) DESC,
+                     split = 'train' DESC, row_idx, pair_id
+            LIMIT 1
+            """,
+            [dataset, dataset],
         ).fetchone()
         return None, (row[0] if row else None)
     me = con.execute(

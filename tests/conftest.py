@@ -199,7 +199,7 @@ def demo_db(tiny_model_dir, tmp_path_factory) -> Path:
     here = os.getcwd()
     os.chdir(where)
     try:
-        cfg = DemoConfig(db="prefsift-demo.duckdb", model=str(tiny_model_dir), limit=48, max_length=64)
+        cfg = DemoConfig(db="prefsift-demo.duckdb", model=str(tiny_model_dir), limit=48, max_length=128)
         run_demo(cfg, echo=lambda *a: None)
     finally:
         os.chdir(here)

@@ -188,39 +188,13 @@ else:
         ref = mc[1].selectbox("reference", names, index=ref_i, key="inspect_ref")
         if mc[2].button("Explain this pair", key="inspect_explain"):
             try:
-                job = data.start_job(
+                data.start_job(
                     ["explain-pair", "--dataset", dataset, "--pair", pair_id, "--policy", pol, "--ref", ref]
                 )
-                st.session_state["inspect_explain_job"] = (pair_id, job["job_id"])
+                st.rerun()  # job_notice above picks the new job up and follows it
             except (RuntimeError, ValueError, OSError) as exc:
                 st.error(f"Could not start the job: {exc}")
 
-    @st.fragment(run_every="1s")
-    def explain_job() -> None:
-        """The explain job this person started on this pair: its progress, then the tokens (a page
-        refresh) or its error, here where it was started."""
-        pid, job_id = st.session_state.get("inspect_explain_job") or (None, None)
-        if pid != pair_id or job_id is None:
-            return
-        jobs = data.cached("jobs", limit=20)
-        row = None if jobs is None else jobs[jobs["job_id"] == job_id]
-        if row is None or row.empty:
-            st.caption(f"Starting job `{job_id}`…")
-            return
-        job = row.iloc[0]
-        if job["status"] in ("queued", "running"):
-            s = data.job_status(job["status_path"])
-            frac = charts.progress_of(s)
-            st.progress(
-                frac or 0.0, text=f"Explaining this pair (job `{job_id}`): {s.get('stage', job['status'])}"
-            )
-        elif job["status"] == "done":
-            st.session_state.pop("inspect_explain_job", None)
-            st.rerun(scope="app")
-        else:
-            st.error(f"Explaining this pair failed (job `{job_id}`): {job['error']}")
-
-    explain_job()
 
 # ---- fate under each saved selection
 st.subheader("Fate under saved selections")
