@@ -125,7 +125,6 @@ def test_explain_this_pair_works_when_served_elsewhere(served, browser):
     page = _page(browser)
     page.goto(f"{url}/inspector?pair={pid}&dataset=demo")
     settle(page, "Pair inspector")
-    assert page.locator('[data-testid="stAppDeployButton"]').count() == 0  # no "Deploy" button (UX)
     page.get_by_role("button", name="Explain this pair").click()
     caption = page.get_by_text(re.compile(r"From log-prob run .*\(policy "))
     failed = page.get_by_text(re.compile("Explaining this pair failed"))
@@ -140,6 +139,7 @@ def test_explain_this_pair_works_when_served_elsewhere(served, browser):
         ).fetchone()[0]
     assert f"(policy {policy})" in text, text
     assert exceptions(page) == []
+    assert page.locator('[data-testid="stAppDeployButton"]').count() == 0  # no "Deploy" button (UX)
 
 
 def _box_caption(page) -> str:
@@ -147,8 +147,13 @@ def _box_caption(page) -> str:
     return page.get_by_text(re.compile(r"pairs match")).first.inner_text()
 
 
+def _scatter_area(page):
+    """The scatter's drag layer (the chart titled 'x vs y', wherever the page puts it)."""
+    return page.locator('[data-testid="stPlotlyChart"]').filter(has_text=" vs ").locator(".nsewdrag").first
+
+
 def _draw_box(page) -> None:
-    drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    drag = _scatter_area(page)
     b = drag.bounding_box()
     page.mouse.move(b["x"] + 0.25 * b["width"], b["y"] + 0.25 * b["height"])
     page.mouse.down()
@@ -180,7 +185,7 @@ def test_explore_box_filter_follows_the_axes_and_double_click_clears_it(served, 
     _draw_box(page)
     page.get_by_text(re.compile(r"pairs match \(box selection\)")).wait_for(timeout=TIMEOUT_MS)
     settle(page, "Explore")
-    b = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    b = _scatter_area(page).bounding_box()
     page.mouse.dblclick(b["x"] + 0.1 * b["width"], b["y"] + 0.1 * b["height"])  # outside the box
     page.wait_for_timeout(500)
     settle(page, "Explore")
