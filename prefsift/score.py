@@ -201,7 +201,7 @@ def ensure_logps(
     if exists:
         if dist.main and (name or role):
             with connect(db) as con:
-                _register(con, spec, model_id, name, role)
+                _register(con, db, spec, model_id, name, role)
         log.info("log-probs of %s on %s: cached run %s", name or spec.path, dataset, run_id)
         return run_id
     run_dir = runs_dir(db) / run_id
@@ -243,7 +243,7 @@ def ensure_logps(
         keep = pa.array([p in want for p in table.column("pair_id").to_pylist()])
         table = table.filter(keep)
         with connect(db) as con:
-            _register(con, spec, model_id, name, role)
+            _register(con, db, spec, model_id, name, role)
             runs.save_logp_run(con, run_id, model_id, dataset, config, table)
         log.info(
             "log-probs of %s on %s: committed run %s (%d pairs)",
@@ -256,11 +256,19 @@ def ensure_logps(
     return run_id
 
 
-def _register(con, spec: ModelSpec, model_id: str, name: str | None, role: str | None) -> None:
+def _register(con, db, spec: ModelSpec, model_id: str, name: str | None, role: str | None) -> None:
+    from prefsift.paths import stored_path
     from storage import runs
 
+    adapter = stored_path(db, spec.adapter) if spec.adapter else None
     runs.register_model(
-        con, model_id, spec.path, name=name, revision=spec.revision, adapter_path=spec.adapter, role=role
+        con,
+        model_id,
+        stored_path(db, spec.path),
+        name=name,
+        revision=spec.revision,
+        adapter_path=adapter,
+        role=role,
     )
 
 

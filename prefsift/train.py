@@ -168,6 +168,7 @@ def default_reference(db) -> str:
 
 def register_reference(db, model: str) -> str:
     """Register a raw model folder as a reference (once); return its model id."""
+    from prefsift.paths import stored_path
     from storage import connect
     from storage import runs as rstore
 
@@ -175,7 +176,12 @@ def register_reference(db, model: str) -> str:
     if r.name is None:  # not registered yet
         with connect(db) as con:
             rstore.register_model(
-                con, r.model_id, r.path, name="ref", role="reference", lineage={"source": "user"}
+                con,
+                r.model_id,
+                stored_path(db, r.path),
+                name="ref",
+                role="reference",
+                lineage={"source": "user"},
             )
     return r.model_id
 

@@ -86,3 +86,20 @@ def test_explain_pair_from_another_folder_links_to_the_scoring_run(elsewhere, ca
     # so the inspector can name the policy.
     assert res["run_id"] == runs["policy"] and res["ref_run"] == runs["reference"]
     assert set(toks["policy"]) == {pol}
+
+
+def test_stored_path_is_relative_to_the_database_or_absolute(tmp_path, monkeypatch):
+    from prefsift.paths import resolve_stored_path, stored_path
+
+    db = tmp_path / "work" / "hh.duckdb"
+    inside = tmp_path / "work" / "hh.prefsift" / "models" / "theta"
+    outside = tmp_path / "elsewhere" / "adapter"
+    inside.mkdir(parents=True)
+    outside.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # the command runs here, with --db work/hh.duckdb
+    assert stored_path("work/hh.duckdb", "work/hh.prefsift/models/theta") == "hh.prefsift/models/theta"
+    assert stored_path(db, "elsewhere/adapter") == str(outside)
+    assert stored_path(db, "org/hub-model") == "org/hub-model"
+    monkeypatch.chdir(outside)  # read back from anywhere
+    assert resolve_stored_path(db, "hh.prefsift/models/theta") == str(inside)
+    assert resolve_stored_path(db, "work/hh.prefsift/models/theta") == str(inside)  # an old, cwd-relative row

@@ -7,6 +7,8 @@ Screenshots go to the test's tmp folder, never into the repository.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from browser_util import ARGS, CHROMIUM, TIMEOUT_MS, exceptions, needs_chromium, serve, settle
 
@@ -114,3 +116,78 @@ def test_two_annotators_save_the_same_pair_at_once(served, browser):
                 p.screenshot(path=str(served["shots"] / f"annotation_conflict_{who}.png"), full_page=True)
     print(f"two annotators x {ROUNDS} simultaneous saves: {counts}")
     assert counts == {"saved": ROUNDS, "told": ROUNDS, "tracebacks": 0, "neither": 0}
+
+
+def test_explain_this_pair_works_when_served_elsewhere(served, browser):
+    """Bug 1 (adapter paths relative to the demo's folder) and bug 6 ('policy None'): the button's
+    job runs, the page follows it and then shows the tokens under the named policy."""
+    url, pid = served["url"], _train_pair(served["db"], 5)
+    page = _page(browser)
+    page.goto(f"{url}/inspector?pair={pid}&dataset=demo")
+    settle(page, "Pair inspector")
+    page.get_by_role("button", name="Explain this pair").click()
+    caption = page.get_by_text(re.compile(r"From log-prob run .*\(policy "))
+    failed = page.get_by_text(re.compile("Explaining this pair failed"))
+    caption.or_(failed).first.wait_for(timeout=240_000)
+    served["shots"].mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(served["shots"] / "inspector_explained.png"), full_page=True)
+    assert failed.count() == 0, failed.first.inner_text()
+    text = caption.first.inner_text()
+    with connect(served["db"], read_only=True) as con:
+        policy = con.execute(
+            "SELECT name FROM models WHERE role = 'policy' ORDER BY created_at DESC"
+        ).fetchone()[0]
+    assert f"(policy {policy})" in text, text
+    assert exceptions(page) == []
+    assert page.locator('[data-testid="stAppDeployButton"]').count() == 0  # no "Deploy" button (UX)
+
+
+def _box_caption(page) -> str:
+    page.get_by_text(re.compile(r"pairs match")).first.wait_for(timeout=TIMEOUT_MS)
+    return page.get_by_text(re.compile(r"pairs match")).first.inner_text()
+
+
+def _scatter_area(page):
+    """The scatter's drag layer (the chart titled 'x vs y', wherever the page puts it)."""
+    return page.locator('[data-testid="stPlotlyChart"]').filter(has_text=" vs ").locator(".nsewdrag").first
+
+
+def _draw_box(page) -> None:
+    drag = _scatter_area(page)
+    b = drag.bounding_box()
+    page.mouse.move(b["x"] + 0.25 * b["width"], b["y"] + 0.25 * b["height"])
+    page.mouse.down()
+    page.mouse.move(b["x"] + 0.6 * b["width"], b["y"] + 0.6 * b["height"], steps=8)
+    page.mouse.move(b["x"] + 0.75 * b["width"], b["y"] + 0.75 * b["height"], steps=8)
+    page.mouse.up()
+
+
+def test_explore_box_filter_follows_the_axes_and_double_click_clears_it(served, browser):
+    """Bug 3: a box drawn on lossdiff x irm must not keep filtering once x is another score;
+    double-clicking the chart clears the box."""
+    page = _page(browser)
+    page.goto(f"{served['url']}/explore")
+    settle(page, "Explore")
+    everything = _box_caption(page)
+    assert "box selection" not in everything
+    _draw_box(page)
+    page.get_by_text(re.compile(r"pairs match \(box selection\)")).wait_for(timeout=TIMEOUT_MS)
+    settle(page, "Explore")
+    boxed = _box_caption(page)
+    assert boxed != everything
+    # switch x to the IF score: the box belonged to the other axes
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="x score").click()
+    page.get_by_role("option", name=re.compile(r"^if ")).first.click()
+    page.wait_for_timeout(500)
+    settle(page, "Explore")
+    assert _box_caption(page) == everything
+    # a new box on these axes, then a double-click on the chart: cleared
+    _draw_box(page)
+    page.get_by_text(re.compile(r"pairs match \(box selection\)")).wait_for(timeout=TIMEOUT_MS)
+    settle(page, "Explore")
+    b = _scatter_area(page).bounding_box()
+    page.mouse.dblclick(b["x"] + 0.1 * b["width"], b["y"] + 0.1 * b["height"])  # outside the box
+    page.wait_for_timeout(500)
+    settle(page, "Explore")
+    assert _box_caption(page) == everything
+    assert exceptions(page) == []
