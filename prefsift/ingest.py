@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, normalise, vote_format
+from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, glued_boundary, normalise, vote_format
 from prefsift.progress import Progress
 from prefsift.sources import RawError, SourceBroken, read_rows, source_kind
 from storage import connect
@@ -110,7 +110,7 @@ def ingest(
     good: list[tuple] = []
     bad: list[dict] = []
     reasons: collections.Counter = collections.Counter()
-    n_read = n_valid = n_added = 0
+    n_read = n_valid = n_added = n_glued = 0
     stored_kind = None
     first_flush = [True]
 
@@ -149,6 +149,11 @@ def ingest(
             else:
                 n_valid += 1
                 stored_kind = stored_kind or result.kind
+                if result.kind == "standard" and (
+                    glued_boundary(result.prompt, result.chosen)
+                    or glued_boundary(result.prompt, result.rejected)
+                ):
+                    n_glued += 1
                 good.append(
                     (
                         result.pair_id,
@@ -203,6 +208,7 @@ def ingest(
         "duplicates_or_existing": n_valid - n_added,
         "quarantined": sum(reasons.values()),
         "quarantine_reasons": dict(reasons.most_common()),
+        "glued_boundary": n_glued,
     }
     summary["_exit"] = 0 if n_valid > 0 else 1
     if broken:
@@ -218,6 +224,19 @@ def ingest(
         exc.summary = summary
         raise exc from br
     return summary
+
+
+def glued_note(n: int, total: int) -> str:
+    """prefsift's words for TRL's "The tokenized prompt is not a prefix of the tokenized
+    prompt+completion" warning, found in the text before any model is loaded."""
+    return (
+        f"{n:,} of {total:,} plain-text pairs join prompt and response without a clean boundary "
+        "(a word glued to a word, or a prompt ending in a space): tokenizers merge tokens across "
+        "it, so training would see a context that differs from the one the model sees at "
+        "inference (TRL warns 'The tokenized prompt is not a prefix of the tokenized "
+        "prompt+completion'). Fix: for an instruct/chat model, ingest with --chat (its chat template "
+        "then marks the turns); for a base model, end each prompt with a newline"
+    )
 
 
 def _until_broken(rows, broken: list):

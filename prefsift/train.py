@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prefsift.config import TrainConfig
 from prefsift.errors import UserError
-from prefsift.train_data import check_chat_template, load_rows
+from prefsift.train_data import check_chat_template, load_rows, prompt_boundary_note
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +333,13 @@ def _fit(db, cfg, start, rows, out: Path, run_id, checkpoint, device, extra_call
 
     from prefsift.trainer_callbacks import MetricsCallback
     from scoring.models import load_tokenizer
+    from scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     tokenizer = load_tokenizer(_spec(start.path, start.adapter))
     check_chat_template(rows, tokenizer)
+    note = prompt_boundary_note(rows, tokenize_pairs(tokenizer, rows, TokenizeConfig(max_length=None)))
+    if note:
+        log.warning("%s", note)
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     kwargs = cfg.dpo_kwargs()
     if on_cpu:
