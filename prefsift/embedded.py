@@ -39,8 +39,10 @@ def gguf_path() -> Path:
     return path
 
 
-def smollm2_path(dtype: str = "bfloat16") -> Path:
-    """A plain (non-quantized) SmolLM2-135M-Instruct folder, built once and cached."""
+def smollm2_path(dtype: str = "float32") -> Path:
+    """A plain (non-quantized) SmolLM2-135M-Instruct folder, built once and cached, its weights
+    stored in `dtype` and the folder named for it. float32 by default, the dtype prefsift
+    computes in: it holds the GGUF's dequantized weights exactly (bfloat16 would round them)."""
     out = cache_root() / "models" / f"{MODEL_NAME}-{dtype}"
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out

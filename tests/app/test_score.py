@@ -312,3 +312,25 @@ def test_score_says_when_prompts_merge_with_answers(tmp_path, tiny_model_dir, ca
     ingest(write_jsonl(tmp_path / "c.jsonl", rows), "c", db=db, chat=True)
     score_mod.ensure_logps(db, spec(tiny_model_dir), "c", split="train")
     assert [r for r in caplog.records if r.name == "prefsift.score"] == []
+
+
+def test_info_says_which_dtype_each_run_used(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys):
+    from dataclasses import replace
+
+    from storage import training as tstore
+
+    ref = replace(spec(tiny_model_dir), dtype="float64")
+    score_mod.score_dataset(tiny_db, "tiny", ref, replace(spec(tiny_model_dir_b), dtype="float64"))
+    score_mod.ensure_logps(tiny_db, spec(tiny_model_dir), "tiny")  # float32
+    with connect(tiny_db) as con:
+        tstore.start_run(con, "tr-1", "warmup", "tiny", None, None, "out", {"dtype": "bfloat16"})
+    assert main(["info", "--db", str(tiny_db), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sorted(r["dtype"] for r in info["logp_runs"]) == ["float32", "float64", "float64"]
+    assert {r["metric"]: r["dtype"] for r in info["score_runs"]} == {
+        "irm": "float64",
+        "policy_loss": "float64",
+    }
+    assert [r["dtype"] for r in info["training_runs"]] == ["bfloat16"]
+    assert main(["info", "--db", str(tiny_db)]) == 0
+    assert "dtype" in capsys.readouterr().out
