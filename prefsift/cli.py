@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if memory:
             print(
                 f"prefsift {args.command}: error: out of memory ({str(exc).splitlines()[0][:200]}). "
-                "Hint: lower --batch-tokens / per_device_train_batch_size, use --dtype bfloat16, or max_length.",
+                "Hint: lower --batch-tokens (training keeps its batch whole), use --dtype bfloat16, or --max-length.",
                 file=sys.stderr,
             )
             return 3
