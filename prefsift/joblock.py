@@ -46,6 +46,7 @@ def job_lock(db: str | os.PathLike, what: str, wait: bool = False) -> Iterator[N
         # 2. publish it under the lock's name, or find who holds it
         _take(path, own, db, wait)
         taken = True
+        os.unlink(own)  # the lock's name now holds the file: no second name left lying around
         yield
     finally:
         if taken:

@@ -288,6 +288,7 @@ def test_the_holder_is_named_at_every_step_of_taking_the_lock(tmp_path, monkeypa
     monkeypatch.setattr(jl, "fcntl", _ProbeAfterEveryCall(jl.fcntl, probe))
     with jl.job_lock(db, "the first job"):
         probe()
+        assert [p.name for p in tmp_path.iterdir()] == ["p.duckdb.joblock"]  # one file, one name
     monkeypatch.undo()
     refused = [m for m in seen if m != "free"]
     assert refused, seen
