@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import pkgutil
 import sys
@@ -37,11 +38,24 @@ def _command_modules():
             yield mod
 
 
-def common_arguments() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--db", default=None, help="DuckDB file (default: $PREFSIFT_DB or ./prefsift.duckdb)")
-    p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+def common_arguments(p: argparse.ArgumentParser, defaults: bool = True) -> argparse.ArgumentParser:
+    """--db, --json, -v: accepted before the command (`prefsift --db X ingest …`, as in git) and
+    after it. The command's copies default to "not given" (SUPPRESS), so that they never
+    overwrite a value given before the command; the closer one wins when both are given."""
+
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument(
+        "--db", default=default(None), help="DuckDB file (default: $PREFSIFT_DB or ./prefsift.duckdb)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print a machine-readable JSON summary on stdout",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=default(0), help="more logging (-vv for debug)")
     return p
 
 
@@ -51,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the preference pairs that actually help your model.",
     )
     parser.add_argument("--version", action="version", version=f"prefsift {__version__}")
+    common_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    parent = common_arguments()
+    parent = common_arguments(argparse.ArgumentParser(add_help=False), defaults=False)
     for mod in _command_modules():
         p = sub.add_parser(
             mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP), parents=[parent]
@@ -73,9 +88,37 @@ def _print_summary(result, as_json: bool) -> None:
     if result is None or isinstance(result, int):
         return
     if as_json:
-        print(json.dumps(result, indent=2, default=str))
+        public = (
+            {k: v for k, v in result.items() if not k.startswith("_")} if isinstance(result, dict) else result
+        )
+        print(json.dumps(json_ready(public), indent=2, allow_nan=False))
     elif isinstance(result, dict) and "_text" in result:
         print(result["_text"])
+
+
+def json_ready(value):
+    """Strict JSON values (what jq and JavaScript read): null for missing (None, NaN, NaT, NA),
+    numbers for numpy scalars, ISO 8601 for dates, text for anything else."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [json_ready(v) for v in value]
+    if type(value).__module__ == "numpy":
+        value = value.tolist()  # scalars -> Python numbers, arrays -> lists
+        if isinstance(value, list):
+            return json_ready(value)
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    try:
+        if value != value:  # NaT
+            return None
+    except TypeError:  # pandas.NA refuses comparisons: it is missing
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if memory:
             print(
                 f"prefsift {args.command}: error: out of memory ({str(exc).splitlines()[0][:200]}). "
-                "Hint: lower --batch-tokens / per_device_train_batch_size, use --dtype bfloat16, or max_length.",
+                "Hint: lower --batch-tokens (training keeps its batch whole), use --dtype bfloat16, or --max-length.",
                 file=sys.stderr,
             )
             return 3

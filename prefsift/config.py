@@ -110,6 +110,10 @@ class TrainConfig:
     lora: bool = True  # False: full fine-tuning (--full)
     seed: int = 0
     dtype: str = "float32"  # weights' dtype when loading; bf16 autocast is DPOConfig's `bf16`
+    # Tokens per micro-batch (prefsift/memory.py): the batch is split into micro-batches of at most
+    # this many tokens and gradient accumulation keeps the effective batch. Memory, not results:
+    # not part of the run's identity.
+    batch_tokens: int = 1024
     dpo: Mapping[str, Any] = field(default_factory=dict)
     lora_config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -118,6 +122,8 @@ class TrainConfig:
             raise UserError(f"training kind must be one of {KINDS}, got {self.kind!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise UserError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not isinstance(self.batch_tokens, int) or self.batch_tokens < 16:
+            raise UserError(f"batch_tokens must be an integer >= 16, got {self.batch_tokens!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {self.seed!r}")
         dpo_known = _dpo_fields()
@@ -187,13 +193,13 @@ def load_toml(path: str | Path | None) -> dict[str, Any]:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {p} is not valid TOML: {exc}") from exc
-    allowed = {"seed", "lora", "dtype", "dpo"}
+    allowed = {"seed", "lora", "dtype", "batch_tokens", "dpo"}
     for key, value in data.items():
         if key == "lora" and isinstance(value, dict):
             continue  # the [lora] section
         if key not in allowed:
             raise UserError(
-                f"unknown key {key!r} in {p} (top level: seed, lora, dtype; sections [dpo], [lora])"
+                f"unknown key {key!r} in {p} (top level: seed, lora, dtype, batch_tokens; sections [dpo], [lora])"
             )
     return data
 
@@ -205,6 +211,7 @@ def build_config(
     seed: int | None = None,
     dtype: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    batch_tokens: int | None = None,
     lora_overrides: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
     """TOML file, then CLI overrides (None = not given)."""
@@ -222,6 +229,7 @@ def build_config(
         lora=lora_flag,
         seed=int(seed if seed is not None else data.get("seed", 0)),
         dtype=dtype or data.get("dtype", "float32"),
+        batch_tokens=batch_tokens or data.get("batch_tokens", TrainConfig.batch_tokens),
         dpo=dpo,
         lora_config=lora_cfg,
     )
@@ -234,7 +242,17 @@ def add_training_arguments(p) -> None:
     g.add_argument("--full", action="store_true", default=None, help="full fine-tuning instead of LoRA")
     g.add_argument("--beta", type=float, help="DPO beta (default 0.1)")
     g.add_argument("--lr", type=float, help="learning rate (default 5e-5 LoRA, 1e-6 full)")
-    g.add_argument("--batch-size", type=int, help="per_device_train_batch_size (default 4)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="pairs per optimizer step and device (per_device_train_batch_size, default 4)",
+    )
+    g.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="memory: at most this many tokens per forward (default 1024); the batch is split into "
+        "micro-batches and gradient accumulation keeps it whole",
+    )
     g.add_argument("--epochs", type=float, help="num_train_epochs")
     g.add_argument("--max-length", type=int, help="max tokens of prompt + completion (default 512)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="any DPOConfig field, repeatable")
@@ -272,5 +290,6 @@ def config_from_args(kind: str, args) -> TrainConfig:
         seed=args.seed,
         dtype=args.dtype,
         overrides=overrides,
+        batch_tokens=getattr(args, "batch_tokens", None),
         lora_overrides=parse_sets(args.lora_set),
     )

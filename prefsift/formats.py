@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 from prefsift.errors import UserError
@@ -22,6 +23,7 @@ from prefsift.errors import UserError
 FORMATS = ("standard", "conversational", "implicit", "pairwise")
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 ASSISTANT_MARK = "\n\nAssistant:"
+HUMAN_MARK = "\n\nHuman:"
 NOISE_KEYS = ("noise", "is_noise", "label_noise", "swapped")
 ALPACA_KEYS = {"instruction", "output_1", "output_2", "preference"}
 
@@ -208,16 +210,54 @@ def _split_implicit_messages(chosen: list, rejected: list) -> tuple[list, list, 
 
 def as_chat(pair: Pair) -> Pair:
     """A standard text pair as a conversational one (user prompt, assistant responses), so that the
-    model's chat template applies: the right input for instruct models."""
+    model's chat template applies: the right input for instruct models. An HH-RLHF transcript
+    ("\n\nHuman: …\n\nAssistant: …\n\nAssistant:") becomes its turns, not one user message."""
     if pair.kind == "conversational":
         return pair
-    prompt = json.dumps([{"role": "user", "content": pair.prompt}], ensure_ascii=False)
-    chosen = json.dumps([{"role": "assistant", "content": pair.chosen}], ensure_ascii=False)
-    rejected = json.dumps([{"role": "assistant", "content": pair.rejected}], ensure_ascii=False)
+    turns = _transcript_turns(pair.prompt)
+    if turns is None:
+        turns, chosen, rejected = [{"role": "user", "content": pair.prompt}], pair.chosen, pair.rejected
+    else:  # the markup's space after "Assistant:" belongs to the markup, not to the answer
+        chosen, rejected = pair.chosen.strip(), pair.rejected.strip()
+    prompt = json.dumps(turns, ensure_ascii=False)
+    chosen = json.dumps([{"role": "assistant", "content": chosen}], ensure_ascii=False)
+    rejected = json.dumps([{"role": "assistant", "content": rejected}], ensure_ascii=False)
     kind = "conversational"
     return Pair(
         pair_id(kind, prompt, chosen, rejected), kind, prompt, chosen, rejected, pair.noise, pair.meta
     )
+
+
+def _transcript_turns(prompt: str) -> list[dict] | None:
+    """The turns of an HH-RLHF style prompt, or None when it is not one."""
+    if not (prompt.startswith(HUMAN_MARK) and prompt.endswith(ASSISTANT_MARK)):
+        return None
+    parts = re.split(r"\n\n(Human|Assistant):", prompt[: -len(ASSISTANT_MARK)])
+    turns = [
+        {"role": "user" if who == "Human" else "assistant", "content": text.strip()}
+        for who, text in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+    if parts[0] or not all(t["content"] for t in turns):
+        return None
+    return turns
+
+
+def glued_boundary(prompt: str, response: str) -> bool:
+    """True when plain-text prompt and response meet where a tokenizer merges tokens across the
+    boundary: a word glued to a word ("…word" + "The…"), punctuation to punctuation ("…." + "-…"),
+    a prompt ending in a space or tab ("Answer: " + "Paris": the space joins the next word), or
+    whitespace to whitespace ("\n" + "\n"). TRL concatenates the two strings, so the tokenized
+    prompt is then not a prefix of the tokenized prompt+response. Clean: "…:" + " Paris" (HH-RLHF),
+    "…?\n" + "Paris". Punctuation + word ("…?" + "Paris") merges only in some tokenizers (Llama 3,
+    Qwen), so it is left to `prefsift score`, which checks with the model's own tokenizer."""
+    if not prompt or not response:
+        return False
+    end, start = prompt[-1], response[0]
+    if end in " \t" or (end.isspace() and start.isspace()):
+        return True
+    if end.isspace() or start.isspace():
+        return False
+    return end.isalnum() == start.isalnum()
 
 
 def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Bad:

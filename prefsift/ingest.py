@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, normalise, vote_format
+from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, glued_boundary, normalise, vote_format
 from prefsift.progress import Progress
-from prefsift.sources import RawError, read_rows, source_kind
+from prefsift.sources import RawError, SourceBroken, read_rows, source_kind
 from storage import connect
 from storage import pairs as pairs_store
 
@@ -96,7 +96,8 @@ def ingest(
         raise UserError(f"dataset name {name!r}: use letters, digits, '-', '_' or '.'")
     kind = source_kind(source)
     cmap = column_map or ColumnMap()
-    rows = read_rows(source, hub_split=hub_split, hub_config=hub_config)
+    broken: list[SourceBroken] = []
+    rows = _until_broken(read_rows(source, hub_split=hub_split, hub_config=hub_config), broken)
     # Decide the format once, by a majority over the first rows, so that one odd row at the top
     # cannot make the whole file be read in another format (rows are then checked against it).
     head = list(itertools.islice(rows, HEAD_ROWS))
@@ -109,7 +110,7 @@ def ingest(
     good: list[tuple] = []
     bad: list[dict] = []
     reasons: collections.Counter = collections.Counter()
-    n_read = n_valid = n_added = 0
+    n_read = n_valid = n_added = n_glued = 0
     stored_kind = None
     first_flush = [True]
 
@@ -148,6 +149,11 @@ def ingest(
             else:
                 n_valid += 1
                 stored_kind = stored_kind or result.kind
+                if result.kind == "standard" and (
+                    glued_boundary(result.prompt, result.chosen)
+                    or glued_boundary(result.prompt, result.rejected)
+                ):
+                    n_glued += 1
                 good.append(
                     (
                         result.pair_id,
@@ -164,6 +170,23 @@ def ingest(
             if len(good) + len(bad) >= BATCH_ROWS:
                 n_added += _flush(db, name, good, bad, before=clear_old_quarantine)
                 progress.update(BATCH_ROWS)
+        if broken and (limit is None or broken[0].row < limit):
+            if n_read == 0:
+                raise UserError(f"{broken[0]}; nothing ingested") from broken[0]
+            br = broken[0]
+            reasons["file breaks off"] += 1
+            bad.append(
+                {
+                    "source": src_label,
+                    "row_idx": br.row,
+                    "field": "",
+                    "reason": "file breaks off",
+                    "detail": _safe(br.reason),
+                    "raw": "",
+                }
+            )
+        else:
+            broken.clear()
         if n_read == 0:
             raise UserError(f"{source}: no rows found")
         config = {"format": detected, "column_map": {k: v for k, v in vars(cmap).items() if k != "extra"}}
@@ -185,6 +208,40 @@ def ingest(
         "duplicates_or_existing": n_valid - n_added,
         "quarantined": sum(reasons.values()),
         "quarantine_reasons": dict(reasons.most_common()),
+        "glued_boundary": n_glued,
     }
     summary["_exit"] = 0 if n_valid > 0 else 1
+    if broken:
+        # Keep what was read: those rows were validated like any others, batches are written as
+        # the file streams, and a pair's id is its content hash, so ingesting the complete file
+        # later adds exactly the missing rows (and clears this break from quarantine).
+        br = broken[0]
+        exc = UserError(
+            f"{br}; kept the {n_read:,} rows before it ({n_added:,} pairs added, "
+            f"{summary['quarantined'] - 1:,} quarantined) and recorded the break in quarantine; "
+            f"the rest is missing: ingest the complete file again to add it (stored pairs are not added twice)"
+        )
+        exc.summary = summary
+        raise exc from br
     return summary
+
+
+def glued_note(n: int, total: int) -> str:
+    """prefsift's words for TRL's "The tokenized prompt is not a prefix of the tokenized
+    prompt+completion" warning, found in the text before any model is loaded."""
+    return (
+        f"{n:,} of {total:,} plain-text pairs join prompt and response without a clean boundary "
+        "(a word glued to a word, or a prompt ending in a space): tokenizers merge tokens across "
+        "it, so training would see a context that differs from the one the model sees at "
+        "inference (TRL warns 'The tokenized prompt is not a prefix of the tokenized "
+        "prompt+completion'). Fix: for an instruct/chat model, ingest with --chat (its chat template "
+        "then marks the turns); for a base model, end each prompt with a newline"
+    )
+
+
+def _until_broken(rows, broken: list):
+    """The rows up to a break in the file; the `SourceBroken` is appended to `broken`."""
+    try:
+        yield from rows
+    except SourceBroken as exc:
+        broken.append(exc)

@@ -137,11 +137,15 @@ def _compute(
 ) -> None:
     """Compute `rows` (this rank's slice) chunk by chunk, one shard per chunk."""
     from prefsift.progress import Progress
+    from prefsift.train_data import prompt_boundary_note
     from scoring.logprobs import pair_logps
     from scoring.models import load_model
     from scoring.tokenize import tokenize_pairs
 
     tokenized = tokenize_pairs(tokenizer, rows, tok_config)
+    note = prompt_boundary_note(rows, tokenized)
+    if note and dist.main:
+        log.warning("%s", note)
     # Longest first, then consecutive chunks: each chunk holds similar lengths (little padding).
     order = sorted(
         range(len(rows)),

@@ -5,6 +5,10 @@ Every reader yields `(row_number, row_or_error)`: a dict for a readable row, or 
 `RawError(reason, detail, raw)` for a row that cannot even be parsed (malformed JSON, invalid
 UTF-8). Row numbers are 0-based positions in the source, so quarantine rows point back to
 the input. Memory stays flat: nothing reads a whole file at once.
+
+A file whose container breaks off (a truncated .gz or JSON array, a CSV cut inside a quoted
+field, a corrupt Parquet file) raises `SourceBroken(path, row, reason)` once the rows before
+the break have been yielded: `row` is the first row that could not be read.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +38,25 @@ class RawError:
 
 Row = tuple[int, "dict | RawError"]
 
+
+class SourceBroken(UserError):
+    """The file itself breaks off at `row`: that row and the ones after it cannot be read."""
+
+    def __init__(self, path: str, row: int, reason: str):
+        self.path, self.row, self.reason = path, row, reason
+        super().__init__(f"{path}: the file breaks off at row {row:,}: {reason}")
+
+
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
 def source_kind(source: str) -> str:
     """'jsonl' | 'json' | 'parquet' | 'csv' for local files, 'hub' otherwise."""
+    if Path(source).is_dir():
+        raise UserError(
+            f"{source}: is a directory; give one file (.jsonl, .json, .parquet or .csv, optionally .gz) "
+            "and ingest a folder's files one by one"
+        )
     name = source.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -104,7 +123,9 @@ def read_json(path: str, chunk_chars: int = 1 << 20) -> Iterator[Row]:
         try:
             buf = f.read(chunk_chars)
         except UnicodeDecodeError as exc:
-            raise UserError(f"{path}: invalid UTF-8 ({exc}); a JSON array cannot be split into rows") from exc
+            raise SourceBroken(
+                path, 0, f"invalid UTF-8 ({exc}); a JSON array cannot be split into rows"
+            ) from exc
         pos = buf.index("[") + 1
         while True:
             # skip whitespace and commas between elements
@@ -129,7 +150,7 @@ def read_json(path: str, chunk_chars: int = 1 << 20) -> Iterator[Row]:
                         continue
                     done = True
                     continue
-                raise UserError(f"{path}: malformed JSON array near element {i}: {exc}") from exc
+                raise SourceBroken(path, i, f"malformed or truncated JSON array ({exc})") from exc
             if isinstance(obj, dict):
                 yield i, obj
             else:
@@ -161,24 +182,66 @@ def read_parquet(path: str, batch_size: int = 10_000) -> Iterator[Row]:
             i += 1
 
 
+class _RecordLines:
+    """A text file's lines, remembering those read since `take()`: the csv module reads no
+    further than the record it returns, so these are the lines of the last record."""
+
+    def __init__(self, f):
+        self._f, self._lines = f, []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._f)
+        self._lines.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        lines, self._lines = self._lines, []
+        return lines
+
+
+def _ends_inside_quotes(lines: list[str]) -> bool:
+    """True when a record's text ends inside a quoted field, i.e. the file was cut in the middle
+    of it (the lenient reader accepts that silently; the strict one names it)."""
+    try:
+        list(csv.reader(lines, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def read_csv(path: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     with _open_binary(path) as fb:
         f = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.DictReader(f)
+        lines = _RecordLines(f)
+        reader = csv.DictReader(lines)
         header = reader.fieldnames or []
+        lines.take()
         twice = sorted({h for h in header if header.count(h) > 1})
         if twice:
             raise UserError(f"{path}: the CSV header names column(s) {twice} more than once; rename them")
+        # each row is yielded once the next one is read: only the last can be cut off by the end
+        pending: Row | None = None
+        record: list[str] = []
         for i, row in enumerate(reader):
+            if pending is not None:
+                yield pending
+            record = lines.take()
             bad = [k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)]
             if bad:
-                yield (
-                    i,
-                    RawError("undecodable text", f"invalid UTF-8 in field {bad[0]!r}", _preview(repr(row))),
+                err = RawError("undecodable text", f"invalid UTF-8 in field {bad[0]!r}", _preview(repr(row)))
+                pending = (i, err)
+            else:
+                pending = (i, {k: v for k, v in row.items() if k is not None})
+        if pending is not None:
+            if _ends_inside_quotes(record):
+                raise SourceBroken(
+                    path, pending[0], "the file ends inside a quoted field: it was cut in this row"
                 )
-                continue
-            yield i, {k: v for k, v in row.items() if k is not None}
+            yield pending
 
 
 def _has_surrogates(s: str) -> bool:
@@ -203,13 +266,41 @@ def read_hub(name: str, split: str = "train", config: str | None = None) -> Iter
 
 
 def read_rows(source: str, hub_split: str = "train", hub_config: str | None = None) -> Iterator[Row]:
-    kind = source_kind(str(source))
-    if kind == "jsonl":
-        return read_jsonl(str(source))
-    if kind == "json":
-        return read_json(str(source))
-    if kind == "parquet":
-        return read_parquet(str(source))
-    if kind == "csv":
-        return read_csv(str(source))
-    return read_hub(str(source), split=hub_split, config=hub_config)
+    source = str(source)
+    kind = source_kind(source)
+    if kind == "hub":
+        return read_hub(source, split=hub_split, config=hub_config)
+    if os.path.getsize(source) == 0:
+        raise UserError(f"{source}: the file is empty (0 bytes); nothing to ingest")
+    readers = {"jsonl": read_jsonl, "json": read_json, "parquet": read_parquet, "csv": read_csv}
+    return _until_broken(source, readers[kind](source))
+
+
+def _until_broken(path: str, rows: Iterator[Row]) -> Iterator[Row]:
+    """The reader's rows; a container that breaks off (truncated or corrupt) becomes one
+    `SourceBroken` naming the first row that could not be read."""
+    from pyarrow import ArrowException
+
+    next_row = 0
+    try:
+        for i, row in rows:
+            next_row = i + 1
+            yield i, row
+    except (EOFError, OSError, zlib.error, csv.Error, ArrowException) as exc:
+        raise SourceBroken(path, next_row, _why(exc)) from exc
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if isinstance(exc, EOFError):
+        return f"the compressed stream ends early, the file is truncated ({text})"
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return f"not valid gzip data ({text})"
+    if isinstance(exc, csv.Error):
+        return f"unreadable CSV ({text})"
+    if "magic bytes not found in footer" in text:
+        return (
+            f"not a readable Parquet file ({text}); Parquet keeps its row index in a footer at the "
+            "end, so a truncated file has no readable row"
+        )
+    return text

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prefsift.config import TrainConfig
 from prefsift.errors import UserError
-from prefsift.train_data import check_chat_template, load_rows
+from prefsift.train_data import check_chat_template, load_rows, prompt_boundary_note
 
 log = logging.getLogger(__name__)
 
@@ -336,10 +336,14 @@ def train(
                 "model_id": run.get("output_model"),
                 "_text": f"{name}: already trained ({out})",
             }
+        tokenizer, plan = _prepare(
+            cfg, start, rows, device, f"{kind} {name}"
+        )  # may refuse: before any record
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps({"run_id": run_id, "kind": kind}))
         config_rec = {
             **cfg.to_dict(),
+            "batch_tokens": cfg.batch_tokens,
             "start": start.model_id,
             "reference": start.reference_id,
             "data_hash": data_hash,
@@ -349,7 +353,9 @@ def train(
         with connect(db) as con:
             tstore.start_run(con, run_id, kind, dataset, selection, start.model_id, str(out), config_rec)
         try:
-            result = _fit(db, cfg, start, rows, out, run_id, checkpoint, device, callbacks or [])
+            result = _fit(
+                db, cfg, start, rows, out, run_id, checkpoint, device, callbacks or [], tokenizer, plan
+            )
         except BaseException as exc:
             with connect(db) as con:
                 tstore.finish_run(con, run_id, "failed")
@@ -396,18 +402,58 @@ def train(
     }
 
 
-def _fit(db, cfg, start, rows, out: Path, run_id, checkpoint, device, extra_callbacks) -> dict:
+def _prepare(cfg: TrainConfig, start: Resolved, rows: list[dict], device: str, what: str):
+    """(tokenizer, memory plan): the data checks and the memory decision, made before training
+    starts so that a stage that cannot run is refused before anything is recorded."""
+    from prefsift import memory
+    from scoring.models import load_tokenizer
+    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+
+    tokenizer = load_tokenizer(_spec(start.path, start.adapter))
+    check_chat_template(rows, tokenizer)
+    tokenized = tokenize_pairs(tokenizer, rows, TokenizeConfig(max_length=None))
+    note = prompt_boundary_note(rows, tokenized)
+    if note:
+        log.warning("%s", note)
+    kw = cfg.dpo_kwargs()
+    try:
+        shape = memory.Shape.of(start.path)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"cannot read the model config of {start.path}: {str(exc)[:200]}") from exc
+    plan = memory.plan_training(
+        shape,
+        batch=int(kw["per_device_train_batch_size"]),
+        longest_row=max(len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in tokenized),
+        max_length=kw.get("max_length"),
+        budget=cfg.batch_tokens,
+        dtype=cfg.dtype,
+        lora=cfg.lora,
+        ref_copy=not cfg.lora or start.path != start.reference_path,  # see build_models
+        checkpointing=cfg.dpo.get("activation_checkpointing"),
+        available=memory.available_gib(device),
+        what=what,
+    )
+    log.info("%s: %s", what, plan.describe())
+    return tokenizer, plan
+
+
+def _fit(
+    db, cfg, start, rows, out: Path, run_id, checkpoint, device, extra_callbacks, tokenizer, plan
+) -> dict:
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from prefsift.trainer_callbacks import MetricsCallback
-    from scoring.models import load_tokenizer
 
-    tokenizer = load_tokenizer(_spec(start.path, start.adapter))
-    check_chat_template(rows, tokenizer)
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     kwargs = cfg.dpo_kwargs()
+    # the same effective batch in micro-batches that fit (prefsift/memory.py)
+    kwargs["per_device_train_batch_size"] = plan.micro_batch
+    kwargs["gradient_accumulation_steps"] = (
+        int(kwargs.get("gradient_accumulation_steps") or 1) * plan.accumulation
+    )
+    kwargs["activation_checkpointing"] = plan.checkpointing
     if on_cpu:
         kwargs.setdefault("bf16", False)  # TRL's default bf16=True fails on CPU; opt in with --set bf16=true
         kwargs["use_cpu"] = True
@@ -442,6 +488,10 @@ def _fit(db, cfg, start, rows, out: Path, run_id, checkpoint, device, extra_call
         "loss": losses[-1] if losses else float("nan"),
         "train_loss": float(output.training_loss),
         "runtime_s": output.metrics.get("train_runtime"),
+        "micro_batch": plan.micro_batch,
+        "gradient_accumulation_steps": kwargs["gradient_accumulation_steps"],
+        "activation_checkpointing": plan.checkpointing,
+        "memory_estimate_gib": plan.estimate_gib,
     }
 
 
@@ -488,8 +538,8 @@ def _raise_friendly(exc: BaseException) -> None:
     msg = str(exc)
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in msg.lower():
         raise UserError(
-            f"out of memory while training ({msg.splitlines()[0][:160]}). Hint: lower --batch-size, "
-            "--max-length, or use LoRA / --set bf16=true"
+            f"out of memory while training ({msg.splitlines()[0][:160]}). Hint: lower --batch-tokens "
+            "(the batch stays whole), --max-length, or use LoRA / --set bf16=true"
         ) from exc
     if "chat template" in msg.lower() or "chat_template" in msg:
         raise UserError(f"tokenizer problem: {msg.splitlines()[0][:200]}") from exc

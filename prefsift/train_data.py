@@ -94,3 +94,28 @@ def _rows_from_file(path: str):
 def check_chat_template(rows: list[dict], tokenizer) -> None:
     if rows and not isinstance(rows[0]["chosen"], str) and not getattr(tokenizer, "chat_template", None):
         raise UserError("the data is conversational but the model's tokenizer has no chat template")
+
+
+def prompt_boundary_note(rows: list[dict], tokenized: list) -> str | None:
+    """prefsift's words for TRL's "The tokenized prompt is not a prefix of the tokenized
+    prompt+completion" warning, with the fix, when any pair trips it (else None). `tokenized`:
+    `scoring.tokenize.tokenize_pairs(tokenizer, rows, ...)`, which finds the prefix as TRL does."""
+    cut = [i for i, t in enumerate(tokenized) if t.prompt_cut]
+    if not cut:
+        return None
+    first = rows[cut[0]]
+    if isinstance(first["prompt"], str):
+        where = f"e.g. {first['prompt'][-30:]!r} + {first['chosen'][:30]!r}"
+        fix = (
+            "for an instruct/chat model, ingest the data with --chat (its chat template then marks the "
+            "turns); for a base model, end each prompt with a newline"
+        )
+    else:
+        where = "the chat template renders the prompt alone differently from prompt+answer"
+        fix = "use a chat template that renders the prompt the same way in both"
+    return (
+        f"{len(cut):,} of {len(rows):,} pairs: the prompt's last tokens merge with the answer when "
+        f"tokenized together ({where}), so the model would be trained on a context that differs from "
+        "the one it sees at inference (TRL warns: 'The tokenized prompt is not a prefix of the "
+        f"tokenized prompt+completion'). Fix: {fix}"
+    )

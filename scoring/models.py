@@ -165,6 +165,15 @@ def load_tokenizer(spec: ModelSpec):
     return tok
 
 
+def has_chat_template(path: str) -> bool:
+    """Whether the tokenizer of a model folder or hub id carries a chat template (an instruct or
+    chat model); False when it cannot be loaded (the stage that loads it says why)."""
+    try:
+        return bool(getattr(load_tokenizer(ModelSpec(path)), "chat_template", None))
+    except ModelLoadError:
+        return False
+
+
 def load_model(spec: ModelSpec, trainable: bool = False, merge_adapter: bool = False):
     """The model on its device in eval mode. With an adapter: a PeftModel (or merged weights)."""
     from transformers import AutoModelForCausalLM

@@ -68,6 +68,9 @@ class TokenizedPair:
     rejected_ids: list[int]
     truncated: bool = False
     rejected_prompt_ids: list[int] | None = None
+    # Tokens at the end of the prompt (tokenized alone) that prompt+completion does not share:
+    # TRL's "tokenized prompt is not a prefix of the tokenized prompt+completion" (see step 3).
+    prompt_cut: int = 0
 
     def chosen_seq(self) -> tuple[list[int], list[int]]:
         return self.prompt_ids, self.chosen_ids
@@ -196,6 +199,7 @@ def tokenize_pairs(tokenizer, pairs: list[dict], config: TokenizeConfig | None =
                 rejected_ids=rejected,
                 truncated=c_trunc or r_trunc,
                 rejected_prompt_ids=None if r_prompt == c_prompt else r_prompt,
+                prompt_cut=len(prompt_ids) - plen,
             )
         )
     return out

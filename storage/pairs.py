@@ -143,7 +143,14 @@ def quarantine_summary(con: duckdb.DuckDBPyConnection, dataset: str | None = Non
     ).df()
 
 
-def get_quarantine(con: duckdb.DuckDBPyConnection, dataset: str, limit: int = 100) -> pd.DataFrame:
+def get_quarantine(con: duckdb.DuckDBPyConnection, dataset: str | None, limit: int = 100) -> pd.DataFrame:
+    """Quarantined rows of `dataset` by row number; of every dataset (with its name) when None."""
+    if dataset is None:
+        return con.execute(
+            "SELECT dataset, source, row_idx, field, reason, detail, raw FROM quarantine "
+            "ORDER BY dataset, row_idx LIMIT ?",
+            [limit],
+        ).df()
     return con.execute(
         "SELECT source, row_idx, field, reason, detail, raw FROM quarantine WHERE dataset = ? "
         "ORDER BY row_idx LIMIT ?",

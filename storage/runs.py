@@ -211,7 +211,8 @@ def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -
     where, params = ("WHERE r.dataset = ?", [dataset]) if dataset else ("", [])
     return con.execute(
         f"""
-        SELECT r.run_id, r.dataset, m.name AS model, r.model_id, r.n_pairs, r.config, r.created_at
+        SELECT r.run_id, r.dataset, m.name AS model, r.model_id, r.n_pairs,
+               json_extract_string(r.config, '$.dtype') AS dtype, r.config, r.created_at
         FROM logp_runs r LEFT JOIN models m USING (model_id) {where} ORDER BY r.created_at
         """,
         params,
@@ -248,10 +249,23 @@ def save_score_run(
 
 
 def list_score_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
-    where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+    where, params = ("WHERE s.dataset = ?", [dataset]) if dataset else ("", [])
+    # dtype: the one the models computed in. Influence runs record their policy's; IRM and
+    # LossDiff runs are functions of log-prob runs, which record theirs.
     return con.execute(
-        f"SELECT run_id, dataset, metric, n_pairs, config, created_at FROM score_runs {where} "
-        "ORDER BY created_at",
+        f"""
+        SELECT s.run_id, s.dataset, s.metric, s.n_pairs,
+               coalesce(
+                   json_extract_string(s.config, '$.policy.dtype'),
+                   (SELECT string_agg(DISTINCT json_extract_string(l.config, '$.dtype'), ',')
+                    FROM logp_runs l
+                    WHERE l.run_id IN (json_extract_string(s.config, '$.logp_runs.ref'),
+                                       json_extract_string(s.config, '$.logp_runs.policy'),
+                                       json_extract_string(s.config, '$.logp_runs.val')))
+               ) AS dtype,
+               s.config, s.created_at
+        FROM score_runs s {where} ORDER BY s.created_at
+        """,
         params,
     ).df()
 

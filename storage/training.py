@@ -107,6 +107,7 @@ def list_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.
     return con.execute(
         f"""
         SELECT t.run_id, t.kind, t.dataset, t.selection, t.status, m.name AS model,
+               json_extract_string(t.config, '$.dtype') AS dtype,
                t.output_model, t.created_at, t.finished_at
         FROM training_runs t LEFT JOIN models m ON m.model_id = t.output_model
         {where} ORDER BY t.created_at

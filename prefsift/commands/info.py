@@ -8,7 +8,11 @@ HELP = "list datasets, quarantine counts, models, score runs, selections and tra
 
 def add_arguments(p) -> None:
     p.add_argument("--dataset", help="only this dataset")
-    p.add_argument("--quarantine", action="store_true", help="also list quarantined rows (first 50)")
+    p.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="also list quarantined rows (first 50, of --dataset or of all)",
+    )
 
 
 def _tables(con, dataset):
@@ -38,7 +42,7 @@ def run(args):
 
     with connect(args.db, read_only=True) as con:
         tables = _tables(con, args.dataset)
-        if args.quarantine and args.dataset:
+        if args.quarantine:
             from storage import pairs
 
             tables["quarantined_rows"] = pairs.get_quarantine(con, args.dataset, limit=50)

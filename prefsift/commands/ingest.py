@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
 
 def run(args):
     from prefsift.formats import ColumnMap
-    from prefsift.ingest import ingest
+    from prefsift.ingest import glued_note, ingest
 
     s = ingest(
         args.source,
@@ -49,6 +49,7 @@ def run(args):
         hub_config=args.hub_config,
         max_chars=args.max_chars,
         limit=args.limit,
+        chat=args.chat,
     )
     lines = [
         f"{s['rows_read']:,} rows read from {s['source']} (format: {s['format']})",
@@ -60,6 +61,8 @@ def run(args):
         lines.append(f"    {n:>8,}  {reason}")
     if s["quarantined"]:
         lines.append(f"  see them with: prefsift info --dataset {s['dataset']} --quarantine")
+    if s["glued_boundary"]:
+        lines.append(f"  note: {glued_note(s['glued_boundary'], s['valid'])}")
     if s["_exit"]:
         lines.append("error: nothing could be ingested")
     s["_text"] = "\n".join(lines)

@@ -290,3 +290,47 @@ def test_smollm2_scores_a_few_pairs(tmp_path):
             want = logp.gather(1, ids[0, 1:, None])[len(side[0]) - 1 :].sum().item()
             assert out[key][i] == pytest.approx(want, abs=1e-3)
     assert out["chosen_logp"][1] > out["rejected_logp"][1]  # the instruct model prefers Paris
+
+
+def test_score_says_when_prompts_merge_with_answers(tmp_path, tiny_model_dir, caplog):
+    """Before any training: scoring tokenizes as TRL does and names the pairs that would trip
+    TRL's "tokenized prompt is not a prefix" warning, in prefsift's words, with the fix."""
+    import logging
+
+    from prefsift.ingest import ingest
+    from tests.conftest import TINY_PAIRS, write_jsonl
+
+    db = tmp_path / "s.duckdb"
+    rows = [{**p, "prompt": p["prompt"] + " : "} for p in TINY_PAIRS[:4]] + TINY_PAIRS[4:]
+    ingest(write_jsonl(tmp_path / "s.jsonl", rows), "s", db=db)
+    caplog.set_level(logging.WARNING)
+    score_mod.ensure_logps(db, spec(tiny_model_dir), "s", split="train")
+    (note,) = [r.getMessage() for r in caplog.records if r.name == "prefsift.score"]
+    assert note.startswith("4 of 8 pairs: the prompt's last tokens merge with the answer")
+    assert "--chat" in note and "is not a prefix" in note
+    caplog.clear()  # conversational pairs of the same text: nothing to say
+    ingest(write_jsonl(tmp_path / "c.jsonl", rows), "c", db=db, chat=True)
+    score_mod.ensure_logps(db, spec(tiny_model_dir), "c", split="train")
+    assert [r for r in caplog.records if r.name == "prefsift.score"] == []
+
+
+def test_info_says_which_dtype_each_run_used(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys):
+    from dataclasses import replace
+
+    from storage import training as tstore
+
+    ref = replace(spec(tiny_model_dir), dtype="float64")
+    score_mod.score_dataset(tiny_db, "tiny", ref, replace(spec(tiny_model_dir_b), dtype="float64"))
+    score_mod.ensure_logps(tiny_db, spec(tiny_model_dir), "tiny")  # float32
+    with connect(tiny_db) as con:
+        tstore.start_run(con, "tr-1", "warmup", "tiny", None, None, "out", {"dtype": "bfloat16"})
+    assert main(["info", "--db", str(tiny_db), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sorted(r["dtype"] for r in info["logp_runs"]) == ["float32", "float64", "float64"]
+    assert {r["metric"]: r["dtype"] for r in info["score_runs"]} == {
+        "irm": "float64",
+        "policy_loss": "float64",
+    }
+    assert [r["dtype"] for r in info["training_runs"]] == ["bfloat16"]
+    assert main(["info", "--db", str(tiny_db)]) == 0
+    assert "dtype" in capsys.readouterr().out

@@ -47,7 +47,7 @@ def walk(db: Path, where: Path, shots: Path) -> None:
         no_error(page)
         caption = page.get_by_text(re.compile(r"pairs match")).first
         total = int(re.sub(r"[^0-9]", "", caption.inner_text().split("pairs")[0]))
-        drag = page.locator("[class*=\"st-key-explore_chart\"] .nsewdrag").first
+        drag = page.locator('[class*="st-key-explore_chart"] .nsewdrag').first
         box = drag.bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.02, box["y"] + box["height"] * 0.02)
         page.mouse.down()

@@ -224,3 +224,63 @@ def test_chat_option_wraps_text_pairs(tmp_path, db_path, tiny_pairs):
     first = next(r for r in rows if r["row_idx"] == 0)
     assert json.loads(first["prompt"]) == [{"role": "user", "content": tiny_pairs[0]["prompt"]}]
     assert json.loads(first["chosen"]) == [{"role": "assistant", "content": tiny_pairs[0]["chosen"]}]
+
+
+def test_cli_chat_option_reaches_ingest(tmp_path, db_path, tiny_pairs, capsys):
+    """`prefsift ingest --chat` stores conversations (the option used to be accepted and ignored)."""
+    path = write_jsonl(tmp_path / "a.jsonl", tiny_pairs[:2])
+    assert main(["ingest", str(path), "--name", "c", "--db", str(db_path), "--chat"]) == 0
+    rows = _pairs(db_path, "c")
+    assert [r["kind"] for r in rows] == ["conversational"] * 2
+    first = next(r for r in rows if r["row_idx"] == 0)
+    assert json.loads(first["prompt"]) == [{"role": "user", "content": tiny_pairs[0]["prompt"]}]
+
+
+def test_chat_turns_of_an_hh_transcript(tmp_path, db_path):
+    """--chat on HH-RLHF text: the transcript's turns become messages, not one user message
+    holding "Human:"/"Assistant:" markup."""
+    ingest(write_jsonl(tmp_path / "hh.jsonl", HH_ROWS), "hh", db=db_path, chat=True)
+    rows = {r["row_idx"]: r for r in _pairs(db_path, "hh")}
+    assert json.loads(rows[1]["prompt"]) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Tell me a joke"},
+    ]
+    assert json.loads(rows[1]["chosen"]) == [
+        {"role": "assistant", "content": "Why did the chicken cross the road?"}
+    ]
+    assert json.loads(rows[2]["rejected"]) == [
+        {"role": "assistant", "content": "It is totally fine, no gloves needed."}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response", "glued"),
+    [
+        ("Summarize this word", "The answer", True),  # word glued to word
+        ("Answer: ", "Paris", True),  # the space joins the next word
+        ("List them.", "- a", True),  # punctuation glued to punctuation
+        ("Q\n", "\nA", True),  # whitespace runs merge
+        ("\n\nHuman: hi\n\nAssistant:", " Hello", False),  # HH-RLHF: clean
+        ("What is it?\n", "Paris", False),
+        ("What is it?", "Paris", False),  # tokenizer-dependent: left to `prefsift score`
+    ],
+)
+def test_glued_boundary(prompt, response, glued):
+    from prefsift.formats import glued_boundary
+
+    assert glued_boundary(prompt, response) is glued
+
+
+def test_ingest_says_when_prompt_and_answer_are_glued(tmp_path, db_path, capsys):
+    rows = [
+        {"prompt": "Name a colour:", "chosen": " red", "rejected": " none"},  # clean
+        {"prompt": "Name a colour: ", "chosen": "red", "rejected": "none"},  # trailing space
+        {"prompt": "Name a fruit", "chosen": "Apple", "rejected": "No"},  # glued words
+    ]
+    path = write_jsonl(tmp_path / "g.jsonl", rows)
+    assert main(["ingest", str(path), "--name", "g", "--db", str(db_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 plain-text pairs" in out and "--chat" in out and "is not a prefix" in out
+    assert main(["ingest", str(path), "--name", "gc", "--db", str(db_path), "--json", "--chat"]) == 0
+    assert json.loads(capsys.readouterr().out)["glued_boundary"] == 0  # turns: the template marks them

@@ -170,7 +170,8 @@ import json, os, sys, time
 from prefsift.joblock import job_lock
 from prefsift.errors import UserError
 from storage import connect
-db, tag, wait, go, out = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5]
+db, tag, wait, go, out, peer_out = sys.argv[1], sys.argv[2], sys.argv[3] == "1", *sys.argv[4:7]
+open(out + ".ready", "w").close()      # imported: the test starts both only when both are ready
 while not os.path.exists(go):          # start both at the same moment
     time.sleep(0.005)
 rec = {"tag": tag}
@@ -183,9 +184,14 @@ try:
                             ["syn", f"{tag}-{i}", tag])
             time.sleep(0.3)
         rec["end"] = time.time()
+        deadline = time.time() + 120   # refuse: hold the lock until the other job has tried it,
+        while not wait and not os.path.exists(peer_out) and time.time() < deadline:
+            time.sleep(0.01)           # however slowly a loaded machine ran it
 except UserError as exc:
     rec["refused"] = str(exc)
-json.dump(rec, open(out, "w"))
+with open(out + ".tmp", "w") as f:
+    json.dump(rec, f)
+os.replace(out + ".tmp", out)
 """
 
 
@@ -204,13 +210,17 @@ def test_two_jobs_at_once_refuse_or_queue(tmp_path, syn_db, wait):
                 "1" if wait else "0",
                 str(go),
                 str(tmp_path / f"{tag}.json"),
+                str(tmp_path / f"{peer}.json"),
             ],
             env=_env(db),
             cwd=tmp_path,
         )
-        for tag in ("a", "b")
+        for tag, peer in (("a", "b"), ("b", "a"))
     ]
-    time.sleep(1.0)  # both imported and polling
+    deadline = time.time() + 120
+    while not all((tmp_path / f"{t}.json.ready").exists() for t in "ab"):  # both imported and polling
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
     go.touch()
     for p in procs:
         assert p.wait(timeout=180) == 0
@@ -229,6 +239,63 @@ def test_two_jobs_at_once_refuse_or_queue(tmp_path, syn_db, wait):
         assert "another prefsift job is running" in refused["refused"] and "--wait" in refused["refused"]
         assert f"test {ran[0]['tag']}" in refused["refused"]  # names the job holding the lock
         assert [r[0] for r in rows] == [f"{ran[0]['tag']}-{i}" for i in range(5)]
+
+
+class _ProbeAfterEveryCall:
+    """Stands in for a module (os, fcntl): after each call, runs `probe` (the other job's attempt)."""
+
+    def __init__(self, module, probe):
+        self._module, self._probe = module, probe
+
+    def __getattr__(self, name):
+        attr = getattr(self._module, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a, **kw):
+            try:
+                return attr(*a, **kw)
+            finally:
+                self._probe()
+
+        return call
+
+
+def test_the_holder_is_named_at_every_step_of_taking_the_lock(tmp_path, monkeypatch):
+    """Deterministic: a second job tries the lock after every system call the first one makes
+    while taking it. Each try either gets a free lock or is refused naming the first job, never
+    "pid None: None" (the holder's details used to be written after flock, in a window)."""
+    import prefsift.joblock as jl
+
+    db = tmp_path / "p.duckdb"
+    seen: list[str] = []
+    probing = False
+
+    def probe():
+        nonlocal probing
+        if probing:
+            return
+        probing = True
+        try:
+            with jl.job_lock(db, "the probe"):
+                seen.append("free")
+        except UserError as exc:
+            seen.append(str(exc))
+        finally:
+            probing = False
+
+    monkeypatch.setattr(jl, "os", _ProbeAfterEveryCall(os, probe))
+    monkeypatch.setattr(jl, "fcntl", _ProbeAfterEveryCall(jl.fcntl, probe))
+    with jl.job_lock(db, "the first job"):
+        probe()
+        assert [p.name for p in tmp_path.iterdir()] == ["p.duckdb.joblock"]  # one file, one name
+    monkeypatch.undo()
+    refused = [m for m in seen if m != "free"]
+    assert refused, seen
+    for msg in refused:
+        assert f"pid {os.getpid()}: the first job" in msg, msg
+    with jl.job_lock(db, "after"):  # and released cleanly
+        pass
 
 
 def test_job_lock_released_when_the_holder_is_killed(tmp_path):

@@ -424,16 +424,16 @@ def test_huge_fields_and_deep_nesting_jsonl(tmp_path):
 
 
 def test_json_array_too_deep_is_refused_cleanly(tmp_path):
-    """A .json array whose element nests 100,000 deep: a clear UserError, nothing half-stored
-    (was: RecursionError escaping from prefsift/sources.py read_json)."""
+    """A .json array whose element nests 100,000 deep: a clear UserError naming the element, the
+    elements before it kept, the break in quarantine (was: RecursionError escaping from
+    prefsift/sources.py read_json). A JSON array cannot be resumed after a bad element."""
     src = tmp_path / "deep.json"
     src.write_text('[{"prompt": "a", "chosen": "b", "rejected": "c"}, ' + "[" * 100_000 + "]" * 100_000 + "]")
     db = tmp_path / "deep.duckdb"
-    with pytest.raises(UserError, match="malformed JSON array"):
+    with pytest.raises(UserError, match="breaks off at row 1: malformed or truncated JSON array"):
         ingest(src, "deep", db=db)
-    if db.exists():
-        kept, q = _stored(db, "deep")
-        assert kept == [] and q == {}
+    kept, q = _stored(db, "deep")
+    assert [r["row_idx"] for r in kept] == [0] and q == {1: ("", "file breaks off")}
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])

@@ -135,3 +135,27 @@ def test_config_validation_and_dict():
     d = TokenizeConfig(max_length=None).to_dict()
     assert d["max_length"] is None and d["truncation_mode"] == "keep_start"
     assert TokenizeConfig().to_dict() != TokenizeConfig(max_length=512).to_dict()
+
+
+def test_prompt_cut_counts_the_prompt_tokens_trl_leaves_out():
+    """TRL's "tokenized prompt is not a prefix of the tokenized prompt+completion": a prompt
+    ending in a space loses that space token to the answer; a clean boundary or a chat template
+    loses nothing."""
+    from tests.conftest import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    cut, clean, chat = tokenize_pairs(
+        tok,
+        [
+            {"prompt": "reply in one word : ", "chosen": "yes", "rejected": "no"},
+            {"prompt": "reply in one word :", "chosen": " yes", "rejected": " no"},
+            {
+                "prompt": [{"role": "user", "content": "reply in one word :"}],
+                "chosen": [{"role": "assistant", "content": "yes"}],
+                "rejected": [{"role": "assistant", "content": "no"}],
+            },
+        ],
+        TokenizeConfig(max_length=None),
+    )
+    assert cut.prompt_cut >= 1
+    assert (clean.prompt_cut, chat.prompt_cut) == (0, 0)
