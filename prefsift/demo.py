@@ -52,27 +52,29 @@ class DemoConfig:
             raise UserError("--limit must be at least 20 (the demo needs train, val and eval pairs)")
 
 
-def model_names(cfg: DemoConfig, model: str) -> tuple[str, str]:
+def model_names(cfg: DemoConfig, model: str, chat: bool = False) -> tuple[str, str]:
     """θ and θ_val names carry a hash of the settings that shape them: changing the model, the
-    learning rate or the length trains new ones instead of clashing with the old folders, and the
-    same settings find the cached ones."""
-    key = json.dumps(
-        [model, cfg.name, cfg.lr, cfg.max_length, cfg.batch_size, cfg.epochs, cfg.dtype, cfg.limit]
-    )
+    learning rate, the length or the data's form (chat turns or plain text) trains new ones instead
+    of clashing with the old folders, and the same settings find the cached ones."""
+    settings = [model, cfg.name, cfg.lr, cfg.max_length, cfg.batch_size, cfg.epochs, cfg.dtype, cfg.limit]
+    key = json.dumps(settings + (["chat"] if chat else []))
     h = hashlib.sha256(key.encode()).hexdigest()[:6]
     return f"theta-{h}", f"theta_val-{h}"
 
 
-def stages(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
-    theta, val_name = model_names(cfg, model)
+def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[str, list[str]]]:
+    """The demo's commands. `chat`: ingest the pairs as chat turns (default: when the model's
+    tokenizer has a chat template: an instruct model learns and answers inside its template)."""
+    if chat is None:
+        from scoring.models import has_chat_template
+
+        chat = has_chat_template(model)
+    theta, val_name = model_names(cfg, model, chat)
     src = cfg.dataset or str(bundled_dataset())
     common = ["--db", cfg.db]
     ml = ["--max-length", str(cfg.max_length)]
     dev = ["--device", cfg.device]
-    from scoring.models import has_chat_template
-
-    # An instruct model learns and answers inside its chat template: ingest the pairs as turns.
-    chat = ["--chat"] if has_chat_template(model) else []
+    chat = ["--chat"] if chat else []
     out = [
         (
             "ingest the data",
@@ -240,7 +242,7 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
     from prefsift.cli import main as cli
 
     model = cfg.model
-    titles = [title for title, _ in stages(cfg, model or "embedded")] + [BASELINE_STAGE]
+    titles = [title for title, _ in stages(cfg, model or "embedded", chat=False)] + [BASELINE_STAGE]
     pipe = Pipeline(([SETUP_STAGE] if model is None else []) + titles, status_path)
     t_all = time.monotonic()
     if model is None:
