@@ -131,6 +131,18 @@ def get_logps(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
     ).to_arrow_table()
 
 
+def fully_truncated_pairs(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[str]:
+    """Pairs left with no response token on a side (the prompt filled max_length) in any of the
+    log-prob runs, sorted. Their margin, loss and IF are 0 by construction, not by measurement,
+    and TRL's DPOTrainer drops them: scores, bands and exports leave them out."""
+    rows = con.execute(
+        "SELECT DISTINCT pair_id FROM logps WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+        "AND (chosen_tokens = 0 OR rejected_tokens = 0) ORDER BY pair_id",
+        [list(run_ids)],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
     where, params = ("WHERE r.dataset = ?", [dataset]) if dataset else ("", [])
     return con.execute(
@@ -145,6 +157,14 @@ def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -
 # ---------------------------------------------------------------- score runs
 def score_run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM score_runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
+
+
+def get_score_run_config(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """The recorded config of a score run."""
+    row = con.execute("SELECT config FROM score_runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise NotFound(f"no score run {run_id!r}")
+    return json.loads(row[0] or "{}")
 
 
 def save_score_run(

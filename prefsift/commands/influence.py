@@ -127,4 +127,11 @@ def run(args):
         )
     else:
         lines.append(f"overlap with TIF: IRM {d.get('overlap_irm', float('nan')):.3f} (no LossDiff run yet)")
+    ft = out["fully_truncated"]
+    if ft["n"] or ft["n_val"]:
+        shown = ", ".join(ft["pair_ids"][:10]) + (", ..." if ft["n"] > 10 else "")
+        lines.append(
+            f"left out {ft['n']} fully truncated {cfg.split} pair(s) and {ft['n_val']} {cfg.val_split} pair(s) "
+            f"(the prompt fills --max-length, no response token left; TRL drops them too): {shown}"
+        )
     return {"_text": "\n".join(lines), **out}
