@@ -318,7 +318,8 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     tif = D.band_mask(influence, *cfg.band, inclusive=True)
     methods_used = sorted(set(allt["method"]))
     with connect(db, read_only=True) as con:
-        latest = runs.latest_score_runs(con, cfg.dataset)
+        # LossDiff of this θ and β only (not the newest run of whatever policy)
+        latest = runs.latest_score_runs(con, cfg.dataset, policy=fingerprint(pol_spec), beta=cfg.beta)
         others = (
             runs.get_scores(con, cfg.dataset, {"lossdiff": latest["lossdiff"]})
             if "lossdiff" in latest
@@ -332,6 +333,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     # 6. commit (one short write connection)
     config = {
         **run_key,
+        "models": {"policy": fingerprint(pol_spec), "ref": fingerprint(ref_spec)},
         "policy": dataclasses.asdict(pol_spec),
         "ref": dataclasses.asdict(ref_spec),
         "beta": cfg.beta,
@@ -378,4 +380,5 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "n_tif": int(tif.sum()),
         "diagnostics": diag,
         "fully_truncated": config["fully_truncated"],
+        "lossdiff_run": config["lossdiff_run"],
     }

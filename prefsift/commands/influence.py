@@ -126,7 +126,9 @@ def run(args):
             f"LossDiff-IRM {d['overlap_lossdiff_irm']:.3f}"
         )
     else:
-        lines.append(f"overlap with TIF: IRM {d.get('overlap_irm', float('nan')):.3f} (no LossDiff run yet)")
+        lines.append(
+            f"overlap with TIF: IRM {d.get('overlap_irm', float('nan')):.3f} (no LossDiff run of this policy and beta)"
+        )
     ft = out["fully_truncated"]
     if ft["n"] or ft["n_val"]:
         shown = ", ".join(ft["pair_ids"][:10]) + (", ..." if ft["n"] > 10 else "")
