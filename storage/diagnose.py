@@ -190,12 +190,10 @@ def _run_configs(con: duckdb.DuckDBPyConnection, runs: dict) -> list[dict]:
 
 def token_logp_run(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
     """A log-prob run behind the score runs (they share one tokenization): where token counts live."""
-    for cfg in _run_configs(con, runs):
-        lp = cfg.get("logp_runs") or {}
-        rid = lp.get("policy") or lp.get("ref") or cfg.get("ref_run")
-        if rid:
-            return rid
-    return None
+    from storage.runs import logp_runs_of
+
+    found = logp_runs_of(con, runs)
+    return found[0] if found else None
 
 
 def policy_of(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:

@@ -167,6 +167,18 @@ def get_score_run_config(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     return json.loads(row[0] or "{}")
 
 
+def logp_runs_of(con: duckdb.DuckDBPyConnection, score_runs: Mapping[str, str]) -> list[str]:
+    """The log-prob runs behind score runs (`logp_runs` of IRM/LossDiff, `ref_run` of IF), in
+    order of first mention: they share the tokenization the scores saw."""
+    out: list[str] = []
+    for run_id in score_runs.values():
+        cfg = get_score_run_config(con, run_id)
+        for rid in [*(cfg.get("logp_runs") or {}).values(), cfg.get("ref_run")]:
+            if rid and rid not in out:
+                out.append(rid)
+    return out
+
+
 def save_score_run(
     con: duckdb.DuckDBPyConnection,
     run_id: str,

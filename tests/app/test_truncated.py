@@ -110,3 +110,22 @@ def random_members(db) -> set:
                 "WHERE json_extract_string(s.rule, '$.type') = 'random'"
             ).df()["pair_id"]
         )
+
+
+def test_a_random_selection_exports_no_fully_truncated_pair(
+    long_db, tiny_model_dir, tiny_model_dir_b, capsys
+):
+    """A random rule reads no score, so it can draw a fully truncated pair: the export leaves it out
+    (under the tokenization of the dataset's scores) and says so in the manifest."""
+    db, long_id = long_db
+    cli(
+        capsys, "score", "--db", str(db), "--dataset", "tiny", "--ref", str(tiny_model_dir),
+        "--policy", str(tiny_model_dir_b), "--max-length", "24",
+    )  # fmt: skip
+    with connect(db) as con:
+        create_selection(con, "everything", "tiny", "random:1.0:seed=0", None, "train")
+        assert long_id in set(get_members(con, "everything").column("pair_id").to_pylist())
+    path = db.parent / "everything.jsonl"
+    m = cli(capsys, "export", "--db", str(db), "--selection", "everything", "--out", str(path))
+    assert LONG_PROMPT not in path.read_text() and m["rows"] == 6
+    assert m["fully_truncated_left_out"] == {"n": 1, "pair_ids": [long_id]}
