@@ -79,3 +79,22 @@ def test_search_null_tells_signal_from_a_lucky_grid():
     assert unrelated["search_null"]["p_value"] > 0.05
     assert related["search_null"]["p_value"] < 0.02
     assert related["overlap_tif"] > related["search_null"]["best_overlap_hi"]
+
+
+def test_trained_pairs_follow_the_lineage(demo_db):
+    """θ (warm-up) trained on the train split; θ_val (fit-val from θ) on val as well: the split of
+    the correlations into pairs θ trained on and not rests on this."""
+    from storage import connect
+    from storage.diagnose import trained_pairs
+
+    with connect(demo_db, read_only=True) as con:
+        split = dict(con.execute("SELECT pair_id, split FROM pairs WHERE dataset = 'demo'").fetchall())
+        runs = dict(
+            con.execute("SELECT kind, output_model FROM training_runs WHERE status = 'done'").fetchall()
+        )
+        theta = trained_pairs(con, "demo", runs["warmup"])
+        theta_val = trained_pairs(con, "demo", runs["fit-val"])
+        ref = trained_pairs(con, "demo", "no-such-model")
+    assert theta == sorted(p for p, s in split.items() if s == "train")
+    assert theta_val == sorted(p for p, s in split.items() if s in ("train", "val"))
+    assert ref is None
