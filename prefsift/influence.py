@@ -329,6 +329,15 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     if others is not None:
         compare["lossdiff"] = others.set_index("pair_id").reindex(train_ids)["lossdiff"].to_numpy(np.float64)
     diag = D.influence_diagnostics(influence, compare, band=cfg.band, other_band=cfg.band)
+    # Each overlap beside what a random selection of the same size gets (METHOD.md, chance levels).
+    from storage.chance import overlap_chance
+
+    for name in [k[len("n_kept_") :] for k in diag if k.startswith("n_kept_")]:
+        ch = overlap_chance(
+            int(diag["n_pairs"]), int(diag[f"n_kept_{name}"]), int(diag["n_tif"]), int(diag[f"n_both_{name}"])
+        )
+        for k in ("chance", "null_lo", "null_hi", "p_value"):
+            diag[f"{k}_{name}"] = ch[k]
 
     # 6. commit (one short write connection)
     config = {

@@ -108,7 +108,9 @@ def influence_diagnostics(
 
     `others`: metric name -> scores (e.g. {"irm": ..., "lossdiff": ...}). With both irm and
     lossdiff present, the LossDiff-IRM rule (intersection of both bands) is compared too.
-    Keys: pearson_<m>, spearman_<m>, overlap_<m>, overlap_lossdiff_irm, n_tif, n_pairs.
+    Keys: pearson_<m>, spearman_<m>, overlap_<m>, overlap_lossdiff_irm, n_tif, n_pairs, and the
+    counts behind each overlap (n_kept_<m>, n_both_<m>: kept among pairs with IF, shared with TIF)
+    from which a chance level follows (storage.chance.overlap_chance).
     """
     inf = _f64(influence)
     tif = band_mask(inf, *band)
@@ -119,9 +121,13 @@ def influence_diagnostics(
         out[f"pearson_{name}"] = pearson(inf, v)
         out[f"spearman_{name}"] = spearman(inf, v)
         masks[name] = band_mask(v, *other_band)
-        out[f"overlap_{name}"] = overlap(masks[name], tif)
     if "irm" in masks and "lossdiff" in masks:
-        out["overlap_lossdiff_irm"] = overlap(masks["irm"] & masks["lossdiff"], tif)
+        masks["lossdiff_irm"] = masks["irm"] & masks["lossdiff"]
+    has_if = np.isfinite(inf)
+    for name, m in masks.items():
+        out[f"overlap_{name}"] = overlap(m, tif)
+        out[f"n_kept_{name}"] = float((m & has_if).sum())
+        out[f"n_both_{name}"] = float((m & tif).sum())
     return out
 
 
@@ -304,3 +310,56 @@ def auroc_evidence(score, positive, n_boot: int = 1000, seed: int = 0, level: fl
         "auroc_hi": hi,
         "chance": 0.5,
     }
+
+
+def arm_bootstrap(
+    values: Mapping[str, np.ndarray],
+    refs: tuple[str, ...] = (),
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Means of experiment arms with intervals, and paired differences to reference arms.
+
+    `values`: arm -> (S, n) array, one row per training seed, one column per eval pair (the same
+    eval pairs, in the same order, for every arm; row s of every arm shares seed s). Every
+    replicate resamples seeds and eval pairs with replacement, the *same* draw for every arm, so
+    a difference keeps the pairing (per eval pair and per seed) and its interval is the paired one.
+    Returns {"arms": {arm: {mean, lo, hi}}, "diffs": {(arm, ref): {diff, lo, hi, p}}} where p is
+    the two-sided bootstrap p-value of "no difference" (2 x the share of replicates on the far side
+    of 0, counted as (1 + k) / (1 + n_boot), at most 1)."""
+    arrays = {a: np.asarray(v, dtype=np.float64) for a, v in values.items()}
+    shapes = {v.shape[1] for v in arrays.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"every arm needs the same eval pairs, got column counts {sorted(shapes)}")
+    n = shapes.pop()
+    n_seeds = {a: v.shape[0] for a, v in arrays.items()}
+    rng = _rng(seed)
+    s_max = max(n_seeds.values())
+    rows = rng.integers(0, s_max, size=(n_boot, s_max))  # (B, S) seed draws
+    cols = rng.integers(0, n, size=(n_boot, n))  # (B, n) eval-pair draws
+    reps = {}
+    for a, v in arrays.items():
+        s = n_seeds[a]
+        r = rows[:, :s] % s  # an arm with one row (e.g. θ itself) keeps it
+        # mean over the resampled seeds of the mean over the resampled eval pairs
+        per_seed = np.stack([v[r[b]][:, cols[b]].mean(axis=1) for b in range(n_boot)])  # (B, s)
+        reps[a] = per_seed.mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    out: dict = {"arms": {}, "diffs": {}}
+    for a, v in arrays.items():
+        lo, hi = np.percentile(reps[a], [tail, 100 - tail])
+        out["arms"][a] = {"mean": float(v.mean()), "lo": float(lo), "hi": float(hi), "n_seeds": n_seeds[a]}
+    for ref in refs:
+        if ref not in arrays:
+            continue
+        for a in arrays:
+            if a == ref:
+                continue
+            d = reps[a] - reps[ref]
+            lo, hi = np.percentile(d, [tail, 100 - tail])
+            # (1 + count) / (1 + B): a bootstrap p-value is never reported as exactly 0
+            p = min(1.0, 2 * (1 + min(int((d <= 0).sum()), int((d >= 0).sum()))) / (1 + n_boot))
+            diff = float(arrays[a].mean() - arrays[ref].mean())
+            out["diffs"][(a, ref)] = {"diff": diff, "lo": float(lo), "hi": float(hi), "p": p}
+    return out

@@ -59,6 +59,9 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
     assert set(scores.columns) >= {"if", "tif"} and len(scores) == 6
     assert set(scores["tif"]) <= {0.0, 1.0} and scores["tif"].sum() == out["n_tif"] == 4  # 10-90 of 6 values
     assert diag["n_pairs"] == 6 and "pearson_irm" in diag.index and "overlap_irm" in diag.index
+    # each overlap beside a same-size random selection's: max(kept, TIF) / n
+    assert diag["chance_irm"] == pytest.approx(max(diag["n_kept_irm"], diag["n_tif"]) / diag["n_pairs"])
+    assert diag["null_lo_irm"] <= diag["chance_irm"] <= diag["null_hi_irm"]
 
     # Independent recomputation: float64 models, per-pair autograd gradients of the DPO loss.
     tok = load_tokenizer(ModelSpec(str(tiny_model_dir_b)))
