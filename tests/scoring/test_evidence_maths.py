@@ -157,3 +157,27 @@ def test_length_confound_and_partial_correlation_on_a_known_frame():
     by = {(r["score"], r["length"]): r for r in length_rows(df, cfg)}
     assert by[("irm", "chosen_tokens")]["spearman_lo"] > 0.8
     assert by[("irm", "prompt_tokens")]["spearman_lo"] < 0 < by[("irm", "prompt_tokens")]["spearman_hi"]
+
+
+def test_arm_bootstrap_pairs_arms_by_eval_pair_and_seed():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 50))  # (seeds, eval pairs)
+    vals = {"random": base, "same": base.copy(), "shifted": base + 0.25, "theta": base[:1]}
+    out = D.arm_bootstrap(vals, refs=("random",), n_boot=400, seed=0)
+    # identical arms differ by exactly 0; a constant shift is recovered exactly (paired, not pooled)
+    assert out["diffs"][("same", "random")] == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0}
+    d = out["diffs"][("shifted", "random")]
+    assert (
+        d["diff"] == pytest.approx(0.25) and d["lo"] == pytest.approx(0.25) and d["hi"] == pytest.approx(0.25)
+    )
+    assert d["p"] == pytest.approx(2 / 401)  # the smallest p 400 replicates can give
+    # each arm's interval contains its mean and is as wide as the spread over pairs and seeds says
+    for r in out["arms"].values():
+        assert r["lo"] <= r["mean"] <= r["hi"]
+    r = out["arms"]["random"]
+    se = base.mean(axis=0).std(ddof=1) / np.sqrt(50)
+    assert 2 * 1.96 * se * 0.6 < r["hi"] - r["lo"] < 2 * 1.96 * se * 1.6
+    assert out["arms"]["theta"]["n_seeds"] == 1
+    assert D.arm_bootstrap(vals, ("random",), 400, 0) == out  # seeded
+    with pytest.raises(ValueError, match="same eval pairs"):
+        D.arm_bootstrap({"a": base, "b": base[:, :10]})
