@@ -269,6 +269,8 @@ def train_args(a, *, seed: int | None = None) -> list[str]:
         str(a.lr),
         "--seed",
         str(a.seed if seed is None else seed),
+        "--beta",  # every stage runs at one beta: training, scoring, influence and evaluation
+        str(a.beta),
     ]
     if a.bf16:
         out += ["--set", "bf16=true"]
@@ -326,6 +328,8 @@ def score(run: Run) -> dict:
         "ref",
         "--max-length",
         str(run.args.max_length),
+        "--beta",
+        str(a.beta),
     )
     return {k: v for k, v in r.items() if not k.startswith("_")}
 
@@ -423,7 +427,9 @@ def independent_check(run: Run) -> dict:
 
 # ---------------------------------------------------------------- stage 5: downstream
 def evaluate(run: Run, model: str) -> dict:
-    r = run.cli("evaluate", model, "--dataset", run.args.data, "--split", "eval")
+    r = run.cli(
+        "evaluate", model, "--dataset", run.args.data, "--split", "eval", "--beta", str(run.args.beta)
+    )
     return pick(r, "model_id", "n_pairs", "loss", "reward_accuracy", "mean_margin", "wall_s")
 
 

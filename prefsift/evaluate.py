@@ -45,7 +45,7 @@ def _logps(db, spec, dataset, split, tok_config, batch_tokens, name, role) -> di
     )
 
 
-def evaluate(
+def pair_margins(
     db,
     model: str,
     dataset: str,
@@ -56,13 +56,14 @@ def evaluate(
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     device: str = "auto",
     dtype: str = "float32",
-) -> dict:
+) -> tuple[list[str], np.ndarray, dict]:
+    """(pair ids sorted, each pair's margin m vs the reference, what was used): the per-pair
+    numbers behind `evaluate` (paired comparisons of models need them pair by pair)."""
     from prefsift.train import _lineage, resolve, resolve_reference
-    from scoring.metrics import dpo_loss, margin, reward_accuracy
+    from scoring.metrics import margin
     from scoring.models import ModelSpec
     from storage import connect
     from storage import pairs as pstore
-    from storage import training as tstore
 
     with connect(db, read_only=True) as con:
         n = pstore.count_pairs(con, dataset, split)
@@ -89,22 +90,49 @@ def evaluate(
     pc, pr = np.array([lp[i][0] for i in ids]), np.array([lp[i][1] for i in ids])
     rc, rr = np.array([lr[i][0] for i in ids]), np.array([lr[i][1] for i in ids])
 
-    # 2. the numbers TRL would log on this split
     m = margin(pc, pr, rc, rr, beta)
+    used = {"model": pol.name or model, "model_id": pol.model_id, "reference": ref.model_id, "beta": beta}
+    return ids, m, {**used, "tokenize": tok_config.to_dict()}
+
+
+def evaluate(
+    db,
+    model: str,
+    dataset: str,
+    split: str = "eval",
+    beta: float | None = None,
+    reference: str | None = None,
+    max_length: int | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> dict:
+    from scoring.metrics import dpo_loss, reward_accuracy
+    from storage import connect
+    from storage import training as tstore
+
+    ids, m, used = pair_margins(
+        db, model, dataset, split, beta, reference, max_length, batch_tokens, device, dtype
+    )
+    beta = used["beta"]
+
+    # 2. the numbers TRL would log on this split
     loss = float(dpo_loss(m).mean())
     acc = reward_accuracy(m)
     mean_margin = float(m.mean())
-    config = {"beta": beta, "reference": ref.model_id, "tokenize": tok_config.to_dict(), "dtype": dtype}
+    config = {"beta": beta, "reference": used["reference"], "tokenize": used["tokenize"], "dtype": dtype}
     with connect(db) as con:
-        tstore.save_evaluation(con, pol.model_id, dataset, split, len(ids), loss, acc, mean_margin, config)
+        tstore.save_evaluation(
+            con, used["model_id"], dataset, split, len(ids), loss, acc, mean_margin, config
+        )
     text = (
-        f"{pol.name or model} on {dataset}/{split} ({len(ids)} pairs, β={beta}): loss {loss:.4f}, "
+        f"{used['model']} on {dataset}/{split} ({len(ids)} pairs, β={beta}): loss {loss:.4f}, "
         f"reward accuracy {acc:.3f}, mean margin {mean_margin:+.4f}"
     )
     return {
-        "model": pol.name or model,
-        "model_id": pol.model_id,
-        "reference": ref.model_id,
+        "model": used["model"],
+        "model_id": used["model_id"],
+        "reference": used["reference"],
         "dataset": dataset,
         "split": split,
         "n_pairs": len(ids),

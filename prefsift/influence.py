@@ -220,6 +220,20 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         )
         for split in (cfg.split, cfg.val_split)
     )
+    # Pairs with no response token left (the prompt fills max_length) have IF = 0 by construction
+    # and add nothing to g_val but a constant ln 2 to the loss: TRL drops them, so they get no IF
+    # and no TIF flag (a rule then counts them as missing) and stay out of g_val.
+    with connect(db, read_only=True) as con:
+        dropped = runs.fully_truncated_pairs(con, [ref_train])
+        val_dropped = set(runs.fully_truncated_pairs(con, [ref_val]))
+    drop = set(dropped)
+    train_t = train_t.filter(pa.array([p not in drop for p in train_t.column("pair_id").to_pylist()]))
+    val_t = val_t.filter(pa.array([p not in val_dropped for p in val_t.column("pair_id").to_pylist()]))
+    if train_t.num_rows == 0 or val_t.num_rows == 0:
+        raise UserError(
+            f"every {cfg.split if train_t.num_rows == 0 else cfg.val_split!r} pair's prompt fills "
+            f"--max-length {cfg.max_length}: no response token is left to score (raise --max-length)"
+        )
     train_ids = train_t.column("pair_id").to_pylist()
     with connect(db, read_only=True) as con:
         rc, rr = _ref_logps(con, ref_train, train_ids)
@@ -241,6 +255,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "params": _hash(sorted(params)),
         "regex": cfg.params,
         "dtype": cfg.dtype,
+        "fully_truncated": "dropped",  # g_val of the pairs TRL trains on (earlier runs kept them)
     }
     if cfg.precondition:
         gkey.update(precondition=cfg.precondition, damping=cfg.damping, cg_iters=cfg.cg_iters)
@@ -303,7 +318,8 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     tif = D.band_mask(influence, *cfg.band, inclusive=True)
     methods_used = sorted(set(allt["method"]))
     with connect(db, read_only=True) as con:
-        latest = runs.latest_score_runs(con, cfg.dataset)
+        # LossDiff of this θ and β only (not the newest run of whatever policy)
+        latest = runs.latest_score_runs(con, cfg.dataset, policy=fingerprint(pol_spec), beta=cfg.beta)
         others = (
             runs.get_scores(con, cfg.dataset, {"lossdiff": latest["lossdiff"]})
             if "lossdiff" in latest
@@ -313,10 +329,20 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     if others is not None:
         compare["lossdiff"] = others.set_index("pair_id").reindex(train_ids)["lossdiff"].to_numpy(np.float64)
     diag = D.influence_diagnostics(influence, compare, band=cfg.band, other_band=cfg.band)
+    # Each overlap beside what a random selection of the same size gets (METHOD.md, chance levels).
+    from storage.chance import overlap_chance
+
+    for name in [k[len("n_kept_") :] for k in diag if k.startswith("n_kept_")]:
+        ch = overlap_chance(
+            int(diag["n_pairs"]), int(diag[f"n_kept_{name}"]), int(diag["n_tif"]), int(diag[f"n_both_{name}"])
+        )
+        for k in ("chance", "null_lo", "null_hi", "p_value"):
+            diag[f"{k}_{name}"] = ch[k]
 
     # 6. commit (one short write connection)
     config = {
         **run_key,
+        "models": {"policy": fingerprint(pol_spec), "ref": fingerprint(ref_spec)},
         "policy": dataclasses.asdict(pol_spec),
         "policy_model_id": fingerprint(pol_spec),  # θ as registered (the run is θ's, not π_ref's)
         "ref": dataclasses.asdict(ref_spec),
@@ -334,6 +360,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "tokenize": tok_cfg.to_dict(),
         "fd_step": step,
         "lossdiff_run": latest.get("lossdiff") if others is not None else None,
+        "fully_truncated": {"n": len(dropped), "pair_ids": dropped, "n_val": len(val_dropped)},
     }
     tif_id = f"tif-{run_id[3:]}-{cfg.band[0]:g}-{cfg.band[1]:g}"
     ids = pa.array(train_ids, pa.string())
@@ -362,4 +389,6 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "val_loss": val_loss,
         "n_tif": int(tif.sum()),
         "diagnostics": diag,
+        "fully_truncated": config["fully_truncated"],
+        "lossdiff_run": config["lossdiff_run"],
     }

@@ -39,7 +39,7 @@ from scoring.tokenize import TokenizeConfig
 log = logging.getLogger(__name__)
 
 LOGP_VERSION = 1  # bump when the log-prob maths changes, so old caches are not reused
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: fully truncated pairs are left out (version 1 scored them 0)
 SHARD_PAIRS = 64  # pairs per shard: at most this much work is lost to a crash
 
 
@@ -343,7 +343,15 @@ def score_dataset(
         todo = [m for m in wanted if not runs.score_run_exists(con, out[m])]
         if not todo:
             return out
-        pair_ids, arr = _aligned(con, [ref_run, pol_run] + ([val_run] if val_run else []))
+        logp_runs = [ref_run, pol_run] + ([val_run] if val_run else [])
+        pair_ids, arr = _aligned(con, logp_runs)
+        dropped = runs.fully_truncated_pairs(con, logp_runs)
+    # Pairs with no response token left (the prompt filled max_length) score 0 by construction:
+    # they would sit mid-band and be kept by every middle-band rule. TRL drops them; so do we.
+    drop = set(dropped)
+    keep = np.array([p not in drop for p in pair_ids], dtype=bool)
+    pair_ids = [p for p, k in zip(pair_ids, keep) if k]
+    arr = [a[keep] for a in arr]
     ref_c, ref_r, pol_c, pol_r = arr[:4]
     values = {
         "irm": lambda: metrics.irm(pol_c, pol_r, ref_c, ref_r, beta),
@@ -358,6 +366,7 @@ def score_dataset(
                 k: fingerprint(s) for k, s in (("ref", ref), ("policy", policy), ("val", val)) if s
             }
             cfg["tokenize"] = tok_config.to_dict()
+            cfg["fully_truncated"] = {"n": len(dropped), "pair_ids": dropped}
             runs.save_score_run(
                 con, out[m], dataset, m, cfg, pa.table({"pair_id": pair_ids, "value": values[m]()})
             )

@@ -34,6 +34,10 @@ class CalibrationConfig:
     tif_hi: float = 90.0
     metrics: tuple[str, str] = ("lossdiff", "irm")
     split: str = "train"
+    # The best of a grid overlaps TIF more than one fixed rule would by chance: the null of the
+    # search itself is the best overlap reached when IF is shuffled among its pairs (n_perm times).
+    n_perm: int = 200
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not (0 <= self.min_kept <= self.max_kept <= 1):
@@ -44,6 +48,8 @@ class CalibrationConfig:
             raise ValueError(f"bad TIF band {self.tif_lo}-{self.tif_hi}")
         if len(self.metrics) != 2 or self.metrics[0] == self.metrics[1]:
             raise ValueError("calibration needs two different metrics")
+        if self.n_perm < 0:
+            raise ValueError(f"n_perm must be >= 0, got {self.n_perm}")
 
 
 def _codes(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,11 +96,15 @@ def calibrate_arrays(
     bands2, m2 = _band_masks(codes2, len(grid))
     kept = m1 @ cells(np.ones(n_total, bool)) @ m2.T  # (B1, B2)
     kept_s = m1 @ cells(has_if) @ m2.T
-    inter = m1 @ cells(tif) @ m2.T
     n_tif = int(tif.sum())
     frac = kept / n_total if n_total else kept
     denom = np.minimum(kept_s, n_tif)
-    overlap = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+
+    def overlaps(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inter = m1 @ cells(t) @ m2.T
+        return inter, np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+
+    inter, overlap = overlaps(tif)
     ok = (frac >= cfg.min_kept - 1e-12) & (frac <= cfg.max_kept + 1e-12)
     if not ok.any():
         raise ValueError(
@@ -103,6 +113,9 @@ def calibrate_arrays(
     # Best overlap; ties go to the larger kept fraction, then the first on the grid.
     score = np.where(ok, overlap, -1.0)
     order = np.lexsort((-frac.ravel(), -score.ravel()))
+    n_if = int(has_if.sum())
+    # Same-size random selection of one fixed rule: expected overlap max(kept, TIF) / n.
+    chance = np.maximum(kept_s, n_tif) / max(n_if, 1)
     top = []
     for idx in order[: min(10, int(ok.sum()))]:
         i, j = np.unravel_index(idx, score.shape)
@@ -112,10 +125,37 @@ def calibrate_arrays(
                 cfg.metrics[1]: f"{grid[bands2[j, 0]]:g}-{grid[bands2[j, 1]]:g}",
                 "kept_fraction": float(frac[i, j]),
                 "overlap_tif": float(overlap[i, j]),
+                "chance": float(chance[i, j]),
+                "lift": float(overlap[i, j] / chance[i, j]) if chance[i, j] > 0 else float("nan"),
             }
         )
     i, j = np.unravel_index(order[0], score.shape)
+    # The search's own null: the best feasible overlap when TIF membership is shuffled among
+    # the pairs with IF (the scores' bands fixed), n_perm times.
+    rng = np.random.default_rng(cfg.seed)
+    where_if = np.flatnonzero(has_if)
+    best_null = np.empty(cfg.n_perm)
+    for k in range(cfg.n_perm):
+        t = np.zeros(n_total, bool)
+        t[rng.choice(where_if, size=n_tif, replace=False)] = True
+        best_null[k] = np.where(ok, overlaps(t)[1], -1.0).max()
+    search_null = None
+    if cfg.n_perm:
+        lo_q, hi_q = np.percentile(best_null, [2.5, 97.5])
+        search_null = {
+            "n_perm": cfg.n_perm,
+            "seed": cfg.seed,
+            "best_overlap_lo": float(lo_q),
+            "best_overlap_hi": float(hi_q),
+            "best_overlap_mean": float(best_null.mean()),
+            # (1 + #{null >= observed}) / (1 + n_perm): a permutation p-value is never 0
+            "p_value": float((1 + (best_null >= overlap[i, j] - 1e-12).sum()) / (1 + cfg.n_perm)),
+        }
     return {
+        "chance": float(chance[i, j]),
+        "n_kept_with_if": int(kept_s[i, j]),
+        "n_both": int(inter[i, j]),
+        "search_null": search_null,
         "bands": {
             cfg.metrics[0]: (float(grid[bands1[i, 0]]), float(grid[bands1[i, 1]])),
             cfg.metrics[1]: (float(grid[bands2[j, 0]]), float(grid[bands2[j, 1]])),
@@ -144,12 +184,23 @@ def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = Non
     rule = R.Intersect((R.Band(m1, a1, b1), R.Band(m2, a2, b2)))
     res = R.evaluate(con, dataset, rule, pool.runs, cfg.split, with_annotations=False)
     out.update(rule=rule.to_text(), runs=pool.runs, sql_n_kept=res.n_kept, sql_fraction=res.fraction)
+    # The chosen rule as if fixed in advance: exact chance level, null range, kappa, Fisher's p.
+    from storage.chance import overlap_chance
+
+    fixed = overlap_chance(out["n_if"], out["n_kept_with_if"], out["n_tif"], out["n_both"])
+    out["fixed_rule_chance"] = {
+        k: fixed[k] for k in ("chance", "null_lo", "null_hi", "lift", "kappa", "p_value")
+    }
     return out
 
 
 # ---------------------------------------------------------------- text
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None or x != x else format(x, fmt)
 
 
 def format_result(res) -> str:
@@ -185,7 +236,9 @@ def format_diagnostics(d: dict) -> str:
         t = d["tif"]
         lines.append(
             f"overlap with TIF ({t['rule']}, {t['n_scored']:,} pairs with IF): {t['overlap']:.3f} "
-            f"({t['n_both']:,} shared; TIF keeps {t['n_b']:,})"
+            f"({t['n_both']:,} shared; TIF keeps {t['n_b']:,}); a random selection of the same size: "
+            f"{_num(t.get('chance'))} (95% range {_num(t.get('null_lo'))}-{_num(t.get('null_hi'))}), "
+            f"lift {_num(t.get('lift'))}, kappa {_num(t.get('kappa'))}, Fisher p {_num(t.get('p_value'), '.3g')}"
         )
     if len(d["overlaps"]):
         lines.append("overlap with other selections (|A and B| / min):")
@@ -195,7 +248,8 @@ def format_diagnostics(d: dict) -> str:
         nz = d["noise"]
         lines.append(
             f"label noise: drops {_pct(nz['noisy_dropped_share'])} of {nz['n_noisy']:,} noisy pairs vs "
-            f"{_pct(nz['clean_dropped_share'])} of {nz['n_clean']:,} clean pairs"
+            f"{_pct(nz['clean_dropped_share'])} of {nz['n_clean']:,} clean pairs (a random drop of the same "
+            f"size: {_pct(nz.get('chance_dropped_share'))} of each; Fisher p {_num(nz.get('p_value'), '.3g')})"
         )
     with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
         if len(d["scores"]):

@@ -108,7 +108,9 @@ def influence_diagnostics(
 
     `others`: metric name -> scores (e.g. {"irm": ..., "lossdiff": ...}). With both irm and
     lossdiff present, the LossDiff-IRM rule (intersection of both bands) is compared too.
-    Keys: pearson_<m>, spearman_<m>, overlap_<m>, overlap_lossdiff_irm, n_tif, n_pairs.
+    Keys: pearson_<m>, spearman_<m>, overlap_<m>, overlap_lossdiff_irm, n_tif, n_pairs, and the
+    counts behind each overlap (n_kept_<m>, n_both_<m>: kept among pairs with IF, shared with TIF)
+    from which a chance level follows (storage.chance.overlap_chance).
     """
     inf = _f64(influence)
     tif = band_mask(inf, *band)
@@ -119,7 +121,245 @@ def influence_diagnostics(
         out[f"pearson_{name}"] = pearson(inf, v)
         out[f"spearman_{name}"] = spearman(inf, v)
         masks[name] = band_mask(v, *other_band)
-        out[f"overlap_{name}"] = overlap(masks[name], tif)
     if "irm" in masks and "lossdiff" in masks:
-        out["overlap_lossdiff_irm"] = overlap(masks["irm"] & masks["lossdiff"], tif)
+        masks["lossdiff_irm"] = masks["irm"] & masks["lossdiff"]
+    has_if = np.isfinite(inf)
+    for name, m in masks.items():
+        out[f"overlap_{name}"] = overlap(m, tif)
+        out[f"n_kept_{name}"] = float((m & has_if).sum())
+        out[f"n_both_{name}"] = float((m & tif).sum())
+    return out
+
+
+# ---------------------------------------------------------------- uncertainty and chance levels
+# METHOD.md "Chance levels": every number comes with the value chance gives and an interval.
+# Bootstrap intervals are percentile intervals over resampled pairs (rows drawn with
+# replacement, jointly for all columns), seeded, so a rerun gives the same interval.
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    v = values[np.isfinite(values)]
+    if v.size < 10:  # too few usable resamples to say anything
+        return float("nan"), float("nan")
+    a = (1 - level) / 2 * 100
+    lo, hi = np.percentile(v, [a, 100 - a])
+    return float(lo), float(hi)
+
+
+def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0, max_cells: int = 4_000_000):
+    """Row indices of `n_boot` resamples of n rows, in blocks of at most `max_cells` indices:
+    (b, n) arrays whose concatenation is the same for any block size (one seeded stream)."""
+    rng = _rng(seed)
+    per = max(1, max_cells // max(n, 1))
+    for start in range(0, n_boot, per):
+        yield rng.integers(0, n, size=(min(per, n_boot - start), n))  # (b, n)
+
+
+def bootstrap_interval(
+    stat, columns: tuple, n_boot: int = 1000, seed: int = 0, level: float = 0.95, rows=None
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `stat(*columns)`: rows resampled jointly, `n_boot` times.
+    `rows`, if given, computes the statistic of many resamples at once from (b, n) column
+    blocks (the vectorised form of `stat`). Resamples where it is undefined (NaN) are left out."""
+    cols = [np.asarray(c) for c in columns]
+    n = len(cols[0])
+    if n < 3:
+        return float("nan"), float("nan")
+    vals = []
+    for idx in bootstrap_indices(n, n_boot, seed):
+        if rows is not None:
+            vals.append(np.asarray(rows(*(c[idx] for c in cols)), dtype=np.float64))
+        else:
+            vals.append(np.array([stat(*(c[i] for c in cols)) for i in idx], dtype=np.float64))
+    return _percentile_interval(np.concatenate(vals), level)
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row pair of (b, n) arrays; NaN for a constant row."""
+    dx = x - x.mean(axis=1, keepdims=True)
+    dy = y - y.mean(axis=1, keepdims=True)
+    den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
+    const = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (dx * dy).sum(axis=1) / den
+    return np.where(const | ~(den > 0), np.nan, r)
+
+
+def average_ranks_rows(a: np.ndarray) -> np.ndarray:
+    """`average_ranks` of every row of a (b, n) array at once."""
+    b, n = a.shape
+    order = np.argsort(a, axis=1, kind="mergesort")
+    s = np.take_along_axis(a, order, axis=1)
+    k = np.broadcast_to(np.arange(n), (b, n))
+    first = np.ones((b, n), bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]  # a run of ties starts here
+    last = np.ones((b, n), bool)
+    last[:, :-1] = s[:, :-1] != s[:, 1:]  # a run of ties ends here
+    start = np.maximum.accumulate(np.where(first, k, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, k, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((b, n), dtype=np.float64)
+    np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return pearson_rows(average_ranks_rows(x), average_ranks_rows(y))
+
+
+def auroc_rows(score: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """`auroc` of every row of (b, n) arrays; NaN where a row lacks a class."""
+    pos = positive.astype(bool)
+    n1 = pos.sum(axis=1)
+    n0 = pos.shape[1] - n1
+    u = (average_ranks_rows(score) * pos).sum(axis=1) - n1 * (n1 + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n1 > 0) & (n0 > 0), u / (n1 * n0), np.nan)
+
+
+def chance_abs_r(n: int) -> float:
+    """|r| below about 2/sqrt(n) is indistinguishable from 0 at n pairs (METHOD.md)."""
+    return 2.0 / np.sqrt(n) if n > 0 else float("nan")
+
+
+def residualize(x, covariates) -> np.ndarray:
+    """x minus its least-squares fit on [1, covariates] (covariates: (n,) or (n, k))."""
+    x = _f64(x)
+    z = np.asarray(covariates, dtype=np.float64).reshape(len(x), -1)
+    design = np.column_stack([np.ones(len(x)), z])  # (n, k + 1)
+    coef, *_ = np.linalg.lstsq(design, x, rcond=None)
+    return x - design @ coef
+
+
+def partial_pearson(x, y, covariates) -> float:
+    """Pearson correlation of x and y once both are residualized on the covariates (e.g. token
+    counts): what is left of the correlation when length is held fixed. Rows with a non-finite
+    value anywhere are left out."""
+    x, y = _f64(x), _f64(y)
+    z = np.asarray(covariates, dtype=np.float64).reshape(len(x), -1)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z).all(axis=1)
+    if ok.sum() < z.shape[1] + 3:
+        return float("nan")
+    return pearson(residualize(x[ok], z[ok]), residualize(y[ok], z[ok]))
+
+
+def auroc(score, positive) -> float:
+    """P(score of a positive > score of a negative), ties counted 1/2 (Mann-Whitney U / n1 n0).
+    0.5 = chance. NaN scores are left out; NaN if a class is empty."""
+    s = _f64(score)
+    pos = np.asarray(positive, dtype=bool).ravel()
+    ok = np.isfinite(s)
+    s, pos = s[ok], pos[ok]
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = average_ranks(s)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def partial_pearson_rows(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """`partial_pearson` of every resample: x, y (b, n), covariates z (b, n, k)."""
+    design = np.concatenate([np.ones(x.shape + (1,)), z.reshape(x.shape + (-1,))], axis=2)  # (b, n, k+1)
+    dt = np.swapaxes(design, 1, 2)  # (b, k+1, n)
+    proj = np.linalg.pinv(dt @ design) @ dt  # (b, k+1, n): least-squares coefficients per row
+    rx = x - (design @ (proj @ x[..., None]))[..., 0]
+    ry = y - (design @ (proj @ y[..., None]))[..., 0]
+    return pearson_rows(rx, ry)
+
+
+def correlation_evidence(
+    x, y, covariates=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Pearson and Spearman of x and y with bootstrap intervals, the |r| chance level, and with
+    covariates the partial Pearson (and its interval) holding them fixed."""
+    x, y = _f64(x), _f64(y)
+    ok = np.isfinite(x) & np.isfinite(y)
+    z = None
+    if covariates is not None:
+        z = np.asarray(covariates, dtype=np.float64).reshape(len(x), -1)
+        ok &= np.isfinite(z).all(axis=1)
+        z = z[ok]
+    x, y = x[ok], y[ok]
+    out = {"n": int(x.size), "chance_abs_r": chance_abs_r(int(x.size))}
+    for name, fn, rows in (("pearson", pearson, pearson_rows), ("spearman", spearman, spearman_rows)):
+        out[name] = fn(x, y)
+        out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_interval(fn, (x, y), n_boot, seed, level, rows)
+    if z is not None:
+        out["partial_pearson"] = partial_pearson(x, y, z)
+        out["partial_pearson_lo"], out["partial_pearson_hi"] = bootstrap_interval(
+            partial_pearson, (x, y, z), n_boot, seed, level, partial_pearson_rows
+        )
+    return out
+
+
+def auroc_evidence(score, positive, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """AUROC of `score` for the positive pairs with a bootstrap interval (0.5 = chance)."""
+    s = _f64(score)
+    pos = np.asarray(positive, dtype=bool).ravel()
+    ok = np.isfinite(s)
+    s, pos = s[ok], pos[ok]
+    lo, hi = bootstrap_interval(auroc, (s, pos), n_boot, seed, level, auroc_rows)
+    return {
+        "n_positive": int(pos.sum()),
+        "n_negative": int((~pos).sum()),
+        "auroc": auroc(s, pos),
+        "auroc_lo": lo,
+        "auroc_hi": hi,
+        "chance": 0.5,
+    }
+
+
+def arm_bootstrap(
+    values: Mapping[str, np.ndarray],
+    refs: tuple[str, ...] = (),
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Means of experiment arms with intervals, and paired differences to reference arms.
+
+    `values`: arm -> (S, n) array, one row per training seed, one column per eval pair (the same
+    eval pairs, in the same order, for every arm; row s of every arm shares seed s). Every
+    replicate resamples seeds and eval pairs with replacement, the *same* draw for every arm, so
+    a difference keeps the pairing (per eval pair and per seed) and its interval is the paired one.
+    Returns {"arms": {arm: {mean, lo, hi}}, "diffs": {(arm, ref): {diff, lo, hi, p}}} where p is
+    the two-sided bootstrap p-value of "no difference" (2 x the share of replicates on the far side
+    of 0, counted as (1 + k) / (1 + n_boot), at most 1)."""
+    arrays = {a: np.asarray(v, dtype=np.float64) for a, v in values.items()}
+    shapes = {v.shape[1] for v in arrays.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"every arm needs the same eval pairs, got column counts {sorted(shapes)}")
+    n = shapes.pop()
+    n_seeds = {a: v.shape[0] for a, v in arrays.items()}
+    rng = _rng(seed)
+    s_max = max(n_seeds.values())
+    rows = rng.integers(0, s_max, size=(n_boot, s_max))  # (B, S) seed draws
+    cols = rng.integers(0, n, size=(n_boot, n))  # (B, n) eval-pair draws
+    reps = {}
+    for a, v in arrays.items():
+        s = n_seeds[a]
+        r = rows[:, :s] % s  # an arm with one row (e.g. θ itself) keeps it
+        # mean over the resampled seeds of the mean over the resampled eval pairs
+        per_seed = np.stack([v[r[b]][:, cols[b]].mean(axis=1) for b in range(n_boot)])  # (B, s)
+        reps[a] = per_seed.mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    out: dict = {"arms": {}, "diffs": {}}
+    for a, v in arrays.items():
+        lo, hi = np.percentile(reps[a], [tail, 100 - tail])
+        out["arms"][a] = {"mean": float(v.mean()), "lo": float(lo), "hi": float(hi), "n_seeds": n_seeds[a]}
+    for ref in refs:
+        if ref not in arrays:
+            continue
+        for a in arrays:
+            if a == ref:
+                continue
+            d = reps[a] - reps[ref]
+            lo, hi = np.percentile(d, [tail, 100 - tail])
+            # (1 + count) / (1 + B): a bootstrap p-value is never reported as exactly 0
+            p = min(1.0, 2 * (1 + min(int((d <= 0).sum()), int((d >= 0).sum()))) / (1 + n_boot))
+            diff = float(arrays[a].mean() - arrays[ref].mean())
+            out["diffs"][(a, ref)] = {"diff": diff, "lo": float(lo), "hi": float(hi), "p": p}
     return out

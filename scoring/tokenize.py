@@ -14,8 +14,9 @@ TRL (`DPOTrainer._prepare_dataset` + `DataCollatorForPreference`) does, per pair
 4. Truncate each full sequence (prompt + completion) to `max_length`: `keep_start` keeps the
    first tokens, `keep_end` the last ones, independently for chosen and rejected.
 
-TRL then drops pairs whose prompt alone fills `max_length` (keep_start); we keep them and
-flag them `truncated` (their completion log-prob is an empty sum, 0).
+TRL then drops pairs whose prompt alone fills `max_length` (keep_start); we keep them here and
+flag them `truncated` (their completion log-prob is an empty sum, 0), and the scores leave them
+out (`storage.runs.fully_truncated_pairs`: no IRM, LossDiff or IF, so no band keeps them).
 """
 
 from __future__ import annotations

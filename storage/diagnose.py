@@ -17,6 +17,7 @@ import uuid
 import duckdb
 import pandas as pd
 
+from storage.chance import overlap_chance, p_at_least
 from storage.scorepool import col, get_pool, lit
 from storage.selections import get_selection, list_selections, overlap, overlap_counts
 
@@ -97,15 +98,21 @@ def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
     out["tif"] = None
     if tif_rule is not None:
         flagged, res = flagged_sql(con, dataset, tif_rule, pool.runs, split, with_annotations=False)
-        n_t, n_both = con.execute(
-            f"SELECT count(*) FILTER (WHERE f._kept), count(*) FILTER (WHERE f._kept AND d._kept) "
+        scored = f"d.{col(tif_rule.metric)} IS NOT NULL"
+        n_t, n_both, n_kept_scored = con.execute(
+            f"SELECT count(*) FILTER (WHERE f._kept), count(*) FILTER (WHERE f._kept AND d._kept), "
+            f"count(*) FILTER (WHERE d._kept AND {scored}) "
             f"FROM {flagged} f JOIN {tmp} d ON d.pair_id = f.pair_id"
         ).fetchall()[0]
+        n_scored = res.n_total - res.n_missing
+        # What a random selection of the same size (among the pairs with IF) would share with TIF.
+        ch = overlap_chance(int(n_scored), int(n_kept_scored), int(n_t), int(n_both))
         out["tif"] = {
             "rule": tif_rule.to_text(),
             "run": pool.runs.get(tif_rule.metric),
-            "n_scored": res.n_total - res.n_missing,
+            "n_scored": n_scored,
             **overlap_counts(int(n_kept_pool), int(n_t), int(n_both)),
+            **{k: ch[k] for k in ("chance", "null_lo", "null_hi", "lift", "kappa", "p_value")},
         }
 
     # Per-score distributions, kept vs dropped (one scan for every metric).
@@ -156,7 +163,11 @@ def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
     out["noise"] = None
     if n_known:
         n_clean = n_known - n_noisy
+        n_dropped = n_noisy_dropped + n_clean_dropped
         out["noise"] = {
+            # Fisher's exact test: P(a random drop of the same size drops >= this many noisy pairs)
+            "p_value": p_at_least(int(n_known), int(n_noisy), int(n_dropped), int(n_noisy_dropped)),
+            "chance_dropped_share": n_dropped / n_known,
             "n_noisy": int(n_noisy),
             "n_clean": int(n_clean),
             "noisy_dropped": int(n_noisy_dropped),
@@ -165,3 +176,116 @@ def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
             "clean_dropped_share": n_clean_dropped / n_clean if n_clean else None,
         }
     return out
+
+
+# ---------------------------------------------------------------- arrays for the evidence
+TOKEN_COLUMNS = ("prompt_tokens", "chosen_tokens", "rejected_tokens")
+
+
+def _run_configs(con: duckdb.DuckDBPyConnection, runs: dict) -> list[dict]:
+    from storage.runs import get_score_run_config
+
+    return [get_score_run_config(con, r) for r in runs.values()]
+
+
+def token_logp_run(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
+    """A log-prob run behind the score runs (they share one tokenization): where token counts live."""
+    from storage.runs import logp_runs_of
+
+    found = logp_runs_of(con, runs)
+    return found[0] if found else None
+
+
+def policy_of(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
+    """The policy fingerprint the score runs were made with (the first run that records one)."""
+    for cfg in _run_configs(con, runs):
+        pol = (cfg.get("models") or {}).get("policy")
+        if pol:
+            return pol
+    return None
+
+
+def trained_pairs(con: duckdb.DuckDBPyConnection, dataset: str, model_id: str) -> list[str] | None:
+    """The pairs of `dataset` a model was trained on, following its lineage back to the reference
+    (warmup: the train split; fit-val: the val split; a run on a selection: its members). None
+    when unknown: no training run recorded for a model on the way, or one trained on a file."""
+    seen: set[str] = set()
+    ids: set[str] = set()
+    current, found = model_id, False
+    while current and current not in seen:
+        seen.add(current)
+        row = con.execute(
+            "SELECT kind, dataset, selection, base_model, config FROM training_runs "
+            "WHERE output_model = ? AND status = 'done' ORDER BY finished_at DESC LIMIT 1",
+            [current],
+        ).fetchone()
+        if row is None:
+            break
+        kind, ds, selection, base, _ = row
+        found = True
+        if ds == dataset:
+            if selection:
+                q, params = "SELECT pair_id FROM selection_members WHERE selection = ?", [selection]
+            elif kind in ("warmup", "fit-val"):
+                split = "train" if kind == "warmup" else "val"
+                q, params = "SELECT pair_id FROM pairs WHERE dataset = ? AND split = ?", [dataset, split]
+            else:
+                return None  # trained on a file: which pairs is not recorded
+            ids.update(r[0] for r in con.execute(q, params).fetchall())
+        current = base
+    return sorted(ids) if found else None
+
+
+def policy_eval(con: duckdb.DuckDBPyConnection, model_id: str | None) -> dict | None:
+    """The newest evaluation of the policy (METHOD.md: report θ's eval margin with every diagnostic)."""
+    if not model_id:
+        return None
+    row = con.execute(
+        "SELECT split, n_pairs, loss, reward_accuracy, mean_margin FROM evaluations WHERE model_id = ? "
+        "ORDER BY created_at DESC LIMIT 1",
+        [model_id],
+    ).fetchone()
+    if row is None:
+        return None
+    return dict(zip(("split", "n_pairs", "loss", "reward_accuracy", "mean_margin"), row))
+
+
+def evidence_frame(
+    con: duckdb.DuckDBPyConnection,
+    dataset: str,
+    runs: dict | None = None,
+    split: str | None = "train",
+    selection: str | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """One row per pool pair: the metrics (NaN = missing), token counts, noise flag, `kept` (in
+    `selection`) and `trained` (θ trained on it; NA when unknown), sorted by pair_id; and an info
+    dict (runs, policy, its evaluation, the token run, how `trained` was found)."""
+    pool = get_pool(con, dataset, runs, split)
+    lp = token_logp_run(con, pool.runs)
+    policy = policy_of(con, pool.runs)
+    trained = trained_pairs(con, dataset, policy) if policy else None
+    metric_cols = "".join(f', q.{col(m)}::DOUBLE AS "{m}"' for m in pool.runs)
+    tok_cols = "".join(f", l.{c}" for c in TOKEN_COLUMNS) if lp else ""
+    tok_join = (
+        f"LEFT JOIN (SELECT * FROM logps WHERE run_id = {lit(lp)}) l ON l.pair_id = q.pair_id" if lp else ""
+    )
+    kept = (
+        f", q.pair_id IN (SELECT pair_id FROM selection_members WHERE selection = {lit(selection)}) AS kept"
+        if selection
+        else ""
+    )
+    df = con.execute(
+        f"SELECT q.pair_id{metric_cols}{tok_cols}, p.noise{kept} FROM {pool.relation} q "
+        f"JOIN pairs p ON p.dataset = {lit(dataset)} AND p.pair_id = q.pair_id {tok_join} ORDER BY q.pair_id"
+    ).df()
+    df = df.astype({m: "float64" for m in pool.runs})
+    if trained is not None:
+        df["trained"] = df["pair_id"].isin(set(trained))
+    info = {
+        "runs": dict(pool.runs),
+        "policy": policy,
+        "policy_eval": policy_eval(con, policy),
+        "token_run": lp,
+        "trained_known": trained is not None,
+    }
+    return df, info

@@ -91,6 +91,27 @@ def _provenance(con: duckdb.DuckDBPyConnection, runs: dict) -> tuple[dict, list]
     return out, models.to_dict(orient="records")
 
 
+def _fully_truncated_members(
+    con: duckdb.DuckDBPyConnection, selection: str, dataset: str, runs: dict
+) -> list[str]:
+    """Members of the selection that are fully truncated (the prompt fills max_length) under the
+    tokenization of the runs the selection read, or, for a rule that reads no score (random), of
+    the dataset's default runs. A score-band rule never keeps them (they have no score); a random
+    draw can."""
+    from storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
+
+    lp = logp_runs_of(con, runs or latest_score_runs(con, dataset))
+    if not lp:
+        return []
+    drop = set(fully_truncated_pairs(con, lp))
+    if not drop:
+        return []
+    rows = con.execute(
+        "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id", [selection]
+    )
+    return [r[0] for r in rows.fetchall() if r[0] in drop]
+
+
 def export_selection(
     con: duckdb.DuckDBPyConnection,
     selection: str,
@@ -114,8 +135,10 @@ def export_selection(
             raise ExportError(f"{p} is a directory")
     sel = get_selection(con, selection)
     dataset = sel["dataset"]
+    dropped = _fully_truncated_members(con, selection, dataset, sel["score_runs"])
     members = f"(SELECT pair_id FROM selection_members WHERE selection = {lit(selection)})"
-    base = f"FROM pairs p WHERE p.dataset = {lit(dataset)} AND p.pair_id IN {members}"
+    left_out = f"(SELECT unnest([{', '.join(lit(p) for p in dropped)}]::VARCHAR[]))"
+    base = f"FROM pairs p WHERE p.dataset = {lit(dataset)} AND p.pair_id IN {members} AND p.pair_id NOT IN {left_out}"
     lo_kind, hi_kind = con.execute(f"SELECT min(p.kind), max(p.kind) {base}").fetchall()[0]
     if lo_kind != hi_kind:
         raise ExportError(
@@ -157,6 +180,8 @@ def export_selection(
         "rule_text": sel["rule_text"],
         "resolved": sel["resolved"],
         "counts": {"n_kept": sel["n_kept"], "n_total": sel["n_total"], "fraction": sel["fraction"]},
+        # members with no response token under the scores' tokenization: TRL would drop them
+        "fully_truncated_left_out": {"n": len(dropped), "pair_ids": dropped},
         "score_runs": runs,
         "models": models,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -207,6 +207,18 @@ def scoring_logp_run(
     return None if row is None else (row[0], json.loads(row[1]) if isinstance(row[1], str) else row[1])
 
 
+def fully_truncated_pairs(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[str]:
+    """Pairs left with no response token on a side (the prompt filled max_length) in any of the
+    log-prob runs, sorted. Their margin, loss and IF are 0 by construction, not by measurement,
+    and TRL's DPOTrainer drops them: scores, bands and exports leave them out."""
+    rows = con.execute(
+        "SELECT DISTINCT pair_id FROM logps WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+        "AND (chosen_tokens = 0 OR rejected_tokens = 0) ORDER BY pair_id",
+        [list(run_ids)],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
     where, params = ("WHERE r.dataset = ?", [dataset]) if dataset else ("", [])
     return con.execute(
@@ -222,6 +234,26 @@ def list_logp_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -
 # ---------------------------------------------------------------- score runs
 def score_run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM score_runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
+
+
+def get_score_run_config(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """The recorded config of a score run."""
+    row = con.execute("SELECT config FROM score_runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise NotFound(f"no score run {run_id!r}")
+    return json.loads(row[0] or "{}")
+
+
+def logp_runs_of(con: duckdb.DuckDBPyConnection, score_runs: Mapping[str, str]) -> list[str]:
+    """The log-prob runs behind score runs (`logp_runs` of IRM/LossDiff, `ref_run` of IF), in
+    order of first mention: they share the tokenization the scores saw."""
+    out: list[str] = []
+    for run_id in score_runs.values():
+        cfg = get_score_run_config(con, run_id)
+        for rid in [*(cfg.get("logp_runs") or {}).values(), cfg.get("ref_run")]:
+            if rid and rid not in out:
+                out.append(rid)
+    return out
 
 
 def save_score_run(
@@ -270,11 +302,46 @@ def list_score_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) 
     ).df()
 
 
-def latest_score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, str]:
-    """metric -> the newest score run of that metric on the dataset."""
+_RUN_MODEL = (
+    "SELECT run_id, metric, created_at, json_extract_string(config, '$.models.policy') AS policy, "
+    "TRY_CAST(json_extract_string(config, '$.beta') AS DOUBLE) AS beta FROM score_runs WHERE dataset = ?"
+)
+
+
+def score_run_anchor(
+    con: duckdb.DuckDBPyConnection, dataset: str, policy: str | None = None, beta: float | None = None
+) -> tuple[str | None, float | None]:
+    """(policy fingerprint, beta) that default score runs must share: the given ones, completed
+    from the newest run that records a policy (of that policy, when one is given)."""
+    if policy is not None and beta is not None:
+        return policy, float(beta)
+    row = con.execute(
+        f"SELECT policy, beta FROM ({_RUN_MODEL}) WHERE policy IS NOT NULL "
+        "AND (? IS NULL OR policy = ?) AND (? IS NULL OR beta = ?) ORDER BY created_at DESC LIMIT 1",
+        [dataset, policy, policy, beta, beta],
+    ).fetchone()
+    if row is None:
+        return policy, beta
+    return row[0], (None if row[1] is None else float(row[1]))
+
+
+def latest_score_runs(
+    con: duckdb.DuckDBPyConnection, dataset: str, policy: str | None = None, beta: float | None = None
+) -> dict[str, str]:
+    """metric -> the newest score run of that metric on the dataset, all of one policy and beta.
+
+    Mixing runs made from different policies (or betas) compares unrelated numbers: IF of θ_B with
+    LossDiff of θ_A, or a LossDiff-IRM rule reading both. Score runs record the policy fingerprint
+    (`config.models.policy`) and `beta`; the default (policy, beta) is that of the newest run that
+    records a policy (`score_run_anchor`). Runs that record neither (older runs, imported scores)
+    match any policy. A metric with no matching run is absent: pass run ids to use another one.
+    """
+    policy, beta = score_run_anchor(con, dataset, policy, beta)
     rows = con.execute(
-        "SELECT metric, arg_max(run_id, created_at) FROM score_runs WHERE dataset = ? GROUP BY metric",
-        [dataset],
+        f"SELECT metric, arg_max(run_id, created_at) FROM ({_RUN_MODEL}) "
+        "WHERE (policy IS NULL OR ? IS NULL OR policy = ?) AND (beta IS NULL OR ? IS NULL OR beta = ?) "
+        "GROUP BY metric",
+        [dataset, policy, policy, beta, beta],
     ).fetchall()
     return {m: r for m, r in rows}
 
@@ -283,7 +350,7 @@ def get_scores(
     con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
     """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
-    metric)."""
+    metric among the runs of one policy and beta, `latest_score_runs`)."""
     runs = dict(sorted(dict(runs or latest_score_runs(con, dataset)).items()))
     if not runs:
         return pd.DataFrame({"pair_id": pd.Series(dtype=str)})

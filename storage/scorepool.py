@@ -119,7 +119,8 @@ def resolve_runs(
         have = ", ".join(sorted(out)) or "none"
         raise NotFound(
             f"no score run for {', '.join(missing)} on dataset {dataset!r} (have: {have}); "
-            "run `prefsift score` (or `prefsift influence` for if/tif) first"
+            "run `prefsift score` (or `prefsift influence` for if/tif) first. Runs of another policy "
+            "or beta than the newest scoring are not mixed in by default: name the runs to use them"
         )
     return dict(sorted(out.items()))
 

@@ -9,18 +9,32 @@ HELP = "diagnostics of a selection: kept share, overlaps (TIF, others), score an
 def add_arguments(p) -> None:
     p.add_argument("--selection", required=True, help="selection name")
     p.add_argument("--tif-band", default="10-90", help="percentile band of IF defining TIF (default 10-90)")
+    from prefsift.commands.calibrate import add_evidence_arguments
+
+    add_evidence_arguments(p)
 
 
 def run(args):
     from prefsift.errors import UserError
+    from prefsift.evidence import BANDS, EvidenceConfig, evidence, format_evidence
     from prefsift.select import format_diagnostics, frames_to_records
     from storage import connect
     from storage.diagnose import diagnose
+    from storage.selections import get_selection
 
     try:
         lo, hi = (float(x) for x in args.tif_band.split("-"))
+        bands = ((lo, hi), *(b for b in BANDS if b != (lo, hi)))
+        ev_cfg = EvidenceConfig(n_boot=args.bootstrap, seed=args.seed, bands=bands)
     except ValueError as exc:
-        raise UserError(f"--tif-band expects LO-HI percentiles, got {args.tif_band!r}") from exc
+        raise UserError(f"--tif-band expects LO-HI percentiles, got {args.tif_band!r} ({exc})") from exc
     with connect(args.db, read_only=True) as con:
         d = diagnose(con, args.selection, (lo, hi))
-    return {"_text": format_diagnostics(d), **frames_to_records(d)}
+        ev = None
+        if not args.no_evidence:
+            sel = get_selection(con, args.selection)
+            ev = evidence(
+                con, sel["dataset"], sel["score_runs"] or None, sel["split"], args.selection, ev_cfg
+            )
+    text = format_diagnostics(d) + ("" if ev is None else "\n" + format_evidence(ev))
+    return {"_text": text, **frames_to_records(d), "evidence": ev}

@@ -31,4 +31,10 @@ def run(args):
         f"wrote {m['rows']:,} pairs ({m['kind']}, {m['format']}) to {m['path']}\n"
         f"manifest: {m['manifest_path']}\nsha256: {m['sha256']}"
     )
+    ft = m["fully_truncated_left_out"]
+    if ft["n"]:
+        text += (
+            f"\nleft out {ft['n']} fully truncated pair(s) of the selection (the prompt fills max_length: "
+            "no response token; TRL drops them): see the manifest"
+        )
     return {"_text": text, **m}

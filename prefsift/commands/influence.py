@@ -125,10 +125,26 @@ def run(args):
         lines.append(
             f"Pearson/Spearman with LossDiff: {d['pearson_lossdiff']:.3f} / {d['spearman_lossdiff']:.3f}"
         )
-        lines.append(
-            f"overlap with TIF: LossDiff {d['overlap_lossdiff']:.3f}, IRM {d['overlap_irm']:.3f}, "
-            f"LossDiff-IRM {d['overlap_lossdiff_irm']:.3f}"
-        )
+        lines.append("overlap with TIF (a random selection of the same size: expected [95% range]):")
+        for name, label in (("lossdiff", "LossDiff"), ("irm", "IRM"), ("lossdiff_irm", "LossDiff-IRM")):
+            lines.append(f"  {label}: {_with_chance(d, name)}")
     else:
-        lines.append(f"overlap with TIF: IRM {d.get('overlap_irm', float('nan')):.3f} (no LossDiff run yet)")
+        lines.append(
+            f"overlap with TIF: IRM {_with_chance(d, 'irm')} (no LossDiff run of this policy and beta)"
+        )
+    ft = out["fully_truncated"]
+    if ft["n"] or ft["n_val"]:
+        shown = ", ".join(ft["pair_ids"][:10]) + (", ..." if ft["n"] > 10 else "")
+        lines.append(
+            f"left out {ft['n']} fully truncated {cfg.split} pair(s) and {ft['n_val']} {cfg.val_split} pair(s) "
+            f"(the prompt fills --max-length, no response token left; TRL drops them too): {shown}"
+        )
     return {"_text": "\n".join(lines), **out}
+
+
+def _with_chance(d: dict, name: str) -> str:
+    nan = float("nan")
+    return (
+        f"{d.get(f'overlap_{name}', nan):.3f} (chance {d.get(f'chance_{name}', nan):.3f} "
+        f"[{d.get(f'null_lo_{name}', nan):.3f}, {d.get(f'null_hi_{name}', nan):.3f}])"
+    )

@@ -132,6 +132,7 @@ def run(args):
     summary = {}
     with connect(db, read_only=True) as con:
         df = runs.get_scores(con, args.dataset, out)
+        dropped = runs.get_score_run_config(con, out["irm"]).get("fully_truncated", {}).get("pair_ids", [])
     for metric, run_id in out.items():
         col = df[metric].dropna()
         summary[metric] = {
@@ -143,4 +144,11 @@ def run(args):
             f"  {metric:12s} run {run_id}  n={col.size}  mean={col.mean():.4f}  "
             f"p10={col.quantile(0.1):.4f}  p90={col.quantile(0.9):.4f}"
         )
-    return {"_text": "\n".join(lines), "score_runs": out, "summary": summary}
+    if dropped:
+        shown = ", ".join(dropped[:10]) + (", ..." if len(dropped) > 10 else "")
+        lines.append(
+            f"left out {len(dropped)} fully truncated pair(s) (the prompt fills --max-length, no response "
+            f"token left; TRL drops them too): {shown}"
+        )
+    fully = {"n": len(dropped), "pair_ids": dropped}
+    return {"_text": "\n".join(lines), "score_runs": out, "summary": summary, "fully_truncated": fully}

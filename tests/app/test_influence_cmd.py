@@ -59,6 +59,9 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
     assert set(scores.columns) >= {"if", "tif"} and len(scores) == 6
     assert set(scores["tif"]) <= {0.0, 1.0} and scores["tif"].sum() == out["n_tif"] == 4  # 10-90 of 6 values
     assert diag["n_pairs"] == 6 and "pearson_irm" in diag.index and "overlap_irm" in diag.index
+    # each overlap beside a same-size random selection's: max(kept, TIF) / n
+    assert diag["chance_irm"] == pytest.approx(max(diag["n_kept_irm"], diag["n_tif"]) / diag["n_pairs"])
+    assert diag["null_lo_irm"] <= diag["chance_irm"] <= diag["null_hi_irm"]
 
     # Independent recomputation: float64 models, per-pair autograd gradients of the DPO loss.
     tok = load_tokenizer(ModelSpec(str(tiny_model_dir_b)))
@@ -157,3 +160,29 @@ def test_grad_batch_tokens_is_validated_with_a_memory_safe_default():
     with pytest.raises(ValueError, match="grad_batch_tokens"):
         InfluenceConfig(dataset="d", policy="p", ref="r", grad_batch_tokens=0)
     assert InfluenceConfig(dataset="d", policy="p", ref="r").grad_batch_tokens == 1024
+
+
+def test_influence_and_default_scores_match_the_policy_and_beta(
+    tiny_db, tiny_model_dir, tiny_model_dir_b, capsys
+):
+    """IF of θ_B is compared with LossDiff of θ_B, not with a newer LossDiff of another policy;
+    get_scores' default reads one policy's runs (bug 15b)."""
+    from prefsift.score import score_dataset
+    from scoring.models import ModelSpec
+
+    a, b = ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec(str(tiny_model_dir_b), device="cpu")
+    of_b = score_dataset(tiny_db, "tiny", ref=a, policy=b, val=a)
+    of_a = score_dataset(tiny_db, "tiny", ref=a, policy=a, val=b)  # newer, another policy
+    code, out = influence(capsys, tiny_db, tiny_model_dir_b, tiny_model_dir)
+    assert code == 0, out
+    with connect(tiny_db, read_only=True) as con:
+        assert runs.get_score_run_config(con, out["run_id"])["lossdiff_run"] == of_b["lossdiff"]
+        assert out["lossdiff_run"] == of_b["lossdiff"] != of_a["lossdiff"]
+        default = runs.latest_score_runs(con, "tiny")  # the newest run (IF of θ_B) sets the policy
+        assert default["lossdiff"] == of_b["lossdiff"] and default["if"] == out["run_id"]
+        assert runs.get_scores(con, "tiny").equals(runs.get_scores(con, "tiny", default))
+    # a newer scoring of θ_B at another beta: IF (beta 0.1) is no longer mixed into the default
+    other_beta = score_dataset(tiny_db, "tiny", ref=a, policy=b, val=a, beta=0.5)
+    with connect(tiny_db, read_only=True) as con:
+        default = runs.latest_score_runs(con, "tiny")
+    assert default == {m: other_beta[m] for m in other_beta}

@@ -1,0 +1,241 @@
+"""Diagnostics a user can trust: each one beside its chance level and with a 95% interval.
+
+METHOD.md "Chance levels". Arrays come from storage (`storage.diagnose.evidence_frame`), the
+maths from `scoring.diagnostics` (bootstrap intervals, partial correlation, AUROC) and
+`storage.chance` (exact chance levels of overlaps); this module only arranges them:
+1. bands: overlap with TIF of the LossDiff, IRM and LossDiff-IRM bands (and of a selection) at
+   several widths, next to a same-size random selection's expected overlap, its 2.5-97.5% range,
+   lift, Cohen's kappa and Fisher's p (wide bands make every selection overlap);
+2. correlations of each score with IF: Pearson and Spearman with bootstrap intervals, the
+   partial Pearson holding token counts fixed, for all pairs and split into pairs θ trained on
+   and pairs it did not;
+3. length: each score's correlation with the token counts (length drives all three scores);
+4. noise: AUROC of each score for the flagged noisy pairs (a low score flags a pair as noisy).
+Each row carries n; a number whose interval covers its chance level shows nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BANDS = ((10.0, 90.0), (20.0, 80.0), (33.0, 67.0))
+SCORES = ("irm", "lossdiff")
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    n_boot: int = 1000  # bootstrap resamples per interval
+    seed: int = 0  # the bootstrap's seed: a rerun gives the same intervals
+    level: float = 0.95
+    bands: tuple[tuple[float, float], ...] = BANDS
+
+    def __post_init__(self) -> None:
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot must be at least 100, got {self.n_boot}")
+        if not 0.5 <= self.level < 1:
+            raise ValueError(f"level must be in [0.5, 1), got {self.level}")
+        for lo, hi in self.bands:
+            if not 0 <= lo < hi <= 100:
+                raise ValueError(f"bad band {lo}-{hi}")
+
+
+def _clean(d: dict) -> dict:
+    """JSON-ready: numpy scalars to Python, NaN to None."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and math.isnan(v):
+            v = None
+        out[k] = v
+    return out
+
+
+def band_rows(df, cfg: EvidenceConfig) -> list[dict]:
+    """Overlap with TIF per band width: each score's band, LossDiff-IRM, and the selection (`kept`)."""
+    from scoring.diagnostics import band_mask
+    from storage.chance import overlap_chance
+
+    if "if" not in df:
+        return []
+    f = df["if"].to_numpy(np.float64)
+    has_if = np.isfinite(f)
+    n = int(has_if.sum())
+    rows = []
+    for lo, hi in cfg.bands:
+        tif = band_mask(f, lo, hi)
+        masks = {m: band_mask(df[m].to_numpy(np.float64), lo, hi) for m in SCORES if m in df}
+        if len(masks) == 2:
+            masks["lossdiff-irm"] = masks["lossdiff"] & masks["irm"]
+        if "kept" in df and lo == cfg.bands[0][0] and hi == cfg.bands[0][1]:
+            masks["selection"] = df["kept"].to_numpy(bool)
+        for name, a in masks.items():
+            a = a & has_if
+            ch = overlap_chance(n, int(a.sum()), int(tif.sum()), int((a & tif).sum()), cfg.level)
+            rows.append(_clean({"band": f"{lo:g}-{hi:g}", "rule": name, **ch}))
+    return rows
+
+
+def _subsets(df) -> list[tuple[str, np.ndarray]]:
+    out = [("all", np.ones(len(df), bool))]
+    if "trained" in df:  # a subset equal to all pairs is not repeated (its row would be a copy)
+        t = df["trained"].to_numpy(bool)
+        out += [(name, m) for name, m in (("trained", t), ("not trained", ~t)) if not m.all()]
+    return out
+
+
+def _tokens(df) -> np.ndarray | None:
+    from storage.diagnose import TOKEN_COLUMNS
+
+    if not all(c in df for c in TOKEN_COLUMNS):
+        return None
+    return df[list(TOKEN_COLUMNS)].to_numpy(np.float64)  # (n, 3)
+
+
+def correlation_rows(df, cfg: EvidenceConfig) -> list[dict]:
+    """Each score against IF, per subset (all / trained / not trained), with intervals."""
+    from scoring.diagnostics import correlation_evidence
+
+    if "if" not in df:
+        return []
+    tokens = _tokens(df)
+    rows = []
+    for m in SCORES:
+        if m not in df:
+            continue
+        for subset, mask in _subsets(df):
+            if mask.sum() < 3:
+                rows.append({"score": m, "with": "if", "subset": subset, "n": int(mask.sum())})
+                continue
+            z = None if tokens is None else tokens[mask]
+            ev = correlation_evidence(
+                df[m].to_numpy(np.float64)[mask],
+                df["if"].to_numpy(np.float64)[mask],
+                z,
+                cfg.n_boot,
+                cfg.seed,
+                cfg.level,
+            )
+            rows.append(_clean({"score": m, "with": "if", "subset": subset, **ev}))
+    return rows
+
+
+def length_rows(df, cfg: EvidenceConfig) -> list[dict]:
+    """Each score's correlation with token counts (and chosen minus rejected response tokens)."""
+    from scoring.diagnostics import correlation_evidence
+    from storage.diagnose import TOKEN_COLUMNS
+
+    tokens = _tokens(df)
+    if tokens is None:
+        return []
+    lengths = {c: tokens[:, i] for i, c in enumerate(TOKEN_COLUMNS)}
+    lengths["chosen_minus_rejected"] = tokens[:, 1] - tokens[:, 2]
+    rows = []
+    for m in (*SCORES, "if"):
+        if m not in df:
+            continue
+        for name, v in lengths.items():
+            ev = correlation_evidence(df[m].to_numpy(np.float64), v, None, cfg.n_boot, cfg.seed, cfg.level)
+            rows.append(_clean({"score": m, "length": name, **ev}))
+    return rows
+
+
+def noise_rows(df, cfg: EvidenceConfig) -> list[dict]:
+    """AUROC of each score for the flagged noisy pairs: P(a noisy pair scores lower than a clean one)."""
+    from scoring.diagnostics import auroc_evidence
+
+    if "noise" not in df or df["noise"].isna().all():
+        return []
+    known = df["noise"].notna().to_numpy()
+    noisy = df["noise"].fillna(False).to_numpy(bool)[known]
+    rows = []
+    for m in (*SCORES, "if"):
+        if m in df:
+            s = -df[m].to_numpy(np.float64)[known]  # low score flags noise
+            ev = auroc_evidence(s, noisy, cfg.n_boot, cfg.seed, cfg.level)
+            rows.append(_clean({"score": m, "flags": "low score = noisy", **ev}))
+    return rows
+
+
+def evidence(
+    con,
+    dataset: str,
+    runs: dict | None = None,
+    split: str | None = "train",
+    selection: str | None = None,
+    cfg: EvidenceConfig | None = None,
+) -> dict:
+    """Every diagnostic above for one dataset split (and a selection), JSON-ready."""
+    from storage.diagnose import evidence_frame
+
+    cfg = cfg or EvidenceConfig()
+    df, info = evidence_frame(con, dataset, runs, split, selection)
+    return {
+        "n_pairs": len(df),
+        "n_with_if": int(df["if"].notna().sum()) if "if" in df else 0,  # fully truncated pairs have none
+        "n_boot": cfg.n_boot,
+        "seed": cfg.seed,
+        "level": cfg.level,
+        **info,
+        "bands": band_rows(df, cfg),
+        "correlations": correlation_rows(df, cfg),
+        "length": length_rows(df, cfg),
+        "noise_auroc": noise_rows(df, cfg),
+    }
+
+
+def _f(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _ci(r: dict, key: str) -> str:
+    return f"{_f(r.get(key))} [{_f(r.get(key + '_lo'))}, {_f(r.get(key + '_hi'))}]"
+
+
+def format_evidence(ev: dict) -> str:
+    """The evidence as text: one line per row, interval in brackets, chance beside it."""
+    pe = ev.get("policy_eval")
+    lines = [
+        f"evidence ({ev['n_pairs']:,} pairs, {ev['n_with_if']:,} with IF; {int(100 * ev['level'])}% intervals: bootstrap, "
+        f"{ev['n_boot']} resamples, seed {ev['seed']})"
+    ]
+    if pe:
+        lines.append(
+            f"  θ on {pe['split']} ({pe['n_pairs']} pairs): mean margin {_f(pe['mean_margin'], '.4f')}, "
+            f"reward accuracy {_f(pe['reward_accuracy'])}, loss {_f(pe['loss'], '.4f')} (ln 2 = 0.6931)"
+        )
+    else:
+        lines.append("  θ has no evaluation recorded: run `prefsift evaluate` to see whether it moved")
+    if ev["bands"]:
+        lines.append("  overlap with TIF vs a random selection of the same size (chance, 95% null range):")
+        for r in ev["bands"]:
+            lines.append(
+                f"    {r['band']:>6} {r['rule']:<13} {_f(r['overlap'])}  chance {_f(r['chance'])} "
+                f"[{_f(r['null_lo'])}, {_f(r['null_hi'])}]  lift {_f(r['lift'])}  kappa {_f(r['kappa'])}  "
+                f"p {_f(r['p_value'], '.3g')}  (kept {r['n_a']}, TIF {r['n_b']}, n {r['n']})"
+            )
+    if ev["correlations"]:
+        lines.append("  correlation with IF (|r| < 2/sqrt(n) is chance; partial: token counts held fixed):")
+        for r in ev["correlations"]:
+            if "pearson" not in r:
+                lines.append(f"    {r['score']:<8} {r['subset']:<11} n={r['n']}: too few pairs")
+                continue
+            lines.append(
+                f"    {r['score']:<8} {r['subset']:<11} n={r['n']:<5} Pearson {_ci(r, 'pearson')}  "
+                f"Spearman {_ci(r, 'spearman')}  partial {_ci(r, 'partial_pearson')}  "
+                f"chance |r| < {_f(r['chance_abs_r'])}"
+            )
+    if ev["length"]:
+        lines.append("  length confound (Spearman with token counts):")
+        for r in ev["length"]:
+            lines.append(f"    {r['score']:<8} {r['length']:<22} {_ci(r, 'spearman')}")
+    if ev["noise_auroc"]:
+        lines.append("  noisy-pair detection, AUROC of a low score (0.5 = chance):")
+        for r in ev["noise_auroc"]:
+            lines.append(
+                f"    {r['score']:<8} {_ci(r, 'auroc')}  ({r['n_positive']} noisy, {r['n_negative']} clean)"
+            )
+    return "\n".join(lines)

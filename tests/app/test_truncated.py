@@ -1,0 +1,131 @@
+"""Fully truncated pairs (the prompt fills max_length, no response token left): IRM = LossDiff =
+IF = 0 by construction, which puts them mid-band, so every middle-band rule kept and exported them
+while TRL drops them. They are reported and left out of scores, bands and exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prefsift.cli import main
+from storage import connect, runs
+from storage import rules as R
+from storage.exports import export_selection
+from storage.selections import create_selection, get_members
+from tests.conftest import copy_demo_db, write_jsonl
+
+LONG_PROMPT = "what is the capital of france ? " * 12  # > 48 tokens of the tiny tokenizer
+LONG = {"prompt": LONG_PROMPT, "chosen": "paris .", "rejected": "a city ."}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def long_db(tiny_db, tmp_path):
+    """tiny_db plus one train pair whose prompt alone exceeds 24 tokens."""
+    from prefsift.ingest import ingest
+
+    ingest(write_jsonl(tmp_path / "long.jsonl", [LONG]), name="tiny", db=tiny_db)
+    with connect(tiny_db, read_only=True) as con:
+        (pid,) = con.execute("SELECT pair_id FROM pairs WHERE prompt = ?", [LONG_PROMPT]).fetchone()
+    return tiny_db, pid
+
+
+def cli(capsys, *argv) -> dict:
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_score_leaves_out_and_reports_fully_truncated_pairs(
+    long_db, tiny_model_dir, tiny_model_dir_b, capsys
+):
+    db, long_id = long_db
+    out = cli(
+        capsys, "score", "--db", str(db), "--dataset", "tiny", "--ref", str(tiny_model_dir),
+        "--policy", str(tiny_model_dir_b), "--val", str(tiny_model_dir), "--max-length", "24",
+    )  # fmt: skip
+    with connect(db) as con:
+        scores = runs.get_scores(con, "tiny", out["score_runs"])
+        assert long_id not in set(scores["pair_id"]) and len(scores) == 6
+        # the log-probs still hold it (flagged), the scores do not; the command reports it
+        assert out["fully_truncated"] == {"n": 1, "pair_ids": [long_id]}
+        lp = runs.list_logp_runs(con, "tiny")["run_id"].tolist()
+        assert runs.fully_truncated_pairs(con, lp) == [long_id]
+        cfg = runs.get_score_run_config(con, out["score_runs"]["lossdiff"])
+        assert cfg["fully_truncated"] == {"n": 1, "pair_ids": [long_id]}
+        # a middle-band rule counts it as missing: not kept, not exported
+        rule = R.Intersect((R.Band("lossdiff", 10, 90), R.Band("irm", 10, 90)))
+        create_selection(con, "mid", "tiny", rule, out["score_runs"], "train")
+        assert long_id not in set(get_members(con, "mid").column("pair_id").to_pylist())
+        path = db.parent / "mid.jsonl"
+        export_selection(con, "mid", path)
+    assert LONG_PROMPT not in path.read_text()
+
+
+def test_influence_leaves_out_fully_truncated_pairs(long_db, tiny_model_dir, tiny_model_dir_b, capsys):
+    db, long_id = long_db
+    out = cli(
+        capsys, "influence", "--db", str(db), "--dataset", "tiny", "--policy", str(tiny_model_dir_b),
+        "--ref", str(tiny_model_dir), "--max-length", "24", "--batch-tokens", "48",
+    )  # fmt: skip
+    with connect(db, read_only=True) as con:
+        scores = runs.get_scores(con, "tiny", {"if": out["run_id"], "tif": out["tif_run_id"]})
+    assert long_id not in set(scores["pair_id"]) and len(scores) == 6
+    assert scores["if"].notna().all() and out["n_pairs"] == 6
+    assert out["fully_truncated"]["n"] == 1 and out["fully_truncated"]["pair_ids"] == [long_id]
+
+
+def test_demo_pipeline_scores_no_fully_truncated_pair(demo_db, tmp_path):
+    """The demo (max_length 64) has pairs whose prompt fills it: none gets a score or is selected."""
+    db = copy_demo_db(demo_db, tmp_path / "demo")
+    with connect(db, read_only=True) as con:
+        dropped = set(
+            con.execute("SELECT pair_id FROM logps WHERE chosen_tokens = 0 OR rejected_tokens = 0").df()[
+                "pair_id"
+            ]
+        )
+        scored = set(con.execute("SELECT DISTINCT pair_id FROM scores").df()["pair_id"])
+        kept = set(con.execute("SELECT DISTINCT pair_id FROM selection_members").df()["pair_id"])
+    assert dropped, "the demo at max_length 64 should have fully truncated pairs"
+    assert not dropped & scored
+    assert not dropped & kept - random_members(db)
+
+
+def random_members(db) -> set:
+    """Members of random baselines (a random rule reads no score, so it can draw any pair)."""
+    with connect(db, read_only=True) as con:
+        return set(
+            con.execute(
+                "SELECT pair_id FROM selection_members m JOIN selections s ON s.name = m.selection "
+                "WHERE json_extract_string(s.rule, '$.type') = 'random'"
+            ).df()["pair_id"]
+        )
+
+
+def test_a_random_selection_exports_no_fully_truncated_pair(
+    long_db, tiny_model_dir, tiny_model_dir_b, capsys
+):
+    """A random rule reads no score, so it can draw a fully truncated pair: the export leaves it out
+    (under the tokenization of the dataset's scores) and says so in the manifest."""
+    db, long_id = long_db
+    cli(
+        capsys, "score", "--db", str(db), "--dataset", "tiny", "--ref", str(tiny_model_dir),
+        "--policy", str(tiny_model_dir_b), "--max-length", "24",
+    )  # fmt: skip
+    with connect(db) as con:
+        create_selection(con, "everything", "tiny", "random:1.0:seed=0", None, "train")
+        assert long_id in set(get_members(con, "everything").column("pair_id").to_pylist())
+    path = db.parent / "everything.jsonl"
+    m = cli(capsys, "export", "--db", str(db), "--selection", "everything", "--out", str(path))
+    assert LONG_PROMPT not in path.read_text() and m["rows"] == 6
+    assert m["fully_truncated_left_out"] == {"n": 1, "pair_ids": [long_id]}
