@@ -252,7 +252,7 @@ def test_resolve_model_by_registered_name(tiny_db, tiny_model_dir):
 
 @pytest.mark.slow
 def test_smollm2_scores_a_few_pairs(tmp_path):
-    """The real embedded model: a few HH-style pairs, fast path equals a plain full forward."""
+    """The real embedded model: a few HH-style pairs, the packed fast path equals a plain full forward."""
     import torch
 
     from prefsift.embedded import smollm2_path
@@ -281,7 +281,7 @@ def test_smollm2_scores_a_few_pairs(tmp_path):
     tp = tokenize_pairs(tok, pairs[:1], TokenizeConfig(max_length=64)) + tokenize_pairs(
         tok, pairs[1:], TokenizeConfig()
     )
-    out = pair_logps(model, tp, tok.pad_token_id, share_prompt=True)
+    out = pair_logps(model, tp, tok.pad_token_id, layout="packed")
     for i, t in enumerate(tp):
         for side, key in ((t.chosen_seq(), "chosen_logp"), (t.rejected_seq(), "rejected_logp")):
             ids = torch.tensor([side[0] + side[1]])
