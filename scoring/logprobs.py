@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -274,7 +274,37 @@ def model_device(model) -> torch.device:
 
 
 LAYOUTS = ("auto", "packed", "padded")
-ROW_TOKENS = 1024  # packed row length: longer rows waste attention FLOPs on the masked-out blocks
+ROW_TOKENS = 512  # packed row length: a longer row spends more attention FLOPs on its masked-out blocks
+
+
+def use_packed(model, layout: str) -> bool:
+    """Whether `layout` ("auto" | "packed" | "padded") means packed batches for `model`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout == "packed" or (layout == "auto" and packed_supported(model))
+
+
+def pair_batches(
+    model,
+    tokenized: Sequence[TokenizedPair],
+    pad_token_id: int,
+    batch_tokens: int,
+    layout: str = "auto",
+    row_tokens: int = ROW_TOKENS,
+    device=None,
+) -> Iterator[tuple[list[int], dict]]:
+    """(pair indices, batch) covering `tokenized`, each batch's outputs laid out [chosen of its k
+    pairs; rejected of them] (what `scoring.influence` takes): packed pairs (`use_packed`), or
+    2k padded rows, pairs sorted by their longer side so that rows x longest row <= batch_tokens.
+    Lazy: each batch is built when it is asked for."""
+    if use_packed(model, layout):
+        yield from pack_batches(tokenized, batch_tokens, row_tokens, device)
+        return
+    seqs = [(t.chosen_seq(), t.rejected_seq()) for t in tokenized]
+    widths = [max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) for c, r in seqs]
+    for idx in length_batches(widths, max(batch_tokens // 2, 1)):
+        rows = [seqs[i][0] for i in idx] + [seqs[i][1] for i in idx]
+        yield idx, collate(rows, pad_token_id, "right", device)
 
 
 def pair_logps(
@@ -294,8 +324,7 @@ def pair_logps(
     packed where the model supports it (`packed_supported`), else padded. `padding_side` applies
     to the padded layout only. `progress`: anything with `update(n_pairs)` (prefsift.progress.Progress).
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    packed = use_packed(model, layout)
     n = len(tokenized)
     out = _counts(tokenized)
     out["chosen_logp"] = np.zeros(n, dtype=np.float64)
@@ -303,7 +332,7 @@ def pair_logps(
     if n == 0:
         return out
     device = model_device(model)
-    if layout == "packed" or (layout == "auto" and packed_supported(model)):
+    if packed:
         with torch.inference_mode():
             # longest rows first: a batch that does not fit fails at once, not at the end
             for idx, batch in pack_batches(tokenized, batch_tokens, row_tokens, device):

@@ -27,7 +27,7 @@ the layout `scoring.influence` expects from a `logp_fn`. The batch dict:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -44,9 +44,9 @@ def unit_length(t: TokenizedPair) -> int:
 
 
 def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
-    """Unit indices packed into rows of at most max(row_tokens, longest unit) tokens: first fit,
-    longest first. Rows come out longest (fullest) first."""
-    cap = max(row_tokens, max(lengths, default=1), 1)
+    """Unit indices packed into rows of at most `row_tokens` tokens, first fit, longest first; a
+    unit longer than that gets a row of its own. Rows come out fullest first, so the rows that
+    `_group` batches together have about the same length."""
     rows: list[list[int]] = []
     free: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
@@ -57,8 +57,8 @@ def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
                 break
         else:
             rows.append([i])
-            free.append(cap - lengths[i])
-    fill = [cap - f for f in free]
+            free.append(max(row_tokens - lengths[i], 0))
+    fill = [sum(lengths[i] for i in row) for row in rows]
     order = sorted(range(len(rows)), key=lambda r: -fill[r])
     return [rows[r] for r in order]
 
@@ -147,22 +147,20 @@ def _group(rows: list[list[int]], lengths: Sequence[int], batch_tokens: int) -> 
 
 def pack_batches(
     tokenized: Sequence[TokenizedPair], batch_tokens: int, row_tokens: int, device=None
-) -> list[tuple[list[int], dict]]:
-    """(pair indices, packed batch) covering `tokenized`; a batch holds at most
-    max(batch_tokens, one row) tokens, the rows' end padding included."""
+) -> Iterator[tuple[list[int], dict]]:
+    """(pair indices, packed batch) covering `tokenized`, fullest rows first; rows of at most
+    min(row_tokens, batch_tokens) tokens (or one pair), a batch at most max(batch_tokens, one row)
+    tokens, the rows' end padding included. Lazy: a batch (and
+    its (B, 1, C, C) mask) is built when it is asked for."""
     lengths = [unit_length(t) for t in tokenized]
-    out = []
-    for group in _group(pack_rows(lengths, row_tokens), lengths, batch_tokens):
+    for group in _group(pack_rows(lengths, min(row_tokens, batch_tokens)), lengths, batch_tokens):
         idx = [i for row in group for i in row]
         local = {i: j for j, i in enumerate(idx)}
-        out.append(
-            (idx, pack([tokenized[i] for i in idx], [[local[i] for i in row] for row in group], device))
-        )
-    return out
+        yield idx, pack([tokenized[i] for i in idx], [[local[i] for i in row] for row in group], device)
 
 
 def packed_tokens(tokenized: Sequence[TokenizedPair], batch_tokens: int, row_tokens: int) -> int:
     """Tokens the packed path runs through the transformer (the rows' end padding included)."""
     lengths = [unit_length(t) for t in tokenized]
-    groups = _group(pack_rows(lengths, row_tokens), lengths, batch_tokens)
+    groups = _group(pack_rows(lengths, min(row_tokens, batch_tokens)), lengths, batch_tokens)
     return sum(len(g) * max(sum(lengths[i] for i in row) for row in g) for g in groups)

@@ -104,7 +104,7 @@ def test_packed_equals_padded_per_pair_float64(tok_and_model64, tiny_pairs, conf
     assert model.config._attn_implementation == "sdpa"  # float64 end to end (eager softmaxes in float32)
     tp = tokenize_pairs(tok, tiny_pairs + EXTRA, config)
     padded = pair_logps(model, tp, tok.pad_token_id, layout="padded")
-    batches = pack_batches(tp, batch_tokens=96, row_tokens=48)
+    batches = list(pack_batches(tp, batch_tokens=96, row_tokens=48))
     assert len(batches) > 1 and any(len(idx) > batches[0][1]["input_ids"].shape[0] for idx, _ in batches)
     packed = pair_logps(model, tp, tok.pad_token_id, layout="packed", batch_tokens=96, row_tokens=48)
     for key in ("chosen_logp", "rejected_logp"):
@@ -146,6 +146,20 @@ def test_pack_rows_first_fit_longest_first():
     assert all(sum([5, 3, 4, 2, 6][i] for i in r) <= 8 for r in rows)
     assert rows[0] == [4, 3]  # 6 + 2, the fullest row first
     assert pack_rows([10, 2], row_tokens=4) == [[0], [1]]  # a unit longer than a row gets its own
+
+
+def test_pack_batches_respect_the_token_budget(tok_and_model64, tiny_pairs):
+    """--batch-tokens bounds memory: a packed batch (end padding included) stays within it, or
+    is one row holding one pair that alone is longer."""
+    tok, _ = tok_and_model64
+    tp = tokenize_pairs(tok, tiny_pairs + EXTRA, TokenizeConfig())
+    for budget in (30, 48, 100):
+        seen = []
+        for idx, b in pack_batches(tp, batch_tokens=budget, row_tokens=512):
+            rows, width = b["input_ids"].shape
+            assert rows * width <= budget or (rows == 1 and len(idx) == 1)
+            seen += idx
+        assert sorted(seen) == list(range(len(tp)))
 
 
 def test_packed_layout_only_where_the_model_computes_it(tok_and_model64):
