@@ -129,7 +129,7 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
     from safetensors.torch import load_file, save_file
 
     from scoring import influence as I
-    from scoring.logprobs import collate, length_batches
+    from scoring.logprobs import pair_batches
     from scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     path = folder / "gval.safetensors"
@@ -147,14 +147,11 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
         tok, val_records, TokenizeConfig(max_length=cfg.max_length, truncation_mode=cfg.truncation_mode)
     )
     device = next(iter(params.values())).device
-    pad = tok.pad_token_id
-    lengths = [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in toks]
+    budget = max(min(cfg.grad_batch_tokens, cfg.batch_tokens), 2)
 
     def batches():
-        # rows x longest row <= budget per pair, two rows (chosen, rejected) per pair
-        for idx in length_batches(lengths, max(min(cfg.grad_batch_tokens, cfg.batch_tokens) // 2, 1)):
-            sub = [toks[i] for i in idx]
-            b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad, device=device)
+        # packed pairs (the prompt once) where the model takes them, else 2 padded rows per pair
+        for idx, b in pair_batches(model, toks, tok.pad_token_id, budget, device=device):
             yield b, torch.as_tensor(val_ref[0][idx]), torch.as_tensor(val_ref[1][idx])
 
     with Progress(len(toks), "influence: g_val", unit="pair") as prog:
@@ -186,7 +183,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     from prefsift.score import ensure_logps, resolve_model
     from scoring import diagnostics as D
     from scoring import influence as I
-    from scoring.logprobs import collate, length_batches
+    from scoring.logprobs import pair_batches
     from scoring.models import fingerprint, load_model, load_tokenizer
     from scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
     from storage import connect, pairs, runs
@@ -260,37 +257,36 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     done = _read_shards(folder)
     done_keys = set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist()))
     toks = tokenize_pairs(tok, _records(train_t), tok_cfg)
-    seqs = [
-        (pid, side, t.chosen_seq() if side == "chosen" else t.rejected_seq())
-        for pid, t in zip(train_ids, toks)
-        for side in ("chosen", "rejected")
-    ]
-    todo = [s for s in seqs if (s[0], s[1]) not in done_keys]
-    lengths = [len(p) + len(c) for _, _, (p, c) in todo]
+    # a pair is redone unless both of its sides are in the shards
+    todo = [i for i, pid in enumerate(train_ids) if not {(pid, "chosen"), (pid, "rejected")} <= done_keys]
     device = next(iter(params.values())).device
     step = I.fd_step(params, g, cfg.fd_rel_step) if cfg.method == "fd" else None
-    batches = (
-        (idx, collate([todo[i][2] for i in idx], tok.pad_token_id, device=device))
-        for idx in length_batches(lengths, cfg.batch_tokens)
+    # Packed pairs (prompt once, several pairs a row) for jvp and fd; the per-sequence gradient
+    # reference slices rows, so it keeps one padded row per sequence.
+    layout = "padded" if cfg.method == "grad" else "auto"
+    batches = pair_batches(
+        model, [toks[i] for i in todo], tok.pad_token_id, cfg.batch_tokens, layout, device=device
     )
     # Next free shard number (never overwrite a shard of an earlier, interrupted attempt).
     shard_no = 1 + max((int(f.stem.split("-")[1]) for f in folder.glob("shard-*.parquet")), default=-1)
-    with Progress(len(seqs), "influence: D_v log-probs", unit="seq", initial=len(seqs) - len(todo)) as prog:
+    n_seqs, n_resumed = 2 * len(train_ids), 2 * (len(train_ids) - len(todo))
+    with Progress(n_seqs, "influence: D_v log-probs", unit="seq", initial=n_resumed) as prog:
         for idx, f, df, used in I.stream_directional(logp_fn, params, g, batches, cfg.method, step=step):
+            pids = [train_ids[todo[i]] for i in idx]
             shard = pa.table(
                 {
-                    "pair_id": [todo[i][0] for i in idx],
-                    "side": [todo[i][1] for i in idx],
+                    "pair_id": pids + pids,  # outputs are [chosen of the batch's pairs; rejected]
+                    "side": ["chosen"] * len(pids) + ["rejected"] * len(pids),
                     "logp": f.cpu().numpy(),
                     "dlogp": df.cpu().numpy(),
-                    "method": [used] * len(idx),
+                    "method": [used] * (2 * len(pids)),
                 },
                 schema=SHARD_SCHEMA,
             )
             # a reader or a resumed run sees the whole shard or none of it
             write_table_atomic(shard, folder / f"shard-{shard_no:06d}.parquet")
             shard_no += 1
-            prog.update(len(idx))
+            prog.update(2 * len(pids))
     del model
 
     # 5. IF per pair, TIF, diagnostics
@@ -356,7 +352,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "gval_cached": g_cached,
         "method": config["method_used"],
         "n_pairs": len(train_ids),
-        "n_resumed_seqs": len(seqs) - len(todo),
+        "n_resumed_seqs": n_resumed,
         "n_params": n_params,
         "val_loss": val_loss,
         "n_tif": int(tif.sum()),
