@@ -73,10 +73,9 @@ def add_arguments(p) -> None:
 
 
 def run(args):
-    from prefsift.commands.score import tok_config_from
+    from prefsift.commands.score import lock, tok_config_from
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
-    from prefsift.joblock import job_lock
 
     tok_cfg = tok_config_from(args)
 
@@ -108,8 +107,10 @@ def run(args):
     from storage import resolve_db_path
 
     db = resolve_db_path(args.db)
-    with job_lock(db, f"influence {args.dataset}", wait=args.wait):
+    with lock(args, f"influence {args.dataset}"):  # rank 0 holds it for a multi-process run
         out = compute_influence(db, cfg)
+    if "rank" in out:
+        return None  # rank 0 reports for the whole multi-process run
     d = out["diagnostics"]
     lines = [
         f"IF for {out['n_pairs']:,} pairs ({out['method']}, {out['n_params']:,} parameters): run {out['run_id']}",
