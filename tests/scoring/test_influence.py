@@ -136,6 +136,8 @@ def test_packed_pairs_gval_and_jvp_equal_the_per_pair_gradient_reference_float64
     assert ref.abs().min() > 0
     assert np.corrcoef(got.numpy(), ref.numpy())[0, 1] >= 0.999999
     assert relerr(got, ref) < 1e-6
+    with pytest.raises(I.InfluenceError, match="padded batches"):  # the row-slicing reference
+        I.batch_influence(logp_fn, params, g, batches[0][1], ref_c, ref_r, BETA, method="grad")
 
 
 def test_finite_differences_float32_vs_float64_reference(tok, eager64):
