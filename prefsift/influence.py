@@ -8,6 +8,12 @@
    streamed to Parquet shards under runs/<if_run_id>/ (atomic, one per batch): a killed run
    resumes where it stopped, and the DuckDB file is never held while computing;
 4. IF, TIF (middle percentile band) and diagnostics committed in one short connection.
+
+Several processes (`torchrun --nproc_per_node N -m prefsift influence ...`, or `accelerate launch`,
+as `prefsift score`): each rank takes a slice of the validation pairs and the ranks' g_val parts
+are summed by an all-reduce (weighted by their share of the pairs: the mean over all of them);
+each rank then takes a slice of the training pairs for step 3 and writes its own shards; rank 0
+merges and commits. The shards, the resume and the g_val cache are those of one process.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import pyarrow.parquet as pq
 from prefsift.errors import UserError
 from prefsift.paths import runs_dir
 from prefsift.progress import Progress
-from prefsift.shards import durable_replace, write_table_atomic
+from prefsift.shards import Dist, durable_replace, write_table_atomic
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +128,18 @@ def _ref_logps(con, run_id: str, pair_ids: list[str]) -> tuple[np.ndarray, np.nd
     return t["chosen_logp"].to_numpy(np.float64), t["rejected_logp"].to_numpy(np.float64)
 
 
-def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path, logp_fn):
+def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path, logp_fn, dist: Dist):
     """The query vector (g_val, or (H + damping I)^-1 g_val with --precondition cg) from the
     cache, or computed and cached as safetensors with its key."""
     import torch
     from safetensors.torch import load_file, save_file
 
     from scoring import influence as I
-    from scoring.logprobs import collate, length_batches
+    from scoring.logprobs import pair_batches
     from scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     path = folder / "gval.safetensors"
+    dist.barrier()  # every rank looks for the cache before rank 0 writes it
     if (
         path.exists()
         and (folder / "key.json").exists()
@@ -147,24 +154,34 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
         tok, val_records, TokenizeConfig(max_length=cfg.max_length, truncation_mode=cfg.truncation_mode)
     )
     device = next(iter(params.values())).device
-    pad = tok.pad_token_id
-    lengths = [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in toks]
+    budget = max(min(cfg.grad_batch_tokens, cfg.batch_tokens), 2)
+    mine = list(range(dist.rank, len(toks), dist.world))  # this rank's validation pairs
 
     def batches():
-        # rows x longest row <= budget per pair, two rows (chosen, rejected) per pair
-        for idx in length_batches(lengths, max(min(cfg.grad_batch_tokens, cfg.batch_tokens) // 2, 1)):
-            sub = [toks[i] for i in idx]
-            b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad, device=device)
-            yield b, torch.as_tensor(val_ref[0][idx]), torch.as_tensor(val_ref[1][idx])
+        # packed pairs (the prompt once) where the model takes them, else 2 padded rows per pair
+        sub = [toks[i] for i in mine]
+        for idx, b in pair_batches(model, sub, tok.pad_token_id, budget, device=device):
+            at = [mine[i] for i in idx]
+            yield b, torch.as_tensor(val_ref[0][at]), torch.as_tensor(val_ref[1][at])
 
-    with Progress(len(toks), "influence: g_val", unit="pair") as prog:
-        g, loss = I.validation_gradient(logp_fn, params, batches(), len(toks), cfg.beta, on_batch=prog.update)
+    with Progress(len(toks), "influence: g_val", unit="pair", disable=None if dist.main else True) as prog:
+        g, loss = I.validation_gradient(
+            logp_fn, params, batches(), len(mine), cfg.beta, on_batch=lambda k: prog.update(k * dist.world)
+        )
+    if dist.world > 1:  # the mean over all pairs = sum over ranks of (share of the pairs) x rank mean
+        share = len(mine) / len(toks)
+        names = list(g)
+        summed = dist.all_reduce_sum([g[k] * share for k in names] + [torch.tensor(loss * share)])
+        g, loss = dict(zip(names, summed[:-1])), float(summed[-1])
     meta = {"val_loss": loss, "n_val": len(toks), "gval_norm": I.flat_norm(g)}
     if cfg.precondition == "cg":  # v = (H + damping I)^-1 g_val: still one vector, same fast path
         hvp = I.validation_hvp(logp_fn, params, list(batches()), len(toks), cfg.beta)
         with Progress(cfg.cg_iters, "influence: CG", unit="iter") as prog:
             g, info = I.damped_cg(lambda u: (prog.update(1), hvp(u))[1], g, cfg.damping, cfg.cg_iters)
         meta["cg"] = info
+    if not dist.main:
+        dist.barrier()  # rank 0 writes the cache
+        return g, loss, False
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".gval.tmp{os.getpid()}"
     save_file(
@@ -177,6 +194,7 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
     (folder / "meta.json").write_text(json.dumps({**meta, "norm": I.flat_norm(g)}))
     (folder / "key.json").write_text(json.dumps(key, sort_keys=True))
     durable_replace(tmp, path)
+    dist.barrier()
     return g, loss, False
 
 
@@ -186,12 +204,15 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     from prefsift.score import ensure_logps, resolve_model
     from scoring import diagnostics as D
     from scoring import influence as I
-    from scoring.logprobs import collate, length_batches
+    from scoring.logprobs import pair_batches
     from scoring.models import fingerprint, load_model, load_tokenizer
     from scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
     from storage import connect, pairs, runs
 
     tok_cfg = TokenizeConfig(max_length=cfg.max_length, truncation_mode=cfg.truncation_mode)
+    dist = Dist()
+    if dist.world > 1 and cfg.precondition:
+        raise UserError("--precondition cg runs in one process: launch it without torchrun/accelerate")
     # 1. the data and the models (short read-only connection)
     with connect(db, read_only=True) as con:
         pairs.require_dataset(con, cfg.dataset)
@@ -211,6 +232,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     ref_spec = resolve_model(db, cfg.ref, dtype=cfg.dtype, device=cfg.device)
     # Forward-mode AD needs eager attention (or the math SDPA kernel, forced in scoring.influence).
     pol_spec = dataclasses.replace(pol_spec, attn_implementation=pol_spec.attn_implementation or "eager")
+    pol_spec, ref_spec = dist.device(pol_spec), dist.device(ref_spec)
 
     # 2. reference log-probs (cached runs of the scoring engine)
     ref_name = None if Path(cfg.ref).exists() else cfg.ref  # register a name the user referred to
@@ -261,7 +283,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         gkey.update(precondition=cfg.precondition, damping=cfg.damping, cg_iters=cfg.cg_iters)
     gval_id = "gval-" + _hash(gkey)
     g, val_loss, g_cached = _gval(
-        cfg, model, params, tok, _records(val_t), vref, gkey, runs_dir(db) / gval_id, logp_fn
+        cfg, model, params, tok, _records(val_t), vref, gkey, runs_dir(db) / gval_id, logp_fn, dist
     )
 
     # 4. directional derivatives of every training sequence, streamed to shards
@@ -270,43 +292,51 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         run_key["fd_rel_step"] = cfg.fd_rel_step
     run_id = "if-" + _hash(run_key)
     folder = runs_dir(db) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({**run_key, "dataset": cfg.dataset}, sort_keys=True))
+    if dist.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({**run_key, "dataset": cfg.dataset}, sort_keys=True))
+    dist.barrier()
     done = _read_shards(folder)
     done_keys = set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist()))
     toks = tokenize_pairs(tok, _records(train_t), tok_cfg)
-    seqs = [
-        (pid, side, t.chosen_seq() if side == "chosen" else t.rejected_seq())
-        for pid, t in zip(train_ids, toks)
-        for side in ("chosen", "rejected")
-    ]
-    todo = [s for s in seqs if (s[0], s[1]) not in done_keys]
-    lengths = [len(p) + len(c) for _, _, (p, c) in todo]
+    # a pair is redone unless both of its sides are in the shards
+    todo = [i for i, pid in enumerate(train_ids) if not {(pid, "chosen"), (pid, "rejected")} <= done_keys]
+    n_seqs, n_resumed = 2 * len(train_ids), 2 * (len(train_ids) - len(todo))
+    dist.barrier()  # every rank has read the shards before any rank writes one
+    todo = todo[dist.rank :: dist.world]
     device = next(iter(params.values())).device
     step = I.fd_step(params, g, cfg.fd_rel_step) if cfg.method == "fd" else None
-    batches = (
-        (idx, collate([todo[i][2] for i in idx], tok.pad_token_id, device=device))
-        for idx in length_batches(lengths, cfg.batch_tokens)
+    # Packed pairs (prompt once, several pairs a row) for jvp and fd; the per-sequence gradient
+    # reference slices rows, so it keeps one padded row per sequence.
+    layout = "padded" if cfg.method == "grad" else "auto"
+    batches = pair_batches(
+        model, [toks[i] for i in todo], tok.pad_token_id, cfg.batch_tokens, layout, device=device
     )
     # Next free shard number (never overwrite a shard of an earlier, interrupted attempt).
+    # Each rank numbers its own shards (shard-NNNNNN-rRRR).
     shard_no = 1 + max((int(f.stem.split("-")[1]) for f in folder.glob("shard-*.parquet")), default=-1)
-    with Progress(len(seqs), "influence: D_v log-probs", unit="seq", initial=len(seqs) - len(todo)) as prog:
+    quiet = None if dist.main else True
+    with Progress(n_seqs, "influence: D_v log-probs", unit="seq", initial=n_resumed, disable=quiet) as prog:
         for idx, f, df, used in I.stream_directional(logp_fn, params, g, batches, cfg.method, step=step):
+            pids = [train_ids[todo[i]] for i in idx]
             shard = pa.table(
                 {
-                    "pair_id": [todo[i][0] for i in idx],
-                    "side": [todo[i][1] for i in idx],
+                    "pair_id": pids + pids,  # outputs are [chosen of the batch's pairs; rejected]
+                    "side": ["chosen"] * len(pids) + ["rejected"] * len(pids),
                     "logp": f.cpu().numpy(),
                     "dlogp": df.cpu().numpy(),
-                    "method": [used] * len(idx),
+                    "method": [used] * (2 * len(pids)),
                 },
                 schema=SHARD_SCHEMA,
             )
             # a reader or a resumed run sees the whole shard or none of it
-            write_table_atomic(shard, folder / f"shard-{shard_no:06d}.parquet")
+            write_table_atomic(shard, folder / f"shard-{shard_no:06d}-r{dist.rank:03d}.parquet")
             shard_no += 1
-            prog.update(len(idx))
+            prog.update(2 * len(pids) * dist.world)  # every rank advances at about the same pace
     del model
+    dist.barrier()
+    if not dist.main:  # rank 0 merges every rank's shards and commits
+        return {"run_id": run_id, "rank": dist.rank}
 
     # 5. IF per pair, TIF, diagnostics
     allt = _read_shards(folder).to_pandas().drop_duplicates(["pair_id", "side"], keep="last")
@@ -384,7 +414,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "gval_cached": g_cached,
         "method": config["method_used"],
         "n_pairs": len(train_ids),
-        "n_resumed_seqs": len(seqs) - len(todo),
+        "n_resumed_seqs": n_resumed,
         "n_params": n_params,
         "val_loss": val_loss,
         "n_tif": int(tif.sum()),

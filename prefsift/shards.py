@@ -40,6 +40,23 @@ class Dist:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def all_reduce_sum(self, tensors: list) -> list:
+        """The element-wise sum of each tensor over the ranks (one flat all-reduce), same shapes."""
+        if self.state is None or not tensors:
+            return tensors
+        import torch
+        import torch.distributed as td
+
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+        dev = self.state.device
+        flat = flat.to(dev)
+        td.all_reduce(flat, op=td.ReduceOp.SUM)
+        out, at = [], 0
+        for t in tensors:
+            out.append(flat[at : at + t.numel()].reshape(t.shape).to(t.dtype).to(t.device))
+            at += t.numel()
+        return out
+
     def device(self, spec: ModelSpec) -> ModelSpec:
         if self.state is not None and spec.device == "auto":
             from dataclasses import replace

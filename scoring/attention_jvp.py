@@ -222,6 +222,8 @@ def supports(model, batch) -> bool:
     if triton is None or not torch.cuda.is_available():
         return False
     ids = batch["input_ids"]
+    if batch["attention_mask"].ndim != 2:  # a packed batch's 4D mask: the math kernel applies it
+        return False
     if ids.device.type != "cuda" or not right_padded(batch["attention_mask"]):
         return False
     return model_supported(getattr(model, "config", None), ids.shape[1])

@@ -15,9 +15,13 @@ Everything here is generic over a `logp_fn(params, batch) -> (2k,)` (sequence lo
 k chosen rows followed by k rejected rows) so the maths does not depend on a model family;
 `make_logp_fn` builds one for Hugging Face causal LMs and PEFT models.
 
-Batch layout (what `scoring.logprobs.collate` returns, rows stacked as [chosen; rejected]):
-  input_ids (2k, T) long, attention_mask (2k, T), completion_mask (2k, T) bool, True on the
-  completion's tokens (token t is predicted by the logits at position t - 1).
+Batch layouts (both give outputs [chosen of k pairs; rejected of them], see
+`scoring.logprobs.pair_batches`):
+  padded (`scoring.logprobs.collate`): input_ids (2k, T) long, attention_mask (2k, T),
+  completion_mask (2k, T) bool, True on the completion's tokens (token t is predicted by the
+  logits at position t - 1);
+  packed (`scoring.packing.pack`): each pair one sequence, several pairs a row. jvp and fd take
+  either; the per-sequence gradient reference (`grad`) slices rows, so it takes padded batches.
 """
 
 from __future__ import annotations
@@ -309,6 +313,8 @@ def fd_step(params: Mapping[str, Tensor], v: Mapping[str, Tensor], rel: float = 
 # ---------------------------------------------------------------- directional derivatives
 def _rows(batch: Batch, idx: list[int]) -> dict[str, Tensor]:
     """Rows `idx` of a right-padded batch, trimmed to their longest sequence."""
+    if "target_pos" in batch:
+        raise InfluenceError("per-sequence gradients slice rows: give them padded batches, not packed pairs")
     sub = {k: t[idx] for k, t in batch.items()}
     T = max(int(sub["attention_mask"].sum(1).max()), 1)
     return {k: t[:, :T] for k, t in sub.items()}

@@ -2,11 +2,13 @@
 
 Two entry points:
 - `sequence_logps(model, batch)`: differentiable (autograd, `torch.func.jvp`), used by the
-  influence code and the tests.
-- `pair_logps(model, tokenized, ...)`: the fast inference path for whole datasets. It sorts
-  sequences by length and packs them into batches under a token budget (little padding),
-  runs in `inference_mode`, and optionally shares the prompt's forward pass between the
-  chosen and rejected completions through a prefix KV cache (see `scoring/prefix.py`).
+  influence code and the tests. `batch` is either padded rows (`collate`: one sequence a row)
+  or packed pairs (`scoring.packing.pack`: prompt once, then chosen, then rejected, several
+  pairs a row behind a block-diagonal 4D attention mask).
+- `pair_logps(model, tokenized, ...)`: the fast inference path for whole datasets, packed by
+  default (every unique token through the transformer once, see `scoring/packing.py`); the
+  padded layout (length-sorted rows under a token budget) serves models whose attention cannot
+  take a 4D mask with position ids.
 
 Both apply the LM head only at the positions whose next token is a counted completion token
 and take `logit[target] - logsumexp(logits)` there, so the (B, T, V) logits tensor of a full
@@ -16,12 +18,14 @@ of a full forward, and the prompt positions (often most of the sequence) don't n
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from scoring.packing import pack_batches
 from scoring.tokenize import TokenizedPair
 
 log = logging.getLogger(__name__)
@@ -161,8 +165,50 @@ def _completion_token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Ten
     return token_logps(head, h, targets, causal_lm(model).config), row
 
 
+def packed_supported(model) -> bool:
+    """Whether `model` computes a packed batch exactly: its attention takes a ready 4D mask
+    (eager or SDPA), it takes position ids, and no sliding window could cut a packed row."""
+    lm = causal_lm(model)
+    cfg = getattr(lm, "config", None)
+    if cfg is None or getattr(cfg, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return False
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    if getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True):
+        return False
+    backbone, _ = backbone_and_head(model)
+    fwd = (backbone or lm).forward
+    return "position_ids" in inspect.signature(fwd).parameters
+
+
+def _model_mask(lm, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A (B, 1, T, T) bool mask as the model's attention takes it: bool for SDPA, additive for eager."""
+    if lm.config._attn_implementation == "sdpa":
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~mask, torch.finfo(dtype).min
+    )
+
+
+def _packed_token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs of the counted tokens (N,), their output sequence (N,)) of a packed batch."""
+    ids, pos, targets = batch["input_ids"], batch["position_ids"], batch["target_ids"]
+    lm = causal_lm(model)
+    backbone, head = backbone_and_head(model)
+    dtype = lm.get_input_embeddings().weight.dtype
+    mask = _model_mask(lm, batch["attention_mask"], dtype)
+    if backbone is None:  # unusual architecture: full logits, then the counted positions
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits  # (B, T, V)
+        rows = logits.reshape(-1, logits.shape[-1])[batch["target_pos"]].to(out_dtype(logits.dtype))
+        tok = torch.log_softmax(rows, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        return tok, batch["target_out"]
+    hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    h = hidden.reshape(-1, hidden.shape[-1])[batch["target_pos"]]  # (N, H)
+    return token_logps(head, h, targets, lm.config), batch["target_out"]
+
+
 def sequence_logps(model, batch: dict, params: dict | None = None) -> torch.Tensor:
-    """Σ completion-token log-probs per row (B,), differentiable.
+    """Σ completion-token log-probs per output sequence, differentiable: (B,) for padded rows,
+    (2k,) [chosen; rejected] for k packed pairs.
 
     `params` (optional): {parameter name: tensor} of `model` to use instead of its own, via
     `torch.func.functional_call` (what `torch.func.jvp` needs).
@@ -172,9 +218,13 @@ def sequence_logps(model, batch: dict, params: dict | None = None) -> torch.Tens
         return torch.func.functional_call(
             wrapped, {f"m.{k}": v for k, v in params.items()}, (batch,), strict=False
         )
-    tok, row = _completion_token_logps(model, batch)
-    bsz = batch["input_ids"].shape[0]
-    return torch.zeros(bsz, dtype=tok.dtype, device=tok.device).index_add(0, row, tok)
+    if "target_pos" in batch:
+        tok, row = _packed_token_logps(model, batch)
+        n = batch["n_out"]
+    else:
+        tok, row = _completion_token_logps(model, batch)
+        n = batch["input_ids"].shape[0]
+    return torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, row, tok)
 
 
 def per_token_logps(
@@ -223,6 +273,40 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+LAYOUTS = ("auto", "packed", "padded")
+ROW_TOKENS = 512  # packed row length: a longer row spends more attention FLOPs on its masked-out blocks
+
+
+def use_packed(model, layout: str) -> bool:
+    """Whether `layout` ("auto" | "packed" | "padded") means packed batches for `model`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout == "packed" or (layout == "auto" and packed_supported(model))
+
+
+def pair_batches(
+    model,
+    tokenized: Sequence[TokenizedPair],
+    pad_token_id: int,
+    batch_tokens: int,
+    layout: str = "auto",
+    row_tokens: int = ROW_TOKENS,
+    device=None,
+) -> Iterator[tuple[list[int], dict]]:
+    """(pair indices, batch) covering `tokenized`, each batch's outputs laid out [chosen of its k
+    pairs; rejected of them] (what `scoring.influence` takes): packed pairs (`use_packed`), or
+    2k padded rows, pairs sorted by their longer side so that rows x longest row <= batch_tokens.
+    Lazy: each batch is built when it is asked for."""
+    if use_packed(model, layout):
+        yield from pack_batches(tokenized, batch_tokens, row_tokens, device)
+        return
+    seqs = [(t.chosen_seq(), t.rejected_seq()) for t in tokenized]
+    widths = [max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) for c, r in seqs]
+    for idx in length_batches(widths, max(batch_tokens // 2, 1)):
+        rows = [seqs[i][0] for i in idx] + [seqs[i][1] for i in idx]
+        yield idx, collate(rows, pad_token_id, "right", device)
+
+
 def pair_logps(
     model,
     tokenized: list[TokenizedPair],
@@ -230,14 +314,17 @@ def pair_logps(
     batch_tokens: int = 8192,
     padding_side: str = "right",
     progress=None,
-    share_prompt: bool = False,
+    layout: str = "auto",
+    row_tokens: int = ROW_TOKENS,
 ) -> dict[str, np.ndarray]:
     """chosen/rejected log-probs (float64), token counts (int32) and truncation flags, in input order.
 
-    `share_prompt=True` runs each prompt once and reuses its KV cache for both completions
-    (pays when prompts are long compared to completions; see benchmarks/results/scoring.md).
-    `progress`: anything with `update(n_pairs)` (prefsift.progress.Progress).
+    `layout`: "packed" (each pair one sequence, several pairs a row, `scoring/packing.py`),
+    "padded" (each side its own row, length-sorted, padded to the batch's longest), or "auto":
+    packed where the model supports it (`packed_supported`), else padded. `padding_side` applies
+    to the padded layout only. `progress`: anything with `update(n_pairs)` (prefsift.progress.Progress).
     """
+    packed = use_packed(model, layout)
     n = len(tokenized)
     out = _counts(tokenized)
     out["chosen_logp"] = np.zeros(n, dtype=np.float64)
@@ -245,10 +332,15 @@ def pair_logps(
     if n == 0:
         return out
     device = model_device(model)
-    if share_prompt:
-        from scoring.prefix import shared_prompt_logps
-
-        shared_prompt_logps(model, tokenized, pad_token_id, batch_tokens, out, progress)
+    if packed:
+        with torch.inference_mode():
+            # longest rows first: a batch that does not fit fails at once, not at the end
+            for idx, batch in pack_batches(tokenized, batch_tokens, row_tokens, device):
+                values = sequence_logps(model, batch).double().cpu().numpy()  # (2k,)
+                out["chosen_logp"][idx] = values[: len(idx)]
+                out["rejected_logp"][idx] = values[len(idx) :]
+                if progress is not None:
+                    progress.update(len(idx))
         return out
     # 1. every sequence once: rows 0..n-1 chosen, n..2n-1 rejected
     seqs = [t.chosen_seq() for t in tokenized] + [t.rejected_seq() for t in tokenized]

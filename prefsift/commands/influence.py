@@ -77,10 +77,9 @@ def add_arguments(p) -> None:
 
 
 def run(args):
-    from prefsift.commands.score import policy_ref_val, tok_config_from
+    from prefsift.commands.score import lock, policy_ref_val, tok_config_from
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
-    from prefsift.joblock import job_lock
     from storage import resolve_db_path
 
     tok_cfg = tok_config_from(args)
@@ -112,8 +111,10 @@ def run(args):
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    with job_lock(db, f"influence {args.dataset}", wait=args.wait):
+    with lock(args, f"influence {args.dataset}"):  # rank 0 holds it for a multi-process run
         out = compute_influence(db, cfg)
+    if "rank" in out:
+        return None  # rank 0 reports for the whole multi-process run
     d = out["diagnostics"]
     lines = [
         f"IF for {out['n_pairs']:,} pairs ({out['method']}, {out['n_params']:,} parameters): run {out['run_id']}",

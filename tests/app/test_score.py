@@ -65,6 +65,49 @@ def test_score_stores_irm_lossdiff_and_reruns_compute_nothing(
         )
 
 
+def test_adapter_is_merged_for_scoring_with_the_same_numbers(tiny_db, tiny_model_dir, tmp_path, monkeypatch):
+    """A LoRA policy is scored with its adapter merged into the weights (a plain forward), and
+    its log-probs equal the unmerged PeftModel's in float64."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    import scoring.logprobs as lp_mod
+    from scoring.models import load_model, load_tokenizer
+    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+
+    torch.manual_seed(3)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(
+        tmp_path / "lora"
+    )
+    s = ModelSpec(str(tiny_model_dir), adapter=str(tmp_path / "lora"), dtype="float64", device="cpu")
+    seen = []
+    real = lp_mod.pair_logps
+
+    def spy(model, *a, **k):
+        seen.append(model)
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(lp_mod, "pair_logps", spy)
+    run = score_mod.ensure_logps(tiny_db, s, "tiny")
+    assert seen and all(not any("lora_" in n for n, _ in m.named_parameters()) for m in seen)
+    got = logps_frame(tiny_db, run)
+    # the reference: the unmerged PeftModel, one padded row per sequence
+    unmerged = load_model(s)
+    assert any("lora_" in n for n, _ in unmerged.named_parameters())
+    rows, _ = score_mod._read_pairs(tiny_db, "tiny", "train")
+    tp = tokenize_pairs(load_tokenizer(s), rows, TokenizeConfig())
+    want = real(unmerged, tp, load_tokenizer(s).pad_token_id, layout="padded")
+    ids = [r["pair_id"] for r in rows]
+    base = real(load_model(ModelSpec(str(tiny_model_dir), dtype="float64", device="cpu")), tp, 0)
+    assert np.abs(want["chosen_logp"] - base["chosen_logp"]).max() > 1e-3  # the adapter changes the numbers
+    np.testing.assert_allclose(got.loc[ids, "chosen_logp"], want["chosen_logp"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.loc[ids, "rejected_logp"], want["rejected_logp"], rtol=0, atol=1e-9)
+
+
 def test_crash_then_resume_equals_uninterrupted_run(tiny_db, tiny_model_dir, tmp_path, monkeypatch):
     clean_db = tmp_path / "clean.duckdb"
     shutil.copy(tiny_db, clean_db)
@@ -252,7 +295,7 @@ def test_resolve_model_by_registered_name(tiny_db, tiny_model_dir):
 
 @pytest.mark.slow
 def test_smollm2_scores_a_few_pairs(tmp_path):
-    """The real embedded model: a few HH-style pairs, fast path equals a plain full forward."""
+    """The real embedded model: a few HH-style pairs, the packed fast path equals a plain full forward."""
     import torch
 
     from prefsift.embedded import smollm2_path
@@ -281,7 +324,7 @@ def test_smollm2_scores_a_few_pairs(tmp_path):
     tp = tokenize_pairs(tok, pairs[:1], TokenizeConfig(max_length=64)) + tokenize_pairs(
         tok, pairs[1:], TokenizeConfig()
     )
-    out = pair_logps(model, tp, tok.pad_token_id, share_prompt=True)
+    out = pair_logps(model, tp, tok.pad_token_id, layout="packed")
     for i, t in enumerate(tp):
         for side, key in ((t.chosen_seq(), "chosen_logp"), (t.rejected_seq(), "rejected_logp")):
             ids = torch.tensor([side[0] + side[1]])

@@ -106,6 +106,40 @@ def test_jvp_with_sdpa_math_backend_float64(tok, toks, eager64):
     assert relerr(out["if"], ref) < 1e-6
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_pairs_gval_and_jvp_equal_the_per_pair_gradient_reference_float64(tok, toks, attn):
+    """IF on the packed path (each pair one sequence, several pairs a row): g_val by a backward
+    through packed validation pairs, D_v by a forward-mode pass through packed training pairs, both
+    against the padded layout and per-pair autograd gradients of the DPO loss."""
+    import numpy as np
+
+    from scoring.packing import pack_batches
+
+    model = make_model(tok, attn=attn)
+    logp_fn, params, g, train, ref_c, ref_r = setup(tok, toks, model)  # g_val from padded rows
+    ref = I.pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
+    # 1. g_val from packed validation pairs, 2 pairs in one row
+    vb, vc, vr = val_setup(tok, toks, logp_fn, params)
+    ((vidx, vpacked),) = pack_batches(toks[6:], batch_tokens=10_000, row_tokens=10_000)
+    assert vpacked["input_ids"].shape[0] == 1 and len(vidx) == 2
+    g_packed, _ = I.validation_gradient(logp_fn, params, [(vpacked, vc[vidx], vr[vidx])], 2, BETA)
+    # Llama's RMSNorm runs in float32 even in a float64 model: a backward's last bits differ by
+    # layout at about 1e-8 (the forward's do not: test_logprobs' packed == padded < 1e-9)
+    assert max(relerr(g_packed[k].double(), g[k].double()) for k in g) < 1e-6
+    # 2. the JVP over packed training pairs (several batches, several pairs a row)
+    got = torch.zeros(N_TRAIN, dtype=torch.float64)
+    batches = list(pack_batches(toks[:N_TRAIN], batch_tokens=64, row_tokens=64))
+    assert len(batches) > 1 and any(b["input_ids"].shape[0] < len(idx) for idx, b in batches)
+    for idx, b in batches:
+        out = I.batch_influence(logp_fn, params, g_packed, b, ref_c[idx], ref_r[idx], BETA, method="jvp")
+        got[idx] = out["if"]
+    assert ref.abs().min() > 0
+    assert np.corrcoef(got.numpy(), ref.numpy())[0, 1] >= 0.999999
+    assert relerr(got, ref) < 1e-6
+    with pytest.raises(I.InfluenceError, match="padded batches"):  # the row-slicing reference
+        I.batch_influence(logp_fn, params, g, batches[0][1], ref_c, ref_r, BETA, method="grad")
+
+
 def test_finite_differences_float32_vs_float64_reference(tok, eager64):
     _, logp_fn, params, g, train, ref_c, ref_r, ref = eager64
     model32 = make_model(tok, dtype=torch.float32)

@@ -1,4 +1,5 @@
-"""Sequence log-probs: batched fast path vs a naive float64 loop, and margins vs TRL's DPOTrainer."""
+"""Sequence log-probs: batched fast paths (packed, padded) vs a naive float64 loop, packed vs padded
+per pair, and margins vs TRL's DPOTrainer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from scoring.logprobs import collate, length_batches, pair_logps, sequence_logps
+from scoring.logprobs import collate, length_batches, packed_supported, pair_logps, sequence_logps
+from scoring.packing import pack, pack_batches, pack_rows, packed_tokens, unit_length
 from scoring.tokenize import TokenizeConfig, tokenize_pairs
 
 EXTRA = [
@@ -53,24 +55,127 @@ def naive_reference(tok, model, pairs, max_length):
 
 @pytest.mark.parametrize("max_length", [None, 16])
 @pytest.mark.parametrize(
-    ("padding_side", "batch_tokens"), [("right", 1), ("left", 40), ("right", 100_000), ("left", 100_000)]
+    ("layout", "padding_side", "batch_tokens"),
+    [
+        ("padded", "right", 1),
+        ("padded", "left", 40),
+        ("padded", "right", 100_000),
+        ("padded", "left", 100_000),
+        ("packed", "right", 1),
+        ("packed", "right", 40),
+        ("packed", "right", 100_000),
+    ],
 )
 def test_pair_logps_equal_naive_float64_loop(
-    tok_and_model64, tiny_pairs, max_length, padding_side, batch_tokens
+    tok_and_model64, tiny_pairs, max_length, layout, padding_side, batch_tokens
 ):
     tok, model = tok_and_model64
     tp, ref_c, ref_r = naive_reference(tok, model, tiny_pairs + EXTRA, max_length)
-    out = pair_logps(model, tp, tok.pad_token_id, batch_tokens=batch_tokens, padding_side=padding_side)
+    out = pair_logps(
+        model,
+        tp,
+        tok.pad_token_id,
+        batch_tokens=batch_tokens,
+        padding_side=padding_side,
+        layout=layout,
+        row_tokens=min(batch_tokens, 64),
+    )
     assert out["chosen_logp"].dtype == np.float64
     assert np.abs(out["chosen_logp"] - ref_c).max() < 1e-6
     assert np.abs(out["rejected_logp"] - ref_r).max() < 1e-6
-    # shared-prompt KV cache path: same numbers
-    shared = pair_logps(model, tp, tok.pad_token_id, batch_tokens=batch_tokens, share_prompt=True)
-    assert np.abs(shared["chosen_logp"] - ref_c).max() < 1e-6
-    assert np.abs(shared["rejected_logp"] - ref_r).max() < 1e-6
     # token counts = number of summed terms
     assert out["chosen_tokens"][-2] == len(tp[-2].chosen_ids) - 1  # empty prompt
     assert out["prompt_tokens"].dtype == np.int32 and out["truncated"].dtype == bool
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TokenizeConfig(max_length=None),
+        TokenizeConfig(max_length=16),  # keep_start: each side cut on its own, prompt shared
+        TokenizeConfig(max_length=16, truncation_mode="keep_end"),  # sides keep different prompts
+        TokenizeConfig(max_length=8, truncation_mode="keep_end"),  # some prompts cut away entirely
+    ],
+)
+def test_packed_equals_padded_per_pair_float64(tok_and_model64, tiny_pairs, config):
+    """Each pair as one sequence (prompt once, rejected's positions restarted, the responses kept
+    apart), several pairs a row: the same float64 numbers as one padded row per side."""
+    tok, model = tok_and_model64
+    assert model.config._attn_implementation == "sdpa"  # float64 end to end (eager softmaxes in float32)
+    tp = tokenize_pairs(tok, tiny_pairs + EXTRA, config)
+    padded = pair_logps(model, tp, tok.pad_token_id, layout="padded")
+    batches = list(pack_batches(tp, batch_tokens=96, row_tokens=48))
+    assert len(batches) > 1 and any(len(idx) > batches[0][1]["input_ids"].shape[0] for idx, _ in batches)
+    packed = pair_logps(model, tp, tok.pad_token_id, layout="packed", batch_tokens=96, row_tokens=48)
+    for key in ("chosen_logp", "rejected_logp"):
+        assert np.abs(packed[key] - padded[key]).max() < 1e-9, key
+    # the work: every unique token once plus the rows' end padding, less than the padded layout's
+    unique = sum(unit_length(t) for t in tp)
+    lengths = [len(p) + len(c) for t in tp for p, c in (t.chosen_seq(), t.rejected_seq())]
+    padded_work = sum(len(b) * max(lengths[i] for i in b) for b in length_batches(lengths, 96))
+    assert unique <= packed_tokens(tp, 96, 48)
+    if config.truncation_mode == "keep_start":  # every prompt shared: run once instead of twice
+        assert packed_tokens(tp, 96, 48) < padded_work
+
+
+def test_pack_layout_positions_mask_and_targets():
+    """Prompt [1 2], chosen [3 4], rejected [5 6 7] in one row, then a pair with an empty prompt."""
+    from scoring.tokenize import TokenizedPair
+
+    a = TokenizedPair(prompt_ids=[1, 2], chosen_ids=[3, 4], rejected_ids=[5, 6, 7])
+    b = TokenizedPair(prompt_ids=[], chosen_ids=[8, 9], rejected_ids=[10])
+    batch = pack([a, b], [[0, 1]])
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 2, 3, 4, 0, 1, 0]]
+    m = batch["attention_mask"][0, 0].int()
+    assert m[4].tolist() == [1, 1, 0, 0, 1, 0, 0, 0, 0, 0]  # rejected's first token: prompt + itself
+    assert m[6].tolist() == [1, 1, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert m[3].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]  # chosen never sees the rejected
+    assert m[9].tolist() == [0] * 9 + [1]  # the second pair sees nothing of the first, nor its chosen
+    # outputs [chosen a, chosen b, rejected a, rejected b]; predictions from the column before,
+    # both first response tokens of `a` from its last prompt token (column 1); `b`'s first tokens uncounted
+    assert batch["target_ids"].tolist() == [3, 4, 5, 6, 7, 9]
+    assert batch["target_pos"].tolist() == [1, 2, 1, 4, 5, 7]
+    assert batch["target_out"].tolist() == [0, 0, 2, 2, 2, 1]
+    assert batch["n_out"] == 4
+
+
+def test_pack_rows_first_fit_longest_first():
+    rows = pack_rows([5, 3, 4, 2, 6], row_tokens=8)
+    assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4]
+    assert all(sum([5, 3, 4, 2, 6][i] for i in r) <= 8 for r in rows)
+    assert rows[0] == [4, 3]  # 6 + 2, the fullest row first
+    assert pack_rows([10, 2], row_tokens=4) == [[0], [1]]  # a unit longer than a row gets its own
+
+
+def test_pack_batches_respect_the_token_budget(tok_and_model64, tiny_pairs):
+    """--batch-tokens bounds memory: a packed batch (end padding included) stays within it, or
+    is one row holding one pair that alone is longer."""
+    tok, _ = tok_and_model64
+    tp = tokenize_pairs(tok, tiny_pairs + EXTRA, TokenizeConfig())
+    for budget in (30, 48, 100):
+        seen = []
+        for idx, b in pack_batches(tp, batch_tokens=budget, row_tokens=512):
+            rows, width = b["input_ids"].shape
+            assert rows * width <= budget or (rows == 1 and len(idx) == 1)
+            seen += idx
+        assert sorted(seen) == list(range(len(tp)))
+
+
+def test_packed_layout_only_where_the_model_computes_it(tok_and_model64):
+    _, model = tok_and_model64
+    assert packed_supported(model)
+    cfg = model.config
+    try:
+        cfg._attn_implementation = "flex_attention"  # would take position ids as sequence starts
+        assert not packed_supported(model)
+        cfg._attn_implementation = "sdpa"
+        cfg.sliding_window = 8  # a window the packed rows would not respect
+        assert not packed_supported(model)
+    finally:
+        cfg._attn_implementation, cfg.sliding_window = "sdpa", None
+    with pytest.raises(ValueError, match="layout"):
+        pair_logps(model, [], 0, layout="shared")
 
 
 def test_collate_masks():
