@@ -62,7 +62,10 @@ def test_warmup_fitval_train_evaluate(split_db, tiny_model_dir, capsys, monkeypa
         model = rstore.get_model(con, "theta")
         run = tstore.get_run(con, warm["run_id"])
     assert model["role"] == "policy" and model["path"] == str(tiny_model_dir)
-    assert model["adapter_path"] == warm["output_dir"] and model["lineage"]["dataset"] == "tiny"
+    # recorded relative to the database's folder, so the database and its work folder can move (#20)
+    assert not Path(model["adapter_path"]).is_absolute()
+    assert (Path(db).parent / model["adapter_path"]).resolve() == Path(warm["output_dir"]).resolve()
+    assert model["lineage"]["dataset"] == "tiny"
     assert run["status"] == "done" and run["output_model"] == model["model_id"]
     assert (Path(warm["output_dir"]) / "prefsift_model.json").exists()
     assert not list(Path(warm["output_dir"]).glob("checkpoint-*"))
