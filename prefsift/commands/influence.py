@@ -53,7 +53,9 @@ def add_arguments(p) -> None:
         help="model dtype (default float32)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per batch (default 4096)")
+    p.add_argument(
+        "--batch-tokens", type=int, default=4096, help="tokens per batch, padding included (default 4096)"
+    )
     p.add_argument(
         "--grad-batch-tokens",
         type=int,
