@@ -7,7 +7,7 @@ All in one run, on the same model object and the same length-sorted batches:
   IF by FD       central finite differences in float32
   IF by grads    one autograd gradient per sequence dotted with g_val (reference)
   theta_val      1 epoch of DPO (Adam) from theta on the validation pairs -> LossDiff
-  diagnostics    Pearson/Spearman of IF with LossDiff and IRM, TIF overlaps (METHOD.md)
+  diagnostics    Pearson/Spearman of IF with LossDiff and IRM, TIF overlaps (docs/METHOD.md)
 
 theta = SmolLM2-135M-Instruct + a LoRA adapter (r 16, all linear layers) whose B matrices
 are randomly initialised (nonzero, std --lora-std), not trained: a stand-in for the warm-up

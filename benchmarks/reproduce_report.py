@@ -64,7 +64,7 @@ def diagnostics_findings(dg: dict, chk: dict | None, fit_val: dict | None) -> li
     if fit_val and fit_val.get("steps") is not None:
         out.append(
             f"- θ_val is {fit_val['steps']} optimizer step(s) from θ, so LossDiff is close to its first-order "
-            "form η·IF (METHOD.md): a LossDiff–IF correlation higher than the paper's is expected in this "
+            "form η·IF (docs/METHOD.md): a LossDiff–IF correlation higher than the paper's is expected in this "
             "regime, and says little about LossDiff far from it."
         )
     return out
@@ -185,7 +185,7 @@ def write_report(state: dict, out: Path) -> None:
         f"- Model: {c.get('model') or 'SmolLM2-135M-Instruct (`prefsift.embedded.smollm2_path()`)'} as π_ref, float32; "
         f"LoRA (r 16, all linear layers), β = {c['beta']}, lr {c['lr']}, batch size {c['batch_size']}, "
         f"max_length {c['max_length']}{', bf16 autocast' if c.get('bf16') else ''}.",
-        f"- Pipeline (METHOD.md): θ = 1-epoch DPO warm-up from π_ref on the (noisy) train pairs; θ_val = 1 epoch "
+        f"- Pipeline (docs/METHOD.md): θ = 1-epoch DPO warm-up from π_ref on the (noisy) train pairs; θ_val = 1 epoch "
         f"from θ on the val pairs; IRM, LossDiff (`prefsift score`), exact IF by JVP and TIF "
         f"(`prefsift influence`); downstream = DPO from θ for {c['epochs']:g} epoch(s) per seed, seeds {c['seeds']}.",
     ]

@@ -42,7 +42,7 @@ DEFAULT_LORA: dict[str, Any] = {
 
 # prefsift's defaults for DPOConfig; the user's values win. Why each one:
 DEFAULT_DPO: dict[str, Any] = {
-    "beta": 0.1,  # METHOD.md default
+    "beta": 0.1,  # docs/METHOD.md default
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 1,
     "max_length": 512,  # TRL's 1024 is slow on CPU; prompt + completion, truncation_mode keep_start

@@ -1,6 +1,6 @@
 """Diagnostics a user can trust: each one beside its chance level and with a 95% interval.
 
-METHOD.md "Chance levels". Arrays come from storage (`storage.diagnose.evidence_frame`), the
+docs/METHOD.md "Chance levels". Arrays come from storage (`storage.diagnose.evidence_frame`), the
 maths from `scoring.diagnostics` (bootstrap intervals, partial correlation, AUROC) and
 `storage.chance` (exact chance levels of overlaps); this module only arranges them:
 1. bands: overlap with TIF of the LossDiff, IRM and LossDiff-IRM bands (and of a selection) at

@@ -1,5 +1,5 @@
 """`prefsift experiment`: does a selection help *this* model? The paper's downstream comparison,
-run on the user's own θ and data (METHOD.md "Downstream" and "Chance levels").
+run on the user's own θ and data (docs/METHOD.md "Downstream" and "Chance levels").
 
 Arms, each trained from θ by the ordinary `prefsift.train.train` (TRL DPO) on a stored selection:
 - `selection`: the selection under test;

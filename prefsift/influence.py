@@ -359,7 +359,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     if others is not None:
         compare["lossdiff"] = others.set_index("pair_id").reindex(train_ids)["lossdiff"].to_numpy(np.float64)
     diag = D.influence_diagnostics(influence, compare, band=cfg.band, other_band=cfg.band)
-    # Each overlap beside what a random selection of the same size gets (METHOD.md, chance levels).
+    # Each overlap beside what a random selection of the same size gets (docs/METHOD.md, chance levels).
     from storage.chance import overlap_chance
 
     for name in [k[len("n_kept_") :] for k in diag if k.startswith("n_kept_")]:

@@ -1,6 +1,6 @@
 """DPO training through TRL's DPOTrainer: warm-up θ, validation model θ_val, final training.
 
-One function, `train`, serves the three commands (METHOD.md pipeline steps 2, 3 and 6):
+One function, `train`, serves the three commands (docs/METHOD.md pipeline steps 2, 3 and 6):
   warmup   θ     <- DPO from π_ref on the train split (1 epoch, fresh LoRA by default)
   fit-val  θ_val <- DPO from θ on the val split (1 epoch, θ's adapter trained further)
   train    DPO from θ (or π_ref) on a selection or an exported file (2 epochs)
@@ -191,7 +191,7 @@ def reference_of(db, policy: str) -> str:
 
 
 def inherit_beta(db, policy: str, cfg: TrainConfig) -> TrainConfig:
-    """θ_val and the final training use θ's β and max_length unless the user sets them (METHOD.md)."""
+    """θ_val and the final training use θ's β and max_length unless the user sets them (docs/METHOD.md)."""
     lin = _lineage(db, policy)
     dpo = (lin.get("config") or {}).get("dpo") or {}
     extra = {k: dpo[k] for k in ("beta", "max_length", "truncation_mode") if k in dpo and k not in cfg.dpo}
@@ -469,7 +469,7 @@ def _fit(
         callbacks=[MetricsCallback(db, run_id, stage=f"{cfg.kind}"), *extra_callbacks],
     )
     # TRL copies a pretrained adapter into a frozen "ref" adapter and uses it as the reference
-    # (reference = θ). prefsift keeps π_ref as the reference of every run (METHOD.md), so drop
+    # (reference = θ). prefsift keeps π_ref as the reference of every run (docs/METHOD.md), so drop
     # that copy: with no "ref" adapter TRL disables all adapters, i.e. the base model π_ref.
     if ref_model is None and "ref" in getattr(trainer.model, "peft_config", {}):
         trainer.model.delete_adapter("ref")

@@ -3,7 +3,7 @@
 A selection A of a pairs out of n, compared with a reference set T of t pairs (TIF, or the
 noisy pairs): if A were drawn at random, |A and T| would follow the hypergeometric
 distribution (n, t, a). Everything here is exact arithmetic on that distribution, no sampling:
-- expected overlap coefficient E|A and T| / min(a, t) = max(a, t) / n (METHOD.md);
+- expected overlap coefficient E|A and T| / min(a, t) = max(a, t) / n (docs/METHOD.md);
 - its 2.5-97.5% range (the null interval a permutation test would estimate);
 - lift = observed / expected overlap, Cohen's kappa of the 2x2 table (0 = chance);
 - one-sided p-value P(|A and T| >= observed): Fisher's exact test of the 2x2 table.

@@ -237,7 +237,7 @@ def trained_pairs(con: duckdb.DuckDBPyConnection, dataset: str, model_id: str) -
 
 
 def policy_eval(con: duckdb.DuckDBPyConnection, model_id: str | None) -> dict | None:
-    """The newest evaluation of the policy (METHOD.md: report θ's eval margin with every diagnostic)."""
+    """The newest evaluation of the policy (docs/METHOD.md: report θ's eval margin with every diagnostic)."""
     if not model_id:
         return None
     row = con.execute(

@@ -170,7 +170,7 @@ class Intersect:
 Rule = Band | Top | RandomFraction | Intersect
 LEAVES = (Band, Top, RandomFraction)
 
-# The paper's rule with this project's default bands (METHOD.md: 10-90 each, [ours]).
+# The paper's rule with this project's default bands (docs/METHOD.md: 10-90 each, [ours]).
 DEFAULT_RULE = Intersect((Band("lossdiff", 10, 90), Band("irm", 10, 90)))
 DEFAULT_RULE_TEXT = DEFAULT_RULE.to_text()
 # The TIF selection: the middle band of exact IF (or the stored 0/1 `tif` metric).

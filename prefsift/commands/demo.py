@@ -33,6 +33,9 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
+    from prefsift.commands.serve import add_auth_argument
+
+    add_auth_argument(p)
 
 
 def pipeline_argv(args, db: str) -> list[str]:
@@ -78,8 +81,11 @@ def run(args):
     # The dashboard first, the pipeline beside it: the pipeline runs as a background job (its
     # stages and progress on the Overview page) and the pages fill as its stages land.
     from prefsift.cli import main as cli
+    from prefsift.commands.serve import check_exposure
     from prefsift.jobs import start_job
 
+    # Refused before the pipeline starts, not after: no background job left behind by a refusal.
+    check_exposure(args.host, args.insecure_no_auth, warn=lambda line: None)
     job = start_job(cfg.db, pipeline_argv(args, cfg.db))
     print(
         f"prefsift demo: the pipeline runs in the background as job {job['job_id']} "
@@ -87,4 +93,5 @@ def run(args):
         f"if you stop the dashboard, `prefsift jobs cancel {job['job_id']} --db {cfg.db}` stops it.",
         flush=True,
     )
-    return cli(["serve", "--db", cfg.db, "--host", args.host, "--port", str(args.port)])
+    serve = ["serve", "--db", cfg.db, "--host", args.host, "--port", str(args.port)]
+    return cli(serve + (["--insecure-no-auth"] if args.insecure_no_auth else []))

@@ -11,6 +11,95 @@ def add_arguments(p) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    add_auth_argument(p)
+
+
+def add_auth_argument(p) -> None:
+    """`--insecure-no-auth`, shared with `prefsift demo` (which serves too)."""
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve on a non-loopback address WITHOUT sign-in (anyone who reaches the port can read, "
+        "export and start training); by default that is refused unless [auth] is configured",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost` reach this machine only; anything else (0.0.0.0, a LAN
+    address, a host name) may be reached from elsewhere."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def secrets_files(cwd=None) -> list:
+    """Where Streamlit 1.67 reads secrets.toml when `serve` starts it (its `secrets.files`
+    default, later files win): ~/.streamlit/, the working folder's .streamlit/, and the
+    .streamlit/ beside the script it runs (dashboard/.streamlit/)."""
+    from pathlib import Path
+
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    out = [Path.home() / ".streamlit" / "secrets.toml", here / ".streamlit" / "secrets.toml"]
+    script_level = app_path().parent / ".streamlit" / "secrets.toml"
+    return out if script_level in out else [*out, script_level]
+
+
+_AUTH_KEYS = ("client_id", "client_secret", "server_metadata_url")
+
+
+def auth_problem(files) -> str | None:
+    """None when an `st.login` OpenID Connect configuration is present: an [auth] section with
+    `redirect_uri`, `cookie_secret` and a provider (client_id, client_secret, server_metadata_url,
+    in [auth] itself or in an [auth.<provider>] table). Otherwise what is missing."""
+    import tomllib
+
+    auth: dict = {}
+    for f in files:
+        try:
+            data = tomllib.loads(f.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            return f"{f} cannot be read ({exc})"
+        if isinstance(data.get("auth"), dict):
+            auth.update(data["auth"])  # later files win, key by key, as in Streamlit
+    if not auth:
+        return "no [auth] section in " + " or ".join(str(f) for f in files)
+    missing = [k for k in ("redirect_uri", "cookie_secret") if not auth.get(k)]
+    providers = [auth] + [v for v in auth.values() if isinstance(v, dict)]
+    if not any(all(p.get(k) for k in _AUTH_KEYS) for p in providers):
+        missing.append("a provider (" + ", ".join(_AUTH_KEYS) + ")")
+    return f"[auth] lacks {', '.join(missing)}" if missing else None
+
+
+def check_exposure(host: str, insecure_no_auth: bool, cwd=None, warn=None) -> None:
+    """Refuse (UserError) to serve a non-loopback address without sign-in configured, unless the
+    user passed --insecure-no-auth (then a warning). Loopback needs nothing."""
+    from prefsift.errors import UserError
+
+    if is_loopback(host):
+        return
+    problem = auth_problem(secrets_files(cwd))
+    if problem is None:
+        return
+    if insecure_no_auth:
+        import sys
+
+        (warn or (lambda line: print(line, file=sys.stderr, flush=True)))(
+            f"prefsift serve: WARNING: serving {host} WITHOUT authentication (--insecure-no-auth): anyone "
+            "who can reach this port can read the data, export it and start training jobs."
+        )
+        return
+    raise UserError(
+        f"refusing to serve {host} without sign-in: {problem}; configure st.login (README "
+        '"Serving for a team"), serve 127.0.0.1 behind a proxy that authenticates, or pass --insecure-no-auth'
+    )
 
 
 def app_path():
@@ -71,6 +160,7 @@ def run(args):
 
     from storage import resolve_db_path
 
+    check_exposure(args.host, args.insecure_no_auth)
     cmd = command(args)
     db = resolve_db_path(args.db)
     if not db.exists():

@@ -5,6 +5,7 @@ The real default (SmolLM2-135M-Instruct) runs the same stages; see README for it
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from prefsift.demo import DemoConfig, bundled_dataset, run_demo
@@ -18,7 +19,7 @@ def test_bundled_dataset_is_shipped():
 
 
 @pytest.mark.e2e
-def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, tmp_path):
+def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, tmp_path, monkeypatch):
     db = tmp_path / "demo.duckdb"
     cfg = DemoConfig(db=str(db), model=str(tiny_model_dir), limit=40, max_length=64, batch_size=8)
     out = run_demo(cfg, echo=lambda *a: None)
@@ -37,13 +38,70 @@ def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, t
         assert train_ids - truncated == have & train_ids, f"{metric} missing for some training pairs"
     assert {"lossdiff-irm", "tif", "random-baseline"} <= names
     assert 0 < int(kept["n_kept"]) <= len(train_ids)
-    # a second run recomputes nothing: no new score runs appear
-    with connect(db, read_only=True) as con:
-        n_runs = len(runs.list_score_runs(con, "demo"))
+    # A second run recomputes nothing. Counting runs could not show it (run ids are content
+    # keys: a recomputed run replaces its row under the same id), so: none of the functions that
+    # compute (log-probs, g_val, IF's forward-mode pass, DPO training) is entered, every log-prob
+    # run, model, training run and scoring-engine run keeps the row it had (same creation time),
+    # and every score keeps its value. (IF/TIF, the selections and θ's evaluation are re-derived
+    # from those cached inputs and re-saved: cheap, and left out of the creation-time check.)
+    before, scores_before = _stored_rows(db), _scores(db)
+    computed = _watch_computation(monkeypatch)
     again = run_demo(cfg, echo=lambda *a: None)
-    with connect(db, read_only=True) as con:
-        assert len(runs.list_score_runs(con, "demo")) == n_runs
+    assert computed == []
+    assert _stored_rows(db) == before
+    pd.testing.assert_frame_equal(_scores(db), scores_before)
     assert again["kept"] == out["kept"]
+
+
+def _scores(db):
+    with connect(db, read_only=True) as con:
+        return runs.get_scores(con, "demo").sort_values("pair_id", ignore_index=True)
+
+
+_STORED = {
+    "logp_runs": "run_id, created_at",
+    "score_runs": "run_id, created_at",  # filtered below: the scoring engine's runs
+    "models": "model_id, created_at",
+    "training_runs": "run_id, created_at, finished_at",
+}
+
+
+def _stored_rows(db) -> dict:
+    with connect(db, read_only=True) as con:
+        rows = {
+            t: sorted(map(str, con.execute(f"SELECT {c} FROM {t}").fetchall())) for t, c in _STORED.items()
+        }
+        engine = con.execute(
+            "SELECT run_id, created_at FROM score_runs WHERE metric NOT IN ('if', 'tif') ORDER BY run_id"
+        ).fetchall()
+    rows["score_runs"] = [str(r) for r in engine]
+    assert rows["logp_runs"] and rows["score_runs"] and rows["training_runs"]  # something to compare
+    return rows
+
+
+def _watch_computation(monkeypatch) -> list[str]:
+    """Record every entry into the functions that compute: log-probs, g_val, IF's directional
+    derivatives, DPO training."""
+    from transformers import Trainer
+
+    import prefsift.score
+    import scoring.influence
+
+    entered: list[str] = []
+    for owner, name in (
+        (prefsift.score, "_compute"),
+        (scoring.influence, "validation_gradient"),  # g_val (a cached one is loaded, not entered)
+        (scoring.influence, "directional_logps"),  # IF's forward-mode pass, per batch
+        (Trainer, "train"),
+    ):
+        inner = getattr(owner, name)
+
+        def watched(*a, _inner=inner, _name=name, **k):
+            entered.append(_name)
+            return _inner(*a, **k)
+
+        monkeypatch.setattr(owner, name, watched)
+    return entered
 
 
 def test_demo_models_are_found_by_role_and_runs_labelled_by_their_policy(demo_db):

@@ -195,11 +195,33 @@ def test_value_band_and_overlap(snap, seeded):
     out = explore.tune(snap, [(r["tif_a"], 1, 1, "value")], "train", compare={"TIF": tif})
     assert out["n_kept"] == int((tif & snap.split_mask("train")).sum())
     assert out["overlaps"]["TIF"]["both"] == out["n_kept"]
-    # the random baseline has the same size, is seeded, and lies in the split
-    assert out["random"]["n"] == out["n_kept"]
-    again = explore.tune(snap, [(r["tif_a"], 1, 1, "value")], "train")
-    assert again["random"] == {k: v for k, v in out["random"].items()}
-    assert snap.split_mask("train")[snap.random_order("train")].all()
+
+
+def test_random_baseline_is_seeded_same_size_and_in_the_split(snap, seeded, wide):
+    """The same-size random baseline, checked against numbers computed apart from the snapshot
+    (pandas over storage's own pairs and scores), and against a second, fresh snapshot: a cached
+    order compared with itself could not fail."""
+    r = seeded["runs"]
+    bands = [(r["tif_a"], 1, 1, "value")]
+    out = explore.tune(snap, bands, "train")
+    n = out["n_kept"]
+    # the members, by pair id, looked up in pandas: all in the split, as many as the rule keeps
+    members = wide.set_index("pair_id").loc[snap.ids.take(snap.random_order("train")[:n]).to_pylist()]
+    train = wide[wide["split"] == "train"]
+    assert 0 < n < len(train) and out["random"]["n"] == n == len(members) == members.index.nunique()
+    assert (members["split"] == "train").all()
+    assert out["random"]["noisy"] == int(members["noise"].sum())
+    kept_ids = set(train.loc[train["tif_a"] == 1, "pair_id"])  # what the rule keeps, in pandas
+    assert out["random"]["both"] == len(kept_ids & set(members.index))
+    # seeded: a fresh snapshot (nothing cached) draws the same pairs, another seed other pairs
+    with connect(seeded["db"], read_only=True) as con:
+        fresh = explore.Snapshot(con, seeded["dataset"])
+        fresh.load_run(con, r["tif_a"])
+    assert explore.tune(fresh, bands, "train")["random"] == out["random"]
+    same = fresh.ids.take(fresh.random_order("train")[:n]).to_pylist()
+    assert same == members.index.tolist()
+    other = fresh.ids.take(fresh.random_order("train", seed=1)[:n]).to_pylist()
+    assert set(other) != set(same)
 
 
 def test_filters_validate():

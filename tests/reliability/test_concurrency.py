@@ -318,6 +318,50 @@ def test_job_lock_released_when_the_holder_is_killed(tmp_path):
         pass
 
 
+def test_heavy_commands_refuse_or_queue_behind_the_lock_in_process(
+    tiny_db, tiny_model_dir, tiny_model_dir_b, capsys
+):
+    """The CI variant of the test below: the same real commands, run in this process (no new
+    interpreter each): refused while the lock is held (exit 2, one line, nothing written);
+    `score --wait` blocks until the holder lets go, then completes."""
+    import threading
+
+    from prefsift.cli import main
+
+    db = str(tiny_db)
+    ref, pol = str(tiny_model_dir), str(tiny_model_dir_b)
+    base = ["--db", db, "--dataset", "tiny", "--device", "cpu", "--max-length", "64"]
+    commands = {
+        "score": ["score", *base, "--ref", ref, "--policy", pol],
+        "influence": ["influence", *base, "--ref", ref, "--policy", pol],
+        "warmup": ["warmup", *base, "--model", ref, "--name", "theta"],
+    }
+    queued: dict = {}
+    with job_lock(db, "a long job"):
+        for name, argv in commands.items():
+            assert main(argv) == 2, name
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "another prefsift job is running" in err[0], (name, err)
+            assert "a long job" in err[0] and "--wait" in err[0]
+        waiter = threading.Thread(target=lambda: queued.update(rc=main([*commands["score"], "--wait"])))
+        waiter.start()
+        seen = ""
+        deadline = time.monotonic() + 300  # a bound, not a timing assumption: it waits for the line
+        while "waiting for the job lock" not in seen and time.monotonic() < deadline and waiter.is_alive():
+            time.sleep(0.05)
+            seen += capsys.readouterr().err
+        assert "waiting for the job lock" in seen and waiter.is_alive()  # queued, not refused
+        with connect(db, read_only=True) as con:  # nothing computed by the refused or queued jobs
+            assert con.execute("SELECT count(*) FROM score_runs").fetchone()[0] == 0
+            assert con.execute("SELECT count(*) FROM training_runs").fetchone()[0] == 0
+        assert "rc" not in queued  # still behind the lock
+    waiter.join(timeout=600)
+    assert queued.get("rc") == 0
+    with connect(db, read_only=True) as con:
+        metrics = {r[0] for r in con.execute("SELECT metric FROM score_runs").fetchall()}
+    assert {"irm", "policy_loss"} <= metrics
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_heavy_commands_refuse_or_queue_behind_the_lock(tiny_db, tiny_model_dir, tiny_model_dir_b):

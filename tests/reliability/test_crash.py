@@ -4,7 +4,8 @@ uninterrupted run. The full run (10+ kills each, results in benchmarks/results/c
 `python benchmarks/crash.py`; both share that script's code.
 
 Marked e2e and slow: each kill restarts a Python process that imports torch and transformers,
-which takes 10-30 s on a loaded 2-core machine. Run with `./test.sh -m e2e tests/reliability`.
+which takes 10-30 s on a loaded 2-core machine. Run with `./test.sh -m slow tests/reliability`.
+CI runs the short variant, test_crash_ci.py (one kill at a fixed point per job, seconds each).
 """
 
 from __future__ import annotations

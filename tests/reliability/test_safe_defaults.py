@@ -112,6 +112,74 @@ def test_serve_listens_on_loopback_only(tmp_path):
             proc.kill()
 
 
+# ------------------------------------------------- no sign-in, no server beyond this machine
+@pytest.fixture
+def no_secrets(tmp_path, monkeypatch):
+    """A home and a working folder without any secrets.toml; os.execve (becoming Streamlit)
+    recorded instead of run. Yields the list of commands that would have been exec'd."""
+    home, cwd = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    execs: list[list[str]] = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: execs.append(list(argv)))
+    return execs
+
+
+def _serve(tmp_path, *flags: str) -> int:
+    return main(["serve", "--db", str(tmp_path / "none.duckdb"), *flags])
+
+
+def test_serve_on_all_interfaces_without_auth_is_refused(tmp_path, no_secrets, capsys):
+    assert _serve(tmp_path, "--host", "0.0.0.0") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "refusing to serve 0.0.0.0 without sign-in" in err
+    assert "[auth]" in err and "--insecure-no-auth" in err  # names the fix and the override
+    assert no_secrets == []  # Streamlit never started
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "localhost", "::1"])
+def test_serve_on_loopback_needs_no_auth(tmp_path, no_secrets, capsys, host):
+    assert _serve(tmp_path, "--host", host) == 0
+    assert len(no_secrets) == 1 and no_secrets[0][no_secrets[0].index("--server.address") + 1] == host
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_serve_insecure_no_auth_starts_with_a_warning(tmp_path, no_secrets, capsys):
+    assert _serve(tmp_path, "--host", "0.0.0.0", "--insecure-no-auth") == 0
+    assert len(no_secrets) == 1
+    assert "WITHOUT authentication (--insecure-no-auth)" in capsys.readouterr().err
+
+
+def test_serve_with_st_login_configured_starts(tmp_path, no_secrets, capsys):
+    secrets = Path.cwd() / ".streamlit" / "secrets.toml"
+    secrets.parent.mkdir()
+    secrets.write_text('[auth]\nredirect_uri = "https://curate.example/oauth2callback"\n')
+    assert _serve(tmp_path, "--host", "10.1.2.3") == 2  # an incomplete [auth] is not sign-in
+    assert "[auth] lacks cookie_secret, a provider" in capsys.readouterr().err
+    secrets.write_text(
+        '[auth]\nredirect_uri = "https://curate.example/oauth2callback"\ncookie_secret = "s3cr3t"\n'
+        '[auth.company]\nclient_id = "prefsift"\nclient_secret = "x"\n'
+        'server_metadata_url = "https://idp.example/.well-known/openid-configuration"\n'
+    )
+    assert _serve(tmp_path, "--host", "10.1.2.3") == 0
+    assert len(no_secrets) == 1 and "WARNING" not in capsys.readouterr().err
+
+
+def test_demo_on_all_interfaces_without_auth_is_refused_before_its_job(
+    tmp_path, no_secrets, monkeypatch, capsys
+):
+    import prefsift.jobs
+
+    started = []
+    monkeypatch.setattr(prefsift.jobs, "start_job", lambda *a, **k: started.append(a) or {})
+    assert main(["demo", "--db", str(tmp_path / "d.duckdb"), "--host", "0.0.0.0"]) == 2
+    assert "refusing to serve 0.0.0.0" in capsys.readouterr().err
+    assert started == [] and no_secrets == []  # no pipeline job left running behind a refusal
+
+
 # ---------------------------------------------------------------- no SQL text from the UI
 SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|COPY|ATTACH|PRAGMA|FROM|WHERE)\b")
 

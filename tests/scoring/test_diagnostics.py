@@ -82,7 +82,7 @@ def test_band_strict_and_edges():
     x = np.arange(11, dtype=float)  # percentiles 10/90 land exactly on 1 and 9
     assert D.band_thresholds(x, 10, 90) == (1.0, 9.0)
     assert D.band_mask(x, 10, 90).sum() == 9  # inclusive: 1..9
-    assert D.band_mask(x, 10, 90, inclusive=False).sum() == 7  # METHOD.md's strict form: 2..8
+    assert D.band_mask(x, 10, 90, inclusive=False).sum() == 7  # docs/METHOD.md's strict form: 2..8
     assert D.band_mask(x, 0, 100, inclusive=False).all()  # open ends keep the extremes
     assert not D.band_mask(np.array([np.nan, np.nan]), 10, 90).any()
     with pytest.raises(ValueError, match="band"):

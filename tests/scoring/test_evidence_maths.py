@@ -41,7 +41,7 @@ def test_overlap_null_equals_enumeration_of_every_random_selection(n, a, t):
 
 
 def test_overlap_null_matches_a_permutation_simulation():
-    """n = 64, |A| = 0.64 n, |T| = 0.8 n (METHOD.md's example): expected overlap 0.80."""
+    """n = 64, |A| = 0.64 n, |T| = 0.8 n (docs/METHOD.md's example): expected overlap 0.80."""
     n, a, t = 64, 41, 51
     rng = np.random.default_rng(0)
     ref = np.zeros(n, bool)
