@@ -215,6 +215,7 @@ def _f(x, fmt: str = ".3f") -> str:
 
 st.header("Does the selection agree with TIF beyond chance?")
 if not names:
+    st.caption("Its overlap with TIF, correlations and AUROC appear here once a selection is saved.")
     st.stop()
 default = experiments[-1]["config"]["selection"] if experiments else names[0]
 sel = st.selectbox(

@@ -122,3 +122,12 @@ def test_without_an_experiment_the_page_gives_the_command_and_starts_the_job(dem
     assert not at.exception, [e.value for e in at.exception]
     assert started == [["experiment", "--selection", "lossdiff-irm", "--policy", theta, "--seeds", "0", "1"]]
     assert any("job-xp-1" in s.value for s in at.success)
+
+
+def test_the_page_renders_on_a_database_without_experiments_or_models(app):
+    """The seeded synthetic database: scores and TIF flags, no θ trained by prefsift, no experiment."""
+    at = app().run()
+    at.switch_page("views/evidence.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Evidence"
+    assert any("prefsift" in i.value for i in at.info)  # the empty state says what to run
