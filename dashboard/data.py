@@ -402,10 +402,11 @@ def _cli_json(db: str, version: tuple, argv: tuple) -> dict:
     return json.loads(text[text.index("{") :])
 
 
-def cli_json(argv: list[str]) -> dict:
+def cli_json(argv: list[str], inputs: tuple | None = None) -> dict:
     """A short read-only `prefsift ARGV --json` (e.g. `diagnose`, whose intervals are computed by
-    the application's maths, which the dashboard may not import), cached by the database version."""
-    return _cli_json(str(db_path()), _version(), tuple(argv))
+    the application's maths, which the dashboard may not import), cached by the database version,
+    or by `inputs` (what the answer depends on) so that a job's commits do not rerun it."""
+    return _cli_json(str(db_path()), _version() if inputs is None else inputs, tuple(argv))
 
 
 def latest_job(kind: str, *argv_has: str) -> dict | None:

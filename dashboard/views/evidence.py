@@ -265,7 +265,14 @@ st.subheader("Correlations and AUROC with 95% intervals")
 n_boot = int(st.select_slider("bootstrap resamples", [200, 500, 1000, 2000], value=1000, key="evidence_boot"))
 try:
     with st.spinner("`prefsift diagnose` is computing the intervals…"):
-        out = data.cli_json(["diagnose", "--selection", sel, "--bootstrap", str(n_boot)])
+        # The answer depends on the selection, the dataset's score runs and θ's evaluation, not on
+        # every commit of a running job (training steps): key the cache by those.
+        inputs = (
+            str(selections.loc[selections["name"] == sel, "created_at"].iloc[0]),
+            tuple(sorted(latest.items())),
+            len(ledger) if (ledger := data.cached("ledger", dataset, default=None)) is not None else 0,
+        )
+        out = data.cli_json(["diagnose", "--selection", sel, "--bootstrap", str(n_boot)], inputs)
     ev = out.get("evidence") or {}
 except (RuntimeError, ValueError, OSError) as exc:
     ev = None
