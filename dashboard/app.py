@@ -29,6 +29,7 @@ PAGES = [
     ("tune", "Tune & select", ":material/tune:"),
     ("export_train", "Export & train", ":material/model_training:"),
     ("compare", "Compare models", ":material/balance:"),
+    ("evidence", "Evidence", ":material/science:"),
 ]
 
 pages = {

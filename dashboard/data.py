@@ -202,6 +202,26 @@ def _pair_bundle(con, dataset, pair_id):
     }
 
 
+def _experiments(con, dataset):
+    """The `prefsift experiment` results of a dataset (diagnostics `experiment:<name>`), by name."""
+    from storage.runs import get_diagnostics
+
+    df = get_diagnostics(con)
+    out = []
+    for _run_id, g in df[df["run_id"].str.startswith("experiment:")].groupby("run_id", sort=True):
+        detail = g["detail"].iloc[0]
+        summary = (json.loads(detail) if isinstance(detail, str) else detail or {}).get("summary")
+        if summary and summary.get("dataset") == dataset:
+            out.append(summary)
+    return out
+
+
+def _diagnose(con, selection, tif_percentiles=(10.0, 90.0)):
+    from storage.diagnose import diagnose
+
+    return diagnose(con, selection, tuple(tif_percentiles))
+
+
 _READS: dict[str, Callable] = {
     "overview": _overview,
     "pair_bundle": _pair_bundle,
@@ -224,6 +244,8 @@ _READS: dict[str, Callable] = {
     "selection_ids": explore.selection_ids,
     "run_metrics": _run_metrics,
     "training_runs": _training_runs,
+    "experiments": _experiments,
+    "diagnose": _diagnose,
 }
 
 
@@ -367,6 +389,24 @@ def start_job(argv: list[str]) -> dict:
         )
     text = out.stdout.strip()
     return json.loads(text[text.index("{") :])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)
+def _cli_json(db: str, version: tuple, argv: tuple) -> dict:
+    cmd = [sys.executable, "-m", "prefsift", *argv, "--db", db, "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})
+    if out.returncode != 0:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"`prefsift {argv[0]}` failed")
+    text = out.stdout.strip()
+    return json.loads(text[text.index("{") :])
+
+
+def cli_json(argv: list[str], inputs: tuple | None = None) -> dict:
+    """A short read-only `prefsift ARGV --json` (e.g. `diagnose`, whose intervals are computed by
+    the application's maths, which the dashboard may not import), cached by the database version,
+    or by `inputs` (what the answer depends on) so that a job's commits do not rerun it."""
+    return _cli_json(str(db_path()), _version() if inputs is None else inputs, tuple(argv))
 
 
 def latest_job(kind: str, *argv_has: str) -> dict | None:
