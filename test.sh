@@ -6,4 +6,4 @@ cd "$(dirname "$0")"
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ $# -eq 0 ]; then set -- -m "not slow"; fi
-exec python -m pytest "$@"
+exec python -m pytest --durations=15 "$@"

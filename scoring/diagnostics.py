@@ -76,7 +76,7 @@ def band_mask(x, lo: float = 10.0, hi: float = 90.0, inclusive: bool = True) -> 
     """The middle band δ_lo <= x <= δ_hi; NaN -> False.
 
     Inclusive by default, like every band of the project's selection rules (storage.rules,
-    prefsift.select), so a stored TIF flag equals the TIF the rules compute. METHOD.md writes
+    prefsift.select), so a stored TIF flag equals the TIF the rules compute. docs/METHOD.md writes
     the band with strict inequalities (`inclusive=False`); the two differ only on ties with
     a threshold. A bound at 0 or 100 always keeps the extreme values themselves.
     """
@@ -132,7 +132,7 @@ def influence_diagnostics(
 
 
 # ---------------------------------------------------------------- uncertainty and chance levels
-# METHOD.md "Chance levels": every number comes with the value chance gives and an interval.
+# docs/METHOD.md "Chance levels": every number comes with the value chance gives and an interval.
 # Bootstrap intervals are percentile intervals over resampled pairs (rows drawn with
 # replacement, jointly for all columns), seeded, so a rerun gives the same interval.
 
@@ -221,7 +221,7 @@ def auroc_rows(score: np.ndarray, positive: np.ndarray) -> np.ndarray:
 
 
 def chance_abs_r(n: int) -> float:
-    """|r| below about 2/sqrt(n) is indistinguishable from 0 at n pairs (METHOD.md)."""
+    """|r| below about 2/sqrt(n) is indistinguishable from 0 at n pairs (docs/METHOD.md)."""
     return 2.0 / np.sqrt(n) if n > 0 else float("nan")
 
 

@@ -5,7 +5,7 @@ That is a directional derivative of the pair's loss along v, so no per-pair grad
 
     IF(d) = -beta * sigmoid(-m(d)) * (D_v log pi(y_w|x) - D_v log pi(y_l|x))
 
-where D_v log pi(y|x) is the derivative of the sequence log-prob along v (see METHOD.md).
+where D_v log pi(y|x) is the derivative of the sequence log-prob along v (see docs/METHOD.md).
 Three interchangeable ways to get D_v, all batched over pairs:
   jvp   forward-mode AD (dual tensors through functional_call), exact, primal for free
   fd    central finite difference in the model's dtype, two forwards, no AD at all

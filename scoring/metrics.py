@@ -1,4 +1,4 @@
-"""IRM, LossDiff and the DPO loss as float64 numpy functions of cached log-probs (METHOD.md).
+"""IRM, LossDiff and the DPO loss as float64 numpy functions of cached log-probs (docs/METHOD.md).
 
 m_θ(d) = β[(log π_θ(y_w|x) − log π_ref(y_w|x)) − (log π_θ(y_l|x) − log π_ref(y_l|x))]
 ℓ(θ; d) = −log σ(m_θ(d)) = softplus(−m_θ(d))

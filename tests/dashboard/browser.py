@@ -27,7 +27,8 @@ ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-PAGES = ["overview", "explore", "disagreements", "inspector", "tune", "export_train", "compare"]
+TIMEOUT_MS = 120_000  # generous: the test machines are shared and often loaded
+PAGES = ["overview", "explore", "disagreements", "inspector", "tune", "export_train", "compare", "evidence"]
 TITLES = {
     "overview": "Overview",
     "explore": "Explore",
@@ -36,6 +37,7 @@ TITLES = {
     "tune": "Tune & select",
     "export_train": "Export & train",
     "compare": "Compare models",
+    "evidence": "Evidence",
 }
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"
@@ -108,7 +110,7 @@ def chromium_page(width: int = 1500, height: int = 1800):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": width, "height": height})
-        page.set_default_timeout(120_000)  # generous: the test machines are shared and often loaded
+        page.set_default_timeout(TIMEOUT_MS)
         page.dialogs = []
         page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
         try:
@@ -140,6 +142,11 @@ def settle(page, title: str) -> None:
 def goto(page, url: str, name: str) -> None:
     page.goto(f"{url}/" if name == "overview" else f"{url}/{name}")  # the default page lives at /
     settle(page, TITLES[name])
+
+
+def exceptions(page) -> list[str]:
+    """The text of every Streamlit exception box on the page (a traceback a person would see)."""
+    return page.locator('[data-testid="stException"]').all_inner_texts()
 
 
 def no_error(page) -> None:

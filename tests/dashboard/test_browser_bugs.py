@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser_util import ARGS, CHROMIUM, TIMEOUT_MS, exceptions, needs_chromium, serve, settle
+from browser import ARGS, CHROMIUM, TIMEOUT_MS, exceptions, needs_chromium, serve, settle
 
 from storage import connect, explore
 from tests.conftest import copy_demo_db
