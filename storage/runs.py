@@ -312,9 +312,18 @@ def score_run_anchor(
     con: duckdb.DuckDBPyConnection, dataset: str, policy: str | None = None, beta: float | None = None
 ) -> tuple[str | None, float | None]:
     """(policy fingerprint, beta) that default score runs must share: the given ones, completed
-    from the newest run that records a policy (of that policy, when one is given)."""
+    from the newest run that records a policy (of that policy, when one is given). With no policy
+    given, the dataset's warm-up policy θ (`model_roles`) when it has runs: a second model scored
+    for comparison (the demo's θ_val) does not become the default of every page and rule."""
     if policy is not None and beta is not None:
         return policy, float(beta)
+    if policy is None:
+        theta = model_roles(con, dataset).get("policy")
+        if theta is not None:
+            n = con.execute(
+                f"SELECT count(*) FROM ({_RUN_MODEL}) WHERE policy = ?", [dataset, theta["model_id"]]
+            ).fetchone()[0]
+            policy = theta["model_id"] if n else None
     row = con.execute(
         f"SELECT policy, beta FROM ({_RUN_MODEL}) WHERE policy IS NOT NULL "
         "AND (? IS NULL OR policy = ?) AND (? IS NULL OR beta = ?) ORDER BY created_at DESC LIMIT 1",

@@ -14,7 +14,7 @@ from storage import connect, runs
 from storage import rules as R
 from storage.exports import export_selection
 from storage.selections import create_selection, get_members
-from tests.conftest import copy_demo_db, write_jsonl
+from tests.conftest import write_jsonl
 
 LONG_PROMPT = "what is the capital of france ? " * 12  # > 48 tokens of the tiny tokenizer
 LONG = {"prompt": LONG_PROMPT, "chosen": "paris .", "rejected": "a city ."}
@@ -85,9 +85,15 @@ def test_influence_leaves_out_fully_truncated_pairs(long_db, tiny_model_dir, tin
     assert out["fully_truncated"]["n"] == 1 and out["fully_truncated"]["pair_ids"] == [long_id]
 
 
-def test_demo_pipeline_scores_no_fully_truncated_pair(demo_db, tmp_path):
-    """The demo (max_length 64) has pairs whose prompt fills it: none gets a score or is selected."""
-    db = copy_demo_db(demo_db, tmp_path / "demo")
+def test_demo_pipeline_scores_no_fully_truncated_pair(tiny_model_dir, tmp_path):
+    """The demo at max_length 64 has pairs whose prompt fills it: none gets a score or is selected."""
+    from prefsift.demo import DemoConfig, run_demo
+
+    db = tmp_path / "demo64.duckdb"
+    run_demo(
+        DemoConfig(db=str(db), model=str(tiny_model_dir), limit=40, max_length=64, influence=False),
+        echo=lambda *a: None,
+    )
     with connect(db, read_only=True) as con:
         dropped = set(
             con.execute("SELECT pair_id FROM logps WHERE chosen_tokens = 0 OR rejected_tokens = 0").df()[
