@@ -81,10 +81,12 @@ st.session_state["inspect_current"] = pair_id
 if st.session_state.get("inspect_unsaved"):
     wc = st.columns([5, 1])
     wc[0].warning("This pair's annotation has unsaved changes: save them below, or discard them and move on.")
-    if wc[1].button("Discard and move", key="inspect_discard_btn"):
+
+    def _discard() -> None:  # a callback: it runs before the widgets, so it may move the pair
         st.session_state["inspect_discard"] = True
-        _go(st.session_state["inspect_unsaved"])
-        st.rerun()
+        _go(st.session_state.get("inspect_unsaved"))
+
+    wc[1].button("Discard and move", key="inspect_discard_btn", on_click=_discard)
 st.caption(
     f"Row {pair['row_idx']} · split **{pair['split']}** · {pair['kind']}"
     + (" · **flagged noisy** (label swapped)" if pair["noise"] else "")
