@@ -139,28 +139,10 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
             ],
         ),
         (
-            "score: log-probs, IRM, LossDiff",
-            [
-                "score",
-                "--dataset",
-                cfg.name,
-                "--ref",
-                model,
-                "--policy",
-                theta,
-                "--val",
-                val_name,
-                *ml,
-                "--dtype",
-                cfg.dtype,
-                *dev,
-                *common,
-            ],
-        ),
-        (
-            # A second model on the same pairs, at no extra forward pass (θ_val's and π_ref's log-probs
-            # are cached by the stage above): Compare models shows how the verdicts move between θ and
-            # θ_val, which saw 1 more epoch on other pairs. IRM only (LossDiff would need a θ_val of θ_val).
+            # A second model on the same pairs (Compare models: how the verdicts move between θ and
+            # θ_val, which saw one more epoch on other pairs). No extra forward pass: θ_val's and
+            # π_ref's log-probs are the ones the next stage reuses for LossDiff. Scored first, so
+            # that θ's runs are the newest (the pages' defaults). IRM only.
             "score IRM under θ_val too (a second model for Compare models)",
             [
                 "score",
@@ -172,6 +154,25 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
                 val_name,
                 "--val",
                 "none",
+                *ml,
+                "--dtype",
+                cfg.dtype,
+                *dev,
+                *common,
+            ],
+        ),
+        (
+            "score: log-probs, IRM, LossDiff",
+            [
+                "score",
+                "--dataset",
+                cfg.name,
+                "--ref",
+                model,
+                "--policy",
+                theta,
+                "--val",
+                val_name,
                 *ml,
                 "--dtype",
                 cfg.dtype,

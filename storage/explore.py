@@ -150,7 +150,9 @@ def previews(
     """
     ids = list(pair_ids)[:MAX_LIMIT]
     n = max(8, min(int(chars), 4000))
-    cols = "pair_id, left(prompt, ?) AS prompt, left(chosen, ?) AS chosen, left(rejected, ?) AS rejected"
+    # conversational fields hold a JSON list of messages: preview their contents, not the JSON
+    text = "left(CASE WHEN kind = 'conversational' THEN array_to_string(json_extract_string({c}, '$[*].content'), ' ¶ ') ELSE {c} END, ?) AS {c}"
+    cols = "pair_id, " + ", ".join(text.format(c=c) for c in ("prompt", "chosen", "rejected"))
     got = pd.DataFrame(columns=["pair_id", "prompt", "chosen", "rejected"])
     if rowids is not None:
         got = con.execute(
