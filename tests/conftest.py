@@ -216,3 +216,14 @@ def copy_demo_db(src: Path, dest_dir: Path) -> Path:
     if work.exists():
         shutil.copytree(work, dest_dir / work.name, dirs_exist_ok=True)
     return dest_dir / src.name
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models are overhead-bound: one torch thread is much faster than two on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from prefsift.cli import main
 from storage import connect, runs
@@ -14,11 +13,8 @@ from tests.conftest import copy_demo_db
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (tests/conftest.py::one_thread)."""
 
 
 def experiment(capsys, db, theta) -> dict:

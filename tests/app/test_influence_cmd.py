@@ -13,12 +13,8 @@ from storage import connect, runs
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound: one thread is much faster than two on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (tests/conftest.py::one_thread)."""
 
 
 def run_cli(capsys, *argv) -> tuple[int, dict | str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from prefsift.cli import main
 from storage import connect, runs
@@ -21,11 +20,8 @@ LONG = {"prompt": LONG_PROMPT, "chosen": "paris .", "rejected": "a city ."}
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (tests/conftest.py::one_thread)."""
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from prefsift.cli import main
@@ -20,11 +19,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (tests/conftest.py::one_thread)."""
 
 
 def theta_of(db) -> str:
