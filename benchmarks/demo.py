@@ -1,6 +1,7 @@
 """`prefsift demo` on a fresh machine: first run (model built, every stage computed) and second run.
 
-    python benchmarks/demo.py [--limit N] [--work DIR]
+    python benchmarks/demo.py [--limit N] [--work DIR] [--out FILE] [-- DEMO ARGS]
+    e.g. -- --dataset ../shared/data/alpaca_eval-alpaca-7b-vs-text-davinci-003.gpt4.json.gz --limit 300
 
 Runs `prefsift demo --no-serve --json` twice under /usr/bin/time -v, with a fresh model cache
 (PREFSIFT_CACHE) and a fresh database in the work folder, and writes
@@ -50,13 +51,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo.md"))
     ap.add_argument("--from-log", help="re-render the table from a previous run's printed output")
     ap.add_argument("--loads", default="nan,nan,nan", help="with --from-log: the load averages to print")
+    ap.add_argument("demo_args", nargs="*", help="extra `prefsift demo` arguments (after --)")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prefsift-demo-bench-"))
     if not args.from_log:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-    extra = ["--limit", str(args.limit)] if args.limit else []
+    extra = (["--limit", str(args.limit)] if args.limit else []) + args.demo_args
     if args.from_log:  # re-render from the two JSON summaries a run printed (and its load averages)
         text = Path(args.from_log).read_text()
         dec, i = json.JSONDecoder(), text.index("{")
@@ -82,10 +84,10 @@ def main() -> None:
         f"{' ' + ' '.join(extra) if extra else ''}` twice with a fresh model cache and database).",
         f"- Kept by LossDiff-IRM: {first.get('kept')} of {first.get('total')} training pairs.",
         "",
-        "| stage | first run s | second run s | first run: peak RSS so far, GiB |",
+        "| stage | first run s | second run s | first run: the stage's peak RSS, GiB |",
         "| --- | ---: | ---: | ---: |",
     ]
-    peaks = first.get("peak_rss_gib_after_stage", {})
+    peaks = first.get("peak_rss_gib_per_stage", {})
     for st in stages:
         lines.append(
             f"| {st} | {first['stage_seconds'][st]:.1f} | {second['stage_seconds'].get(st, float('nan')):.1f} | "

@@ -229,12 +229,16 @@ class Pipeline:
         self.path = status_path if status_path is not None else os.environ.get("PREFSIFT_STATUS_FILE")
         self.rows = [{"title": t, "state": "pending", "seconds": None} for t in titles]
 
-    def mark(self, title: str, state: str, seconds: float | None = None) -> None:
+    def mark(
+        self, title: str, state: str, seconds: float | None = None, peak_rss_gib: float | None = None
+    ) -> None:
         from prefsift.progress import write_status
 
         for r in self.rows:
             if r["title"] == title:
                 r["state"], r["seconds"] = state, seconds
+                if peak_rss_gib is not None:
+                    r["peak_rss_gib"] = peak_rss_gib
         n_done = sum(r["state"] == "done" for r in self.rows)
         write_status(self.path, pipeline=self.rows, pipeline_done=n_done, pipeline_total=len(self.rows))
 
@@ -256,20 +260,21 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
         pipe.mark(SETUP_STAGE, "done", round(time.monotonic() - t0, 1))
     plan = stages(cfg, model)
     timings: dict[str, float] = {}
-    peaks: dict[str, float] = {}  # peak RSS of this process so far, after each stage (GiB)
+    peaks: dict[str, float] = {}  # peak RSS during each stage (GiB); see stage_peak_rss_gib
     for i, (title, argv) in enumerate(plan, 1):
         echo(f"\n[{i}/{len(plan)}] {title}: prefsift {' '.join(argv)}")
         pipe.mark(title, "running")
         t0 = time.monotonic()
+        reset_peak_rss()
         rc = cli(argv)
         timings[title] = round(time.monotonic() - t0, 1)
-        peaks[title] = round(peak_rss_gib(), 2)
+        peaks[title] = round(stage_peak_rss_gib(), 2)
         if rc != 0:
-            pipe.mark(title, "failed", timings[title])
+            pipe.mark(title, "failed", timings[title], peaks[title])
             raise UserError(
                 f"demo stage '{title}' failed (exit {rc}); rerun `prefsift demo` to resume from there"
             )
-        pipe.mark(title, "done", timings[title])
+        pipe.mark(title, "done", timings[title], peaks[title])
         echo(f"      done in {timings[title]:.1f} s")
     # The random baseline has the size of the LossDiff-IRM selection: only known now.
     from storage import connect
@@ -305,9 +310,30 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
         "kept": n_kept,
         "total": n_total,
         "stage_seconds": timings,
-        "peak_rss_gib_after_stage": peaks,
+        "peak_rss_gib_per_stage": peaks,
         "total_seconds": total,
     }
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter (VmHWM) of this process, so that the next reading is
+    the peak of one stage alone. Linux only (writing 5 to clear_refs); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def stage_peak_rss_gib() -> float:
+    """Peak RSS since the last reset_peak_rss (GiB); the process's peak where there is no reset."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return peak_rss_gib()
 
 
 def peak_rss_gib() -> float:

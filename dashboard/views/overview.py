@@ -46,6 +46,8 @@ def pipeline_panel() -> None:
     with box:
         for r in stages:
             secs = f" · {r['seconds']:.0f} s" if isinstance(r.get("seconds"), int | float) else ""
+            if isinstance(r.get("peak_rss_gib"), int | float):
+                secs += f" · peak memory {r['peak_rss_gib']:.1f} GiB"
             st.markdown(f"{_MARK.get(r.get('state'), _MARK['pending'])} {r['title']}{secs}")
         if running and s.get("stage"):
             frac = charts.progress_of(s)

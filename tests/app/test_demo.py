@@ -5,6 +5,8 @@ The real default (SmolLM2-135M-Instruct) runs the same stages; see README for it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -38,6 +40,8 @@ def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, t
         assert train_ids - truncated == have & train_ids, f"{metric} missing for some training pairs"
     assert {"lossdiff-irm", "tif", "random-baseline"} <= names
     assert 0 < int(kept["n_kept"]) <= len(train_ids)
+    assert set(out["peak_rss_gib_per_stage"]) == set(out["stage_seconds"])
+    assert all(v > 0 for v in out["peak_rss_gib_per_stage"].values())
     # A second run recomputes nothing. Counting runs could not show it (run ids are content
     # keys: a recomputed run replaces its row under the same id), so: none of the functions that
     # compute (log-probs, g_val, IF's forward-mode pass, DPO training) is entered, every log-prob
@@ -199,3 +203,19 @@ def test_demo_warmup_log_is_free_of_the_prompt_prefix_warning(
         assert kinds == {"conversational"}
     else:
         assert trl_said and we_said, caplog.text
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-stage peaks need Linux")
+def test_stage_peak_rss_is_the_stage_alone_not_the_process_so_far():
+    import numpy as np
+
+    from prefsift.demo import reset_peak_rss, stage_peak_rss_gib
+
+    big = np.ones(2**28 // 8)  # 256 MiB, touched
+    before = stage_peak_rss_gib()
+    del big
+    assert reset_peak_rss()
+    small = np.ones(2**20)  # a small stage after a big one
+    after = stage_peak_rss_gib()
+    del small
+    assert after < before - 0.2, (before, after)  # GiB: the 256 MiB of the earlier stage are gone
