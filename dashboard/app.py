@@ -9,18 +9,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the project root.
-_ROOT = str(Path(__file__).resolve().parent.parent)
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the folder that holds the
+# prefsift package: the repository root (dashboard/ beside prefsift/, which links to it) or,
+# installed, site-packages (this file is prefsift/dashboard/app.py there).
+_HERE = Path(__file__).resolve().parent
+_ROOT = str(_HERE.parent.parent if (_HERE.parent / "__init__.py").exists() else _HERE.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import streamlit as st  # noqa: E402
 
-from dashboard import data  # noqa: E402
+from prefsift.dashboard import data  # noqa: E402
 
 st.set_page_config(page_title="prefsift", page_icon=":material/filter_alt:", layout="wide")
 
-_HERE = Path(__file__).resolve().parent
 PAGES = [
     ("overview", "Overview", ":material/dashboard:"),
     ("explore", "Explore", ":material/scatter_plot:"),

@@ -173,7 +173,7 @@ def tiny_db(db_path, tmp_path, tiny_pairs) -> Path:
 
     src = write_jsonl(tmp_path / "tiny.jsonl", tiny_pairs)
     ingest(src, name="tiny", db=db_path)
-    from storage import connect, pairs
+    from prefsift.storage import connect, pairs
 
     with connect(db_path) as con:
         ids = pairs.get_pairs(con, "tiny", columns=("pair_id",)).column("pair_id").to_pylist()
@@ -227,3 +227,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_name_per_module():
+    """At the end of the session: no module of this checkout was loaded under an old top-level
+    name (scoring, storage, dashboard instead of prefsift.scoring ...). A module imported under
+    two names exists twice, with two states (tools/namespace_rename.py converts such imports)."""
+    import sys
+
+    yield
+    root = Path(__file__).resolve().parents[1]
+    twice = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] in ("scoring", "storage", "dashboard")
+        and Path(getattr(module, "__file__", None) or "/").resolve().is_relative_to(root)
+    )
+    assert not twice, f"imported under an old top-level name: {twice} (run tools/namespace_rename.py)"

@@ -103,13 +103,13 @@ def check_exposure(host: str, insecure_no_auth: bool, cwd=None, warn=None) -> No
 
 
 def app_path():
-    """The installed dashboard/app.py, found without importing the app (or Streamlit)."""
+    """The installed prefsift/dashboard/app.py, found without importing the app (or Streamlit)."""
     import importlib.util
     from pathlib import Path
 
     from prefsift.errors import UserError
 
-    spec = importlib.util.find_spec("dashboard")
+    spec = importlib.util.find_spec("prefsift.dashboard")
     if spec is None or not spec.submodule_search_locations:
         raise UserError("the dashboard package is not installed (pip install prefsift)")
     path = Path(list(spec.submodule_search_locations)[0]) / "app.py"
@@ -118,47 +118,62 @@ def app_path():
     return path
 
 
+def config_path():
+    """The dashboard's Streamlit settings (theme, toolbar, upload size, server defaults), shipped
+    in the package beside the app: prefsift/dashboard/.streamlit/config.toml."""
+    return app_path().parent / ".streamlit" / "config.toml"
+
+
+def config_options(path=None) -> dict[str, str]:
+    """The shipped config.toml as `streamlit run` options: {"theme.base": "light", ...}.
+
+    Streamlit reads config.toml from ~/.streamlit/, the working folder's .streamlit/ and, in recent
+    versions (1.67 does), the .streamlit/ beside the script it runs. `prefsift serve` passes the
+    shipped file's options on the command line too, so they hold from any folder and with any
+    Streamlit this project supports."""
+    import tomllib
+
+    from prefsift.errors import UserError
+
+    path = path or config_path()
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"the dashboard's settings are missing: {path} (reinstall prefsift)") from None
+    return {
+        f"{section}.{key}": ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for section, options in config.items()
+        for key, value in options.items()
+    }
+
+
 def command(args) -> list[str]:
     import sys
     from pathlib import Path
 
-    from storage import resolve_db_path
+    from prefsift.storage import resolve_db_path
 
     db = Path(resolve_db_path(args.db)).resolve()
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(app_path()),
-        "--server.headless",
-        "true",
-        "--server.address",
-        args.host,
-        "--server.port",
-        str(args.port),
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.runOnSave",
-        "false",
-        # No "Deploy" button or developer menu: a person curating data has no use for them
-        # (the same as .streamlit/config.toml, which Streamlit reads only from its working folder).
-        "--client.toolbarMode",
-        "minimal",
-        "--theme.base",
-        "light",
-        "--theme.primaryColor",
-        "#2e7d32",
-        "--",
-        "--db",
-        str(db),
-    ]
+    options = {
+        # the shipped settings: theme, no "Deploy" button or developer menu (toolbarMode minimal),
+        # error details, upload size ...
+        **config_options(),
+        # ... and what this command decides whatever the file says: headless, no usage statistics,
+        # no rerun on save, the address and port asked for
+        "server.headless": "true",
+        "browser.gatherUsageStats": "false",
+        "server.runOnSave": "false",
+        "server.address": args.host,
+        "server.port": str(args.port),
+    }
+    flags = [part for name, value in options.items() for part in (f"--{name}", value)]
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()), *flags, "--", "--db", str(db)]
 
 
 def run(args):
     import os
 
-    from storage import resolve_db_path
+    from prefsift.storage import resolve_db_path
 
     check_exposure(args.host, args.insecure_no_auth)
     cmd = command(args)

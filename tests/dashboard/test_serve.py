@@ -34,14 +34,39 @@ def test_serve_is_a_cli_command():
 def test_streamlit_config_defaults():
     import tomllib
 
-    cfg = tomllib.loads((Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml").read_text())
+    cfg = tomllib.loads(
+        (Path(__file__).resolve().parents[2] / "dashboard" / ".streamlit" / "config.toml").read_text()
+    )
     assert cfg["server"]["address"] == "127.0.0.1" and cfg["server"]["headless"] is True
     assert cfg["browser"]["gatherUsageStats"] is False
 
 
+def test_serve_passes_the_shipped_config(tmp_path):
+    """Every option of the config.toml shipped beside the app reaches `streamlit run` (theme,
+    toolbar, error details, upload size), except what serve itself decides (address, port)."""
+    import tomllib
+
+    from prefsift.commands import serve
+
+    shipped = serve.config_path()
+    assert shipped == serve.app_path().parent / ".streamlit" / "config.toml" and shipped.exists()
+    cfg = tomllib.loads(shipped.read_text())
+    args = argparse.Namespace(db=str(tmp_path / "x.duckdb"), host="127.0.0.2", port=8598)
+    cmd = serve.command(args)
+    flags = cmd[cmd.index("run") + 2 : cmd.index("--")]
+    opts = dict(zip(flags[::2], flags[1::2], strict=True))
+    assert len(opts) == len(flags) // 2  # each option once
+    for section, options in cfg.items():
+        for key, value in options.items():
+            want = {"server.address": "127.0.0.2", "server.port": "8598"}.get(f"{section}.{key}")
+            want = want or (str(value).lower() if isinstance(value, bool) else str(value))
+            assert opts[f"--{section}.{key}"] == want, (section, key)
+    assert opts["--theme.primaryColor"] == cfg["theme"]["primaryColor"]
+
+
 @pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/b", "", ".hidden", "x" * 129])
 def test_export_path_refuses_names_that_escape(name, tmp_path, monkeypatch):
-    from dashboard import data
+    from prefsift.dashboard import data
 
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     with pytest.raises(ValueError):
@@ -49,7 +74,7 @@ def test_export_path_refuses_names_that_escape(name, tmp_path, monkeypatch):
 
 
 def test_export_path_is_confined(tmp_path, monkeypatch):
-    from dashboard import data
+    from prefsift.dashboard import data
 
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     p = data.export_path("my-sel_1.v2", "jsonl")
@@ -61,8 +86,8 @@ def test_export_path_is_confined(tmp_path, monkeypatch):
 def test_every_name_a_selection_may_have_can_be_exported(tmp_path, monkeypatch):
     """One name rule for save and export (#20 bug 5): a 100-character name saves, so it exports;
     a name the rule refuses is refused with the rule's words, not blamed on the format."""
-    from dashboard import data
-    from storage.selections import check_name
+    from prefsift.dashboard import data
+    from prefsift.storage.selections import check_name
 
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     long = "x" * 100
