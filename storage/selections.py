@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.db import arrow_table, lit
+from storage.db import lit
 from storage.engine import RuleResult, select
 from storage.errors import NotFound, StorageError
 from storage.pairs import require_dataset
@@ -141,11 +141,6 @@ def get_selection(con: duckdb.DuckDBPyConnection, name: str) -> dict:
 
 
 MEMBERS_SQL = "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id"
-
-
-def get_members(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
-    get_selection(con, name)  # NotFound with a hint
-    return arrow_table(con, MEMBERS_SQL, [name])
 
 
 def members_relation(name: str) -> str:

@@ -13,7 +13,7 @@ from prefsift.cli import main
 from storage import connect, engine, runs
 from storage import rules as R
 from storage.exports import export_selection
-from storage.selections import create_selection, get_members, save_selection
+from storage.selections import create_selection, member_ids, save_selection
 from tests.conftest import write_jsonl
 
 LONG_PROMPT = "what is the capital of france ? " * 12  # > 48 tokens of the tiny tokenizer
@@ -63,7 +63,7 @@ def test_score_leaves_out_and_reports_fully_truncated_pairs(
         # a middle-band rule counts it as missing: not kept, not exported
         rule = R.Intersect((R.Band("lossdiff", 10, 90), R.Band("irm", 10, 90)))
         create_selection(con, "mid", "tiny", rule, out["score_runs"], "train")
-        assert long_id not in set(get_members(con, "mid").column("pair_id").to_pylist())
+        assert long_id not in set(member_ids(con, "mid"))
         path = db.parent / "mid.jsonl"
         export_selection(con, "mid", path)
     assert LONG_PROMPT not in path.read_text()
@@ -115,7 +115,7 @@ def test_a_random_selection_draws_no_fully_truncated_pair(long_db, tiny_model_di
     )  # fmt: skip
     with connect(db) as con:
         sel = create_selection(con, "everything", "tiny", "random:1.0:seed=0", None, "train")
-        members = get_members(con, "everything")
+        members = pa.table({"pair_id": member_ids(con, "everything")})
         assert long_id not in set(members.column("pair_id").to_pylist()) and sel["n_kept"] == 6
         assert sel["resolved"]["n_truncated"] == 1
         half = create_selection(con, "half", "tiny", "random:0.5:seed=0", None, "train")

@@ -14,9 +14,9 @@ from storage.selections import (
     SelectionExists,
     create_selection,
     delete_selection,
-    get_members,
     get_selection,
     list_selections,
+    member_ids,
     overlap,
     save_selection,
     summary,
@@ -24,7 +24,8 @@ from storage.selections import (
 
 
 def _ids(con, name):
-    return set(get_members(con, name).column("pair_id").to_pylist())
+    get_selection(con, name)  # NotFound for an unknown selection
+    return set(member_ids(con, name))
 
 
 def test_create_get_list_delete(syn):
