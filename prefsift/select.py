@@ -77,7 +77,7 @@ def calibrate_arrays(
     has_if = np.isfinite(influence)
     if not has_if.any():
         raise ValueError("no pair has an IF score: run `prefsift influence` first")
-    from storage.engine import band
+    from prefsift.storage.engine import band
 
     lo, hi, tif = band(influence, np.ones(n_total, bool), cfg.tif_lo, cfg.tif_hi)  # the engine's TIF band
 
@@ -175,8 +175,8 @@ def calibrate_arrays(
 
 def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = None) -> dict:
     """Load the pool once, search the grid, then evaluate the chosen rule with the engine."""
-    from storage import engine
-    from storage import rules as R
+    from prefsift.storage import engine
+    from prefsift.storage import rules as R
 
     m1, m2 = cfg.metrics
     snap, runs = engine.load(con, dataset, runs, (m1, m2, "if"), cfg.split, only_need=True)
@@ -187,7 +187,7 @@ def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = Non
     res = engine.evaluate_on(snap, rule, runs, cfg.split, with_annotations=False).result
     out.update(rule=rule.to_text(), runs=runs, rule_n_kept=res.n_kept, rule_fraction=res.fraction)
     # The chosen rule as if fixed in advance: exact chance level, null range, kappa, Fisher's p.
-    from storage.chance import overlap_chance
+    from prefsift.storage.chance import overlap_chance
 
     fixed = overlap_chance(out["n_if"], out["n_kept_with_if"], out["n_tif"], out["n_both"])
     out["fixed_rule_chance"] = {

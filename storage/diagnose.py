@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from storage.chance import overlap_chance, p_at_least
-from storage.db import lit
-from storage.engine import evaluate_on, load, wide
-from storage.selections import (
+from prefsift.storage.chance import overlap_chance, p_at_least
+from prefsift.storage.db import lit
+from prefsift.storage.engine import evaluate_on, load, wide
+from prefsift.storage.selections import (
     MEMBERS_SQL,
     get_selection,
     list_selections,
@@ -85,7 +85,7 @@ def diagnose(
 
 
 def _diagnose(con, sel: dict, snap, runs: dict, tmp: str, tif_percentiles) -> dict:
-    from storage.rules import TIF_FLAG_RULE, Band
+    from prefsift.storage.rules import TIF_FLAG_RULE, Band
 
     name, dataset, split = sel["name"], sel["dataset"], sel["split"]
     n_pool, n_kept_pool = con.execute(
@@ -202,14 +202,14 @@ TOKEN_COLUMNS = ("prompt_tokens", "chosen_tokens", "rejected_tokens")
 
 
 def _run_configs(con: duckdb.DuckDBPyConnection, runs: dict) -> list[dict]:
-    from storage.runs import get_score_run_config
+    from prefsift.storage.runs import get_score_run_config
 
     return [get_score_run_config(con, r) for r in runs.values()]
 
 
 def token_logp_run(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
     """A log-prob run behind the score runs (they share one tokenization): where token counts live."""
-    from storage.runs import logp_runs_of
+    from prefsift.storage.runs import logp_runs_of
 
     found = logp_runs_of(con, runs)
     return found[0] if found else None

@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from storage import rules as R
-from storage.errors import StorageError
-from storage.explore_snapshot import Snapshot
-from storage.pairs import SPLITS, require_dataset
-from storage.runs import resolve_runs
+from prefsift.storage import rules as R
+from prefsift.storage.errors import StorageError
+from prefsift.storage.explore_snapshot import Snapshot
+from prefsift.storage.pairs import SPLITS, require_dataset
+from prefsift.storage.runs import resolve_runs
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from storage.engine import draw, evaluate_on
-from storage.errors import AnnotationConflict, StorageError
-from storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, like_pattern
-from storage.rules import Band
+from prefsift.storage.engine import draw, evaluate_on
+from prefsift.storage.errors import AnnotationConflict, StorageError
+from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, like_pattern
+from prefsift.storage.rules import Band
 
 __all__ = [
     "MAX_LIMIT",

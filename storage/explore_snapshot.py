@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from storage.db import arrow_table
-from storage.pairs import SPLITS
-from storage.runs import fully_truncated_pairs, logp_runs_of
+from prefsift.storage.db import arrow_table
+from prefsift.storage.pairs import SPLITS
+from prefsift.storage.runs import fully_truncated_pairs, logp_runs_of
 
 MAX_LIMIT = 1000  # the most rows a page may ask for: never more rows than a page shows
 

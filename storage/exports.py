@@ -26,9 +26,9 @@ from pathlib import Path
 
 import duckdb
 
-from storage.db import lit
-from storage.errors import StorageError
-from storage.selections import get_selection, member_ids, members_relation
+from prefsift.storage.db import lit
+from prefsift.storage.errors import StorageError
+from prefsift.storage.selections import get_selection, member_ids, members_relation
 
 FORMATS = ("parquet", "jsonl")
 MESSAGES = """'[{"role": "VARCHAR", "content": "VARCHAR"}]'"""
@@ -98,7 +98,7 @@ def _fully_truncated_members(
     tokenization of the runs the selection read, or, for a rule that reads no score (random), of
     the dataset's default runs. The engine never keeps them; a selection saved from a member list
     (or before the engine left them out) can hold them."""
-    from storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
+    from prefsift.storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
 
     lp = logp_runs_of(con, runs or latest_score_runs(con, dataset))
     if not lp:

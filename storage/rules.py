@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-from storage.errors import StorageError
+from prefsift.storage.errors import StorageError
 
 _METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NUM = r"[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"

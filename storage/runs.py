@@ -9,8 +9,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.db import transaction
-from storage.errors import NotFound, StorageError
+from prefsift.storage.db import transaction
+from prefsift.storage.errors import NotFound, StorageError
 
 LOGP_SCHEMA = pa.schema(
     [

@@ -16,10 +16,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.db import lit
-from storage.engine import RuleResult, select
-from storage.errors import NotFound, StorageError
-from storage.pairs import require_dataset
+from prefsift.storage.db import lit
+from prefsift.storage.engine import RuleResult, select
+from prefsift.storage.errors import NotFound, StorageError
+from prefsift.storage.pairs import require_dataset
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -64,7 +64,7 @@ def save_selection(
     force: bool = False,
 ) -> dict:
     """Store an evaluated rule and its member pair ids (a table with a pair_id column)."""
-    from storage.rules import coerce_rule, to_dict
+    from prefsift.storage.rules import coerce_rule, to_dict
 
     check_name(name)
     require_dataset(con, dataset)
@@ -132,7 +132,7 @@ def get_selection(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     out = dict(zip(_SEL_COLS, row))
     for k in ("rule", "resolved", "score_runs"):
         out[k] = json.loads(out[k] or "{}")
-    from storage.rules import rule_from_dict
+    from prefsift.storage.rules import rule_from_dict
 
     out["rule_text"] = rule_from_dict(out["rule"]).to_text()
     out["split"] = out["resolved"].get("split", "train")
@@ -162,7 +162,7 @@ def list_selections(con: duckdb.DuckDBPyConnection, dataset: str | None = None) 
         params,
     ).df()
     if len(df):
-        from storage.rules import rule_from_dict
+        from prefsift.storage.rules import rule_from_dict
 
         df["rule"] = [rule_from_dict(json.loads(r)).to_text() for r in df["rule"]]
     return df

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import duckdb
 import pandas as pd
 
-from storage.pairs import require_dataset
+from prefsift.storage.pairs import require_dataset
 
 RUN_STATUSES = ("running", "done", "failed")
 

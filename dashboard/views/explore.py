@@ -12,9 +12,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from storage.explore import Filters
-from storage.pairs import SPLITS
+from prefsift.dashboard import charts, data
+from prefsift.storage.explore import Filters
+from prefsift.storage.pairs import SPLITS
 
 st.title("Explore")
 dataset = data.require_dataset()

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from prefsift.cli import main
-from storage import connect, engine, runs
-from storage import rules as R
-from storage.exports import export_selection
-from storage.selections import create_selection, member_ids, save_selection
+from prefsift.storage import connect, engine, runs
+from prefsift.storage import rules as R
+from prefsift.storage.exports import export_selection
+from prefsift.storage.selections import create_selection, member_ids, save_selection
 from tests.conftest import write_jsonl
 
 LONG_PROMPT = "what is the capital of france ? " * 12  # > 48 tokens of the tiny tokenizer

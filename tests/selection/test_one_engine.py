@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 
 from prefsift.cli import main
-from storage import connect, engine, explore
-from storage import rules as R
-from storage.runs import save_logp_run
-from storage.selections import member_ids
+from prefsift.storage import connect, engine, explore
+from prefsift.storage import rules as R
+from prefsift.storage.runs import save_logp_run
+from prefsift.storage.selections import member_ids
 
 from .conftest import seed_db
 

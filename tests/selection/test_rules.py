@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import connect, engine
-from storage import rules as R
-from storage.pairs import assign_splits
+from prefsift.storage import connect, engine
+from prefsift.storage import rules as R
+from prefsift.storage.pairs import assign_splits
 
 from .conftest import seed_db
 
@@ -255,7 +255,7 @@ def test_deterministic_and_read_only(syn):
 def test_follows_split_changes_and_new_runs(syn):
     import pyarrow as pa
 
-    from storage.runs import save_score_run
+    from prefsift.storage.runs import save_score_run
 
     r1, _ = _ev(syn["db"], R.Band("irm", 0, 100))
     train = syn["ids"][syn["split"] == "train"]
@@ -274,7 +274,7 @@ def test_follows_split_changes_and_new_runs(syn):
 
 
 def test_unknown_metric_and_run_are_clear_errors(syn):
-    from storage.errors import NotFound
+    from prefsift.storage.errors import NotFound
 
     with connect(syn["db"]) as con:
         with pytest.raises(NotFound, match="tif"):
@@ -288,7 +288,7 @@ def test_unknown_metric_and_run_are_clear_errors(syn):
 def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
     import pyarrow as pa
 
-    from storage.runs import save_score_run
+    from prefsift.storage.runs import save_score_run
 
     info = seed_db(db_path, n=100, nan_rows=3)  # irm: 3 NaN + 3 absent (pairs 1-6)
     ids = info["ids"]
