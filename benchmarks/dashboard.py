@@ -85,6 +85,8 @@ def storage_timings(db: Path, dataset: str) -> list[tuple[str, float, str]]:
         rows.append(("cold: text search (ILIKE on 3 text columns)", ms, "once per search string"))
     _, ms = timed(lambda i: snap.ranks(r["irm_a"]))
     rows.append(("cold: percent_rank of one run", ms, "once per run (disagreements, compare)"))
+    _, ms = timed(lambda i: snap.hash_order(0))
+    rows.append(("cold: md5 order of the random draw", ms, "once per seed (Tune's random baseline)"))
     snap.ranks(r["lossdiff_a"])
     snap.ranks(r["irm_b"])
 
@@ -133,10 +135,11 @@ def storage_timings(db: Path, dataset: str) -> list[tuple[str, float, str]]:
             ),
         ),
         (
-            "tune: 2 bands -> counts, thresholds, histograms, overlaps",
+            "tune: 2 bands -> engine counts, thresholds, histograms, overlaps, random draw",
             lambda i: explore.tune(
                 snap,
-                [(r["lossdiff_a"], 10 + i, 90, "percentile"), (r["irm_a"], 10, 90 - i, "percentile")],
+                f"lossdiff:{10 + i}-90 & irm:10-{90 - i}",
+                {"lossdiff": r["lossdiff_a"], "irm": r["irm_a"]},
                 "train",
                 compare={"TIF": snap.load_run_values(r["tif_a"]) == 1},
             ),

@@ -4,13 +4,12 @@
 
 Builds a database of N synthetic standard pairs (90% train; texts ~300-900 characters)
 with irm / lossdiff / if score runs (correlated normals), through the storage API. Then:
-1. the first evaluation, which builds the cached wide score pool (storage/scorepool.py);
-2. `--settings` different band settings of the LossDiff-IRM rule, each re-evaluated the way
-   the dashboard does on a slider move: kept count + the irm and lossdiff histograms
-   (`storage.rules.explore`, one call) and, separately, `evaluate` + `histograms`;
-3. the same re-evaluation without the cache (read-only connection: the long `scores` table
-   joined on the fly), to show why the cache exists;
-4. saving the default selection, its diagnostics, and exporting it to Parquet and JSONL.
+1. one evaluation from the database as `prefsift select --dry-run` does it (storage.engine.select:
+   a fresh in-memory snapshot of the pairs and the rule's score runs, then the engine);
+2. `--settings` different band settings of the LossDiff-IRM rule, each re-evaluated on that
+   snapshot the way the Tune page does on a slider move (storage.explore.tune: the engine's
+   counts, thresholds, kept-vs-dropped histograms and the same-size random draw);
+3. saving the default selection, its diagnostics, and exporting it to Parquet and JSONL.
 Targets (issue #6): < 200 ms per re-evaluation (median), < 10 s per export.
 Timings are wall clock on a shared machine: the load average is printed with them.
 """
@@ -139,15 +138,14 @@ def main() -> None:
         lines.append(s)
 
     load0 = os.getloadavg()[0]
-    from prefsift.storage.scorepool import drop_caches
+    from prefsift.storage import engine, explore
     from prefsift.storage.selections import delete_selection
 
     if args.reuse and db.exists():
-        with connect(db) as con:  # a clean start: no pool cache, no selection
-            drop_caches(con)
+        with connect(db) as con:  # a clean start: no selection
             delete_selection(con, "ld")
             n = con.execute("SELECT count(*) FROM pairs WHERE dataset = 'big'").fetchall()[0][0]
-        report(f"- reused the database of an earlier run ({n:,} pairs + 3 score runs), caches dropped")
+        report(f"- reused the database of an earlier run ({n:,} pairs + 3 score runs)")
     else:
         if db.exists():
             db.unlink()
@@ -159,45 +157,27 @@ def main() -> None:
     for _ in range(args.settings):
         a, b = sorted(rng.integers(0, 101, size=2).tolist())
         c, d = sorted(rng.integers(0, 101, size=2).tolist())
-        settings.append(R.parse_rule(f"lossdiff:{a}-{max(b, a + 1)} & irm:{c}-{max(d, c + 1)}"))
-    hist = ["lossdiff", "irm"]
+        settings.append(f"lossdiff:{a}-{max(b, a + 1)} & irm:{c}-{max(d, c + 1)}")
     with connect(db, read_only=True) as con:
-        nc = []
-        for rule in settings[:3]:
-            (r2, _), ts = _time(lambda rule=rule: R.explore(con, "big", rule, hist))
-            assert not r2.cached
-            nc.append(ts[0] * 1000)
+        ev, ts = _time(lambda: engine.select(con, "big", R.DEFAULT_RULE))
+        res = ev.result
         report(
-            f"- without the cache (read-only connection, long `scores` table joined per query): "
-            f"median {statistics.median(nc):.0f} ms over {len(nc)} settings"
+            f"- one evaluation from the database (snapshot of the pairs + 2 score runs, then the engine): "
+            f"{ts[0]:.1f} s wall, {CPU[0]:.1f} s CPU; default rule keeps {res.n_kept:,} of {res.n_total:,} "
+            f"({res.fraction:.1%})"
         )
-    with connect(db) as con:
-        (res, _), ts = _time(lambda: R.explore(con, "big", R.DEFAULT_RULE, hist))
-        report(
-            f"- first evaluation (builds the cached wide pool + percentile table): {ts[0]:.1f} s wall, "
-            f"{CPU[0]:.1f} s CPU; "
-            f"default rule keeps {res.n_kept:,} of {res.n_total:,} ({res.fraction:.1%})"
-        )
-        explore_ms, split_ms, explore_cpu = [], [], []
-        for rule in settings:
-            _, ts = _time(lambda rule=rule: R.explore(con, "big", rule, hist))
-            explore_ms.append(ts[0] * 1000)
-            explore_cpu.append(CPU[0] * 1000)
-
-            def separate(rule=rule):
-                R.evaluate(con, "big", rule)
-                return R.histograms(con, "big", rule, hist)
-
-            _, ts = _time(separate)
-            split_ms.append(ts[0] * 1000)
-        report(
-            f"- re-evaluation, count + 2 histograms x 50 bins, {len(settings)} band settings, one `explore` call: "
-            f"median {statistics.median(explore_ms):.0f} ms wall (min {min(explore_ms):.0f}, max {max(explore_ms):.0f}); "
-            f"median {statistics.median(explore_cpu):.0f} ms CPU time summed over DuckDB's threads"
-        )
-        report(
-            f"- the same as `evaluate` + `histograms` (two resolutions): median {statistics.median(split_ms):.0f} ms"
-        )
+    runs = dict(res.runs)
+    tune_ms, tune_cpu = [], []
+    for text in settings:
+        _, ts = _time(lambda text=text: explore.tune(ev.snap, text, runs, "train", hist_bins=50))
+        tune_ms.append(ts[0] * 1000)
+        tune_cpu.append(CPU[0] * 1000)
+    report(
+        f"- re-evaluation on the snapshot (Tune: counts, thresholds, 2 histograms x 50 bins, random draw), "
+        f"{len(settings)} band settings: median {statistics.median(tune_ms):.0f} ms wall "
+        f"(min {min(tune_ms):.0f}, max {max(tune_ms):.0f}; the first one also orders the pairs by md5 for the "
+        f"random draw); median {statistics.median(tune_cpu):.0f} ms CPU"
+    )
     from prefsift.storage.diagnose import diagnose
     from prefsift.storage.exports import export_selection
     from prefsift.storage.selections import create_selection
@@ -230,16 +210,9 @@ def main() -> None:
         "- wall times on a machine this loaded are several times the CPU times; on an idle 2-core "
         "machine wall time is about the CPU time divided by 1-2 (DuckDB uses both cores)",
         "",
-        "Layout and query plan (storage/scorepool.py, storage/evaluate.py): the long "
-        "`scores(run_id, pair_id, value)` table is pivoted once into a wide, cached table "
-        "`_ps_pool_<md5(dataset, runs)>(pair_id, split, m_<metric>...)` whose comment holds a "
-        "fingerprint (pairs' rowids + split, runs' identity; re-checked per call with integer "
-        "work only) and a percentile table (per split: row count, per-metric non-missing count and "
-        "`quantile_cont` at 0..100%). A slider move with whole-number percentiles then costs: the "
-        "fingerprint query, and ONE grouped scan of the two score columns that yields the kept count, "
-        "the forced counts and both histograms (group by kept x bin x bin). Other percentiles add "
-        "one `quantile_cont` pass. Without the cache (a read-only connection that finds no fresh "
-        "table) every query joins the long table on VARCHAR pair ids: the 'without the cache' line.",
+        "Engine (storage/engine.py): the rule is evaluated in numpy on the in-memory snapshot "
+        "(storage/explore_snapshot.py: one aligned float array per score run); a percentile band "
+        "sorts its run's pool scores once (cached), then each setting is a few vector comparisons.",
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ import pandas as pd
 import streamlit as st
 
 from prefsift import storage
-from prefsift.storage import explore
+from prefsift.storage import engine, explore
+from prefsift.storage import selections as selections_store
 from prefsift.storage.errors import DatabaseLocked, StorageError
 
 TTL = 600  # seconds; the version key already invalidates on every commit
@@ -241,7 +242,8 @@ _READS: dict[str, Callable] = {
     "annotations": explore.list_annotations,
     "neighbours": explore.neighbour_ids,
     "previews": explore.previews,
-    "selection_ids": explore.selection_ids,
+    "selection_ids": selections_store.member_ids,
+    "forced": engine.forced_annotations,
     "run_metrics": _run_metrics,
     "training_runs": _training_runs,
     "experiments": _experiments,
@@ -330,17 +332,17 @@ def tune_rule(runs: pd.DataFrame) -> list[tuple[str, str, tuple[float, float]]]:
     return out
 
 
+def rule_text(rule) -> str:
+    """The rule text of Tune's parts: what Tune evaluates, shows and saves."""
+    return " & ".join(f"{metric}:{b[0]:g}-{b[1]:g}" for metric, _, b in rule)
+
+
 def evaluate_rule(dataset: str, rule, compare: dict | None = None, hist_bins: int = 40) -> dict:
-    """The one evaluation behind Tune's numbers and Explore's bands: storage.explore.tune over the
-    train split with the annotations' forced keep/drop applied (load the rule's runs first)."""
-    forced_df = cached("annotations", dataset, True, default=pd.DataFrame())
-    forced = (
-        dict(zip(forced_df["pair_id"], forced_df["force"]))
-        if forced_df is not None and not forced_df.empty
-        else None
-    )
-    bands = [(run, b[0], b[1], "percentile") for _m, run, b in rule]
-    return sq(dataset, "tune", bands, "train", forced, hist_bins, compare)
+    """The one evaluation behind Tune's numbers and Explore's bands: the engine (storage.explore.tune)
+    on the train split with the annotations' forced keep/drop (load the rule's runs first)."""
+    forced = cached("forced", dataset, default=None) or None
+    runs = {metric: run for metric, run, _ in rule}
+    return sq(dataset, "tune", rule_text(rule), runs, "train", forced, hist_bins, compare)
 
 
 def rule_regions(snap: explore.Snapshot, pair_ids, kept: np.ndarray, split: str = "train") -> np.ndarray:
@@ -367,7 +369,12 @@ def runs_table(dataset: str) -> pd.DataFrame:
 
 
 def default_run(runs: pd.DataFrame, metric: str, policy: str | None = None) -> str | None:
-    """The newest run of a metric (under a policy, if given)."""
+    """The newest run of a metric under a policy; with none given, the run `prefsift select` reads
+    by default (storage.runs.latest_score_runs: one policy and beta), else the newest."""
+    if policy is None and (ds := current_dataset()):
+        latest = cached("latest_runs", ds, default=None) or {}
+        if latest.get(metric) in set(runs["run_id"]):
+            return latest[metric]
     df = runs[runs["metric"] == metric]
     if policy is not None:
         df = df[df["policy"] == policy]

@@ -56,18 +56,19 @@ def _clean(d: dict) -> dict:
 
 def band_rows(df, cfg: EvidenceConfig) -> list[dict]:
     """Overlap with TIF per band width: each score's band, LossDiff-IRM, and the selection (`kept`)."""
-    from prefsift.scoring.diagnostics import band_mask
     from prefsift.storage.chance import overlap_chance
+    from prefsift.storage.engine import band
 
     if "if" not in df:
         return []
     f = df["if"].to_numpy(np.float64)
     has_if = np.isfinite(f)
     n = int(has_if.sum())
+    pool = np.ones(len(df), bool)
     rows = []
     for lo, hi in cfg.bands:
-        tif = band_mask(f, lo, hi)
-        masks = {m: band_mask(df[m].to_numpy(np.float64), lo, hi) for m in SCORES if m in df}
+        tif = band(f, pool, lo, hi)[2]  # the selection engine's band: what `prefsift select` keeps
+        masks = {m: band(df[m].to_numpy(np.float64), pool, lo, hi)[2] for m in SCORES if m in df}
         if len(masks) == 2:
             masks["lossdiff-irm"] = masks["lossdiff"] & masks["irm"]
         if "kept" in df and lo == cfg.bands[0][0] and hi == cfg.bands[0][1]:

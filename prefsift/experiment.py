@@ -91,7 +91,8 @@ def _arm_selections(db, cfg: ExperimentConfig) -> tuple[dict, dict]:
             "n_selected": int(sel["n_kept"]),
             "n_total": int(n_total),
         }
-        fraction = sel["n_kept"] / n_total
+        # A random draw is sized over the pairs it may draw: the split less its fully truncated ones.
+        fraction = min(1.0, sel["n_kept"] / max(n_total - sel["resolved"].get("n_truncated", 0), 1))
         out: dict[str, dict[int, str]] = {}
 
         def ensure(name: str, rule) -> str:

@@ -345,7 +345,9 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     dc, dr = wide[("dlogp", "chosen")].to_numpy(), wide[("dlogp", "rejected")].to_numpy()
     margin = cfg.beta * ((pc - rc) - (pr - rr))
     influence = -cfg.beta / (1.0 + np.exp(margin)) * (dc - dr)  # sigmoid(-m) = 1 / (1 + e^m)
-    tif = D.band_mask(influence, *cfg.band, inclusive=True)
+    from prefsift.storage.engine import band
+
+    tif = band(influence, np.ones(len(influence), bool), *cfg.band)[2]  # the selection engine's band
     methods_used = sorted(set(allt["method"]))
     with connect(db, read_only=True) as con:
         # LossDiff of this θ and β only (not the newest run of whatever policy)

@@ -4,15 +4,15 @@ Calibration: given IF on all pairs or on a sample, find the LossDiff and IRM per
 whose intersection overlaps most with the TIF selection, among the rules that keep a fraction
 of the pool within [min_kept, max_kept]. A grid search, made exact and fast with ranks:
 
-1. load the pool's three score columns once (storage.scorepool.pool_frame);
+1. load the pool's three score columns once (storage.engine.wide);
 2. per metric, the grid thresholds thr[0..G] = percentiles 0, step, ..., 100 (numpy's linear
-   interpolation = DuckDB's quantile_cont, the thresholds `evaluate` resolves to);
+   interpolation, the thresholds the engine resolves a band to);
 3. a value v is inside band (a, b), inclusive, iff a <= J(v) and K(v) <= b with
    J = #(thr <= v) - 1 and K = #(thr < v): so each pair reduces to a small code (J, K);
 4. count pairs per (code_lossdiff, code_irm) cell: all pairs, pairs with IF, TIF pairs;
 5. kept counts of every band combination at once: Mask_L @ C @ Mask_I^T (bands x codes).
 Cost: O(n log n) for the codes, then matrix products of a few hundred rows; the chosen rule
-is re-evaluated in SQL so the reported counts are exactly those `prefsift select` gives.
+is re-evaluated by the engine so the reported counts are exactly those `prefsift select` gives.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def calibrate_arrays(
     has_if = np.isfinite(influence)
     if not has_if.any():
         raise ValueError("no pair has an IF score: run `prefsift influence` first")
-    lo, hi = np.percentile(influence[has_if], [cfg.tif_lo, cfg.tif_hi])
-    tif = has_if & (influence >= lo) & (influence <= hi)
+    from prefsift.storage.engine import band
+
+    lo, hi, tif = band(influence, np.ones(n_total, bool), cfg.tif_lo, cfg.tif_hi)  # the engine's TIF band
 
     inv1, codes1 = _codes(first[np.isfinite(first)], grid)
     inv2, codes2 = _codes(second[np.isfinite(second)], grid)
@@ -173,17 +174,18 @@ def calibrate_arrays(
 
 
 def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = None) -> dict:
-    """Load the pool once, search the grid, then check the chosen rule with SQL."""
+    """Load the pool once, search the grid, then evaluate the chosen rule with the engine."""
+    from prefsift.storage import engine
     from prefsift.storage import rules as R
-    from prefsift.storage.scorepool import pool_frame
 
     m1, m2 = cfg.metrics
-    pool, df = pool_frame(con, dataset, [m1, m2, "if"], runs, cfg.split)
+    snap, runs = engine.load(con, dataset, runs, (m1, m2, "if"), cfg.split, only_need=True)
+    df = engine.wide(snap, runs, cfg.split)
     out = calibrate_arrays(df[m1].to_numpy(), df[m2].to_numpy(), df["if"].to_numpy(), cfg)
     (a1, b1), (a2, b2) = out["bands"][m1], out["bands"][m2]
     rule = R.Intersect((R.Band(m1, a1, b1), R.Band(m2, a2, b2)))
-    res = R.evaluate(con, dataset, rule, pool.runs, cfg.split, with_annotations=False)
-    out.update(rule=rule.to_text(), runs=pool.runs, sql_n_kept=res.n_kept, sql_fraction=res.fraction)
+    res = engine.evaluate_on(snap, rule, runs, cfg.split, with_annotations=False).result
+    out.update(rule=rule.to_text(), runs=runs, rule_n_kept=res.n_kept, rule_fraction=res.fraction)
     # The chosen rule as if fixed in advance: exact chance level, null range, kappa, Fisher's p.
     from prefsift.storage.chance import overlap_chance
 
@@ -204,7 +206,7 @@ def _num(x, fmt: str = ".3f") -> str:
 
 
 def format_result(res) -> str:
-    """One evaluated rule (storage.rules.RuleResult) in a few lines."""
+    """One evaluated rule (storage.engine.RuleResult) in a few lines."""
     lines = [
         f"rule: {res.rule}  (split {res.split or 'all'})",
         f"kept {res.n_kept:,} of {res.n_total:,} pairs ({_pct(res.fraction)})",
@@ -214,6 +216,8 @@ def format_result(res) -> str:
         lines.append(
             f"missing scores: {res.n_missing:,} pairs lack a score the rule reads ({per}); they are dropped"
         )
+    if res.n_truncated:
+        lines.append(f"left out {res.n_truncated:,} fully truncated pair(s) (no response token left)")
     if res.forced_keep or res.forced_drop:
         lines.append(f"annotations: {res.forced_keep} forced keep, {res.forced_drop} forced drop")
     for part, info in res.resolved.items():

@@ -98,7 +98,7 @@ def make_splits(
                 f"dataset {dataset!r} already has {trained} training run(s) on its current splits; "
                 f"re-splitting would move {changed} pair(s). Pass --force to re-split anyway."
             )
-        counts = {s: sum(1 for v in new.values() if v == s) for s in ("train", "val", "eval")}
+        counts = {s: sum(1 for v in new.values() if v == s) for s in pairs_store.SPLITS}
         if counts["train"] == 0:
             raise UserError("the split leaves no training pairs")
         rec = {

@@ -51,15 +51,10 @@ def load_rows(db, dataset: str | None, split: str | None, selection: str | None,
 
 
 def _selection(con, name: str) -> tuple[str, list[str]]:
-    """(dataset, member pair ids), through storage.selections when that module is there."""
-    try:
-        from prefsift.storage import selections as sstore
-    except ImportError:
-        from prefsift.storage import training as tstore
+    """(dataset, member pair ids, sorted)."""
+    from prefsift.storage import selections as sstore
 
-        return tstore.selection_members(con, name)
-    sel = sstore.get_selection(con, name)
-    return sel["dataset"], sstore.get_members(con, name).column("pair_id").to_pylist()
+    return sstore.get_selection(con, name)["dataset"], sstore.member_ids(con, name)
 
 
 def _decode(r: dict) -> dict:

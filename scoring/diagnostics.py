@@ -75,8 +75,8 @@ def band_thresholds(x, lo: float, hi: float) -> tuple[float, float]:
 def band_mask(x, lo: float = 10.0, hi: float = 90.0, inclusive: bool = True) -> np.ndarray:
     """The middle band δ_lo <= x <= δ_hi; NaN -> False.
 
-    Inclusive by default, like every band of the project's selection rules (storage.rules,
-    prefsift.select), so a stored TIF flag equals the TIF the rules compute. docs/METHOD.md writes
+    Inclusive by default, like every band of the selection engine (storage/engine.py), so the
+    influence run's overlaps count what the rules keep. docs/METHOD.md writes
     the band with strict inequalities (`inclusive=False`); the two differ only on ties with
     a threshold. A bound at 0 or 100 always keeps the extreme values themselves.
     """

@@ -13,10 +13,12 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from prefsift.storage.errors import DatabaseLocked, SchemaTooNew, StorageError
 from prefsift.storage.schema import MIGRATIONS, SCHEMA_VERSION
@@ -168,3 +170,16 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def lit(s: str) -> str:
+    """A SQL string literal (DuckDB standard strings: only the quote needs doubling)."""
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def arrow_table(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pa.Table:
+    """A query result as Arrow. `con.sql(...)` refuses while an earlier `fetchone()` result is
+    unfinished (DuckDB 2), so go through execute() and silence its extra-copy warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+        return con.execute(sql, params or []).to_arrow_table()

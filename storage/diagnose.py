@@ -15,13 +15,29 @@ from __future__ import annotations
 import uuid
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from prefsift.storage.chance import overlap_chance, p_at_least
-from prefsift.storage.scorepool import col, get_pool, lit
-from prefsift.storage.selections import get_selection, list_selections, overlap, overlap_counts
+from prefsift.storage.db import lit
+from prefsift.storage.engine import evaluate_on, load, wide
+from prefsift.storage.selections import (
+    MEMBERS_SQL,
+    get_selection,
+    list_selections,
+    member_ids,
+    members_relation,
+    overlap,
+    overlap_counts,
+)
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def col(metric: str) -> str:
+    """The pool column of a metric (prefixed: `if` is an SQL keyword)."""
+    return f'"m_{metric}"'
 
 
 def _text_len(column: str) -> str:
@@ -31,6 +47,11 @@ def _text_len(column: str) -> str:
         f"list_sum(list_transform(json_extract_string(p.{column}, '$[*].content'), lambda x: length(x))) "
         f"ELSE length(p.{column}) END"
     )
+
+
+def _pool_table(snap, runs: dict, split: str | None) -> pa.Table:
+    """The engine's wide frame of the split as Arrow, m_<metric> columns, NaN as NULL."""
+    return pa.Table.from_pandas(wide(snap, runs, split).rename(columns={m: f"m_{m}" for m in runs}))
 
 
 def diagnose(
@@ -45,25 +66,25 @@ def diagnose(
     sel = get_selection(con, name)
     dataset, split = sel["dataset"], sel["split"]
     # The selection's own runs for the metrics it read, the latest for every other metric.
-    pool = get_pool(con, dataset, sel["score_runs"] or None, split)
+    snap, runs = load(con, dataset, sel["score_runs"] or None, (), split)
+    pool_in = _pool_table(snap, runs, split)  # noqa: F841 - read by DuckDB by name
     tmp = f"_ps_diag_{uuid.uuid4().hex[:12]}"
-    metric_cols = "".join(f", q.{col(m)}" for m in pool.runs)
+    metric_cols = "".join(f", q.{col(m)}" for m in runs)
     con.execute(
         f"CREATE TEMP TABLE {tmp} AS SELECT q.pair_id{metric_cols}, m.pair_id IS NOT NULL AS _kept, p.noise, "
         f"{_text_len('prompt')} AS prompt_len, {_text_len('chosen')} AS chosen_len, "
         f"{_text_len('rejected')} AS rejected_len "
-        f"FROM {pool.relation} q JOIN pairs p ON p.dataset = {lit(dataset)} AND p.pair_id = q.pair_id "
-        f"LEFT JOIN (SELECT pair_id FROM selection_members WHERE selection = {lit(name)}) m "
+        f"FROM pool_in q JOIN pairs p ON p.dataset = {lit(dataset)} AND p.pair_id = q.pair_id "
+        f"LEFT JOIN {members_relation(name)} m "
         "ON m.pair_id = q.pair_id"
     )
     try:
-        return _diagnose(con, sel, pool, tmp, tif_percentiles)
+        return _diagnose(con, sel, snap, runs, tmp, tif_percentiles)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
 
 
-def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
-    from prefsift.storage.evaluate import flagged_sql
+def _diagnose(con, sel: dict, snap, runs: dict, tmp: str, tif_percentiles) -> dict:
     from prefsift.storage.rules import TIF_FLAG_RULE, Band
 
     name, dataset, split = sel["name"], sel["dataset"], sel["split"]
@@ -91,25 +112,23 @@ def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
     rows = [{"other": o, **overlap(con, name, o)} for o in others["name"] if o != name]
     out["overlaps"] = pd.DataFrame(rows, columns=["other", "n_a", "n_b", "n_both", "overlap", "jaccard"])
     tif_rule = None
-    if "tif" in pool.runs:
+    if "tif" in runs:
         tif_rule = TIF_FLAG_RULE
-    elif "if" in pool.runs:
+    elif "if" in runs:
         tif_rule = Band("if", *tif_percentiles)
     out["tif"] = None
     if tif_rule is not None:
-        flagged, res = flagged_sql(con, dataset, tif_rule, pool.runs, split, with_annotations=False)
-        scored = f"d.{col(tif_rule.metric)} IS NOT NULL"
-        n_t, n_both, n_kept_scored = con.execute(
-            f"SELECT count(*) FILTER (WHERE f._kept), count(*) FILTER (WHERE f._kept AND d._kept), "
-            f"count(*) FILTER (WHERE d._kept AND {scored}) "
-            f"FROM {flagged} f JOIN {tmp} d ON d.pair_id = f.pair_id"
-        ).fetchall()[0]
-        n_scored = res.n_total - res.n_missing
+        tif = evaluate_on(snap, tif_rule, runs, split, with_annotations=False)
+        res = tif.result
+        kept = snap.load_ids(("selection", name), member_ids(con, name)) & snap.split_mask(split)
+        n_t, n_both = res.n_kept, int((tif.kept & kept).sum())
+        n_kept_scored = int((kept & ~np.isnan(snap.load_run_values(runs[tif_rule.metric]))).sum())
+        n_scored = res.n_total - res.n_truncated - res.n_missing
         # What a random selection of the same size (among the pairs with IF) would share with TIF.
         ch = overlap_chance(int(n_scored), int(n_kept_scored), int(n_t), int(n_both))
         out["tif"] = {
             "rule": tif_rule.to_text(),
-            "run": pool.runs.get(tif_rule.metric),
+            "run": runs.get(tif_rule.metric),
             "n_scored": n_scored,
             **overlap_counts(int(n_kept_pool), int(n_t), int(n_both)),
             **{k: ch[k] for k in ("chance", "null_lo", "null_hi", "lift", "kappa", "p_value")},
@@ -118,14 +137,14 @@ def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
     # Per-score distributions, kept vs dropped (one scan for every metric).
     qs = "[" + ", ".join(repr(q) for q in QUANTILES) + "]"
     aggs = ", ".join(
-        f"count(*) - count({col(m)}), avg({col(m)}), quantile_cont({col(m)}, {qs})" for m in pool.runs
+        f"count(*) - count({col(m)}), avg({col(m)}), quantile_cont({col(m)}, {qs})" for m in runs
     )
     frames = []
-    if pool.runs:
+    if runs:
         for row in con.execute(
             f"SELECT _kept, count(*), {aggs} FROM {tmp} GROUP BY _kept ORDER BY _kept DESC"
         ).fetchall():
-            for i, m in enumerate(pool.runs):
+            for i, m in enumerate(runs):
                 missing, mean, qv = row[2 + 3 * i : 5 + 3 * i]
                 frames.append(
                     {
@@ -225,7 +244,7 @@ def trained_pairs(con: duckdb.DuckDBPyConnection, dataset: str, model_id: str) -
         found = True
         if ds == dataset:
             if selection:
-                q, params = "SELECT pair_id FROM selection_members WHERE selection = ?", [selection]
+                q, params = MEMBERS_SQL, [selection]
             elif kind in ("warmup", "fit-val"):
                 split = "train" if kind == "warmup" else "val"
                 q, params = "SELECT pair_id FROM pairs WHERE dataset = ? AND split = ?", [dataset, split]
@@ -260,29 +279,26 @@ def evidence_frame(
     """One row per pool pair: the metrics (NaN = missing), token counts, noise flag, `kept` (in
     `selection`) and `trained` (θ trained on it; NA when unknown), sorted by pair_id; and an info
     dict (runs, policy, its evaluation, the token run, how `trained` was found)."""
-    pool = get_pool(con, dataset, runs, split)
-    lp = token_logp_run(con, pool.runs)
-    policy = policy_of(con, pool.runs)
+    snap, runs = load(con, dataset, runs, (), split)
+    pool_in = _pool_table(snap, runs, split)  # noqa: F841 - read by DuckDB by name
+    lp = token_logp_run(con, runs)
+    policy = policy_of(con, runs)
     trained = trained_pairs(con, dataset, policy) if policy else None
-    metric_cols = "".join(f', q.{col(m)}::DOUBLE AS "{m}"' for m in pool.runs)
+    metric_cols = "".join(f', q.{col(m)}::DOUBLE AS "{m}"' for m in runs)
     tok_cols = "".join(f", l.{c}" for c in TOKEN_COLUMNS) if lp else ""
     tok_join = (
         f"LEFT JOIN (SELECT * FROM logps WHERE run_id = {lit(lp)}) l ON l.pair_id = q.pair_id" if lp else ""
     )
-    kept = (
-        f", q.pair_id IN (SELECT pair_id FROM selection_members WHERE selection = {lit(selection)}) AS kept"
-        if selection
-        else ""
-    )
+    kept = f", q.pair_id IN {members_relation(selection)} AS kept" if selection else ""
     df = con.execute(
-        f"SELECT q.pair_id{metric_cols}{tok_cols}, p.noise{kept} FROM {pool.relation} q "
+        f"SELECT q.pair_id{metric_cols}{tok_cols}, p.noise{kept} FROM pool_in q "
         f"JOIN pairs p ON p.dataset = {lit(dataset)} AND p.pair_id = q.pair_id {tok_join} ORDER BY q.pair_id"
     ).df()
-    df = df.astype({m: "float64" for m in pool.runs})
+    df = df.astype({m: "float64" for m in runs})
     if trained is not None:
         df["trained"] = df["pair_id"].isin(set(trained))
     info = {
-        "runs": dict(pool.runs),
+        "runs": dict(runs),
         "policy": policy,
         "policy_eval": policy_eval(con, policy),
         "token_run": lp,

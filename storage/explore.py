@@ -17,12 +17,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from prefsift.storage.engine import draw, evaluate_on
 from prefsift.storage.errors import AnnotationConflict, StorageError
-from prefsift.storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
+from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, like_pattern
+from prefsift.storage.rules import Band
 
 __all__ = [
     "MAX_LIMIT",
-    "SPLITS",
     "Filters",
     "Snapshot",
     "like_pattern",
@@ -36,7 +37,6 @@ __all__ = [
     "save_annotation",
     "UNCHECKED",
     "score_runs",
-    "selection_ids",
     "token_logps",
     "tune",
     "verdict_flips",
@@ -168,15 +168,6 @@ def previews(
         ).df()
         got = pd.concat([got, more], ignore_index=True) if len(got) else more
     return got
-
-
-def selection_ids(con: duckdb.DuckDBPyConnection, selection: str) -> list[str]:
-    return [
-        r[0]
-        for r in con.execute(
-            "SELECT pair_id FROM selection_members WHERE selection = ?", [selection]
-        ).fetchall()
-    ]
 
 
 def pair_scores(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd.DataFrame:
@@ -355,79 +346,60 @@ def verdict_flips(
     limit: int = 50,
     filters: Filters = Filters(),
 ) -> tuple[dict, pd.DataFrame]:
-    """Keep a pair iff its percentile under a run is within [lo_pct, hi_pct]; compare two runs' verdicts."""
+    """Each run's verdict on a pair is the engine's band `lo_pct-hi_pct` over the filter's split
+    (what `prefsift select --rule 'METRIC:LO-HI'` keeps); compare two runs' verdicts on the
+    pairs both scored."""
     if not 0 <= lo_pct < hi_pct <= 100:
         raise ValueError(f"need 0 <= lo_pct < hi_pct <= 100, got {lo_pct}, {hi_pct}")
-    t, where, params = snap.table([run_a, run_b], filters, ranks=[run_a, run_b], ids=True)
+    band = Band("score", lo_pct, hi_pct)
+    keep = {
+        k: evaluate_on(snap, band, {"score": r}, filters.split).kept
+        for k, r in (("ka", run_a), ("kb", run_b))
+    }
+    t, where, params = snap.table([run_a, run_b], filters, ranks=[run_a, run_b], ids=True, masks=keep)
     cte = (
-        f"WITH k AS (SELECT pair_id, c0 AS a, c1 AS b, k0 AS rank_a, k1 AS rank_b, noise, "
-        f"k0 BETWEEN ? AND ? AS keep_a, k1 BETWEEN ? AND ? AS keep_b FROM t "
-        f"WHERE {where} AND k0 IS NOT NULL AND k1 IS NOT NULL) "
+        "WITH k AS (SELECT pair_id, c0 AS a, c1 AS b, k0 AS rank_a, k1 AS rank_b, noise, ka AS keep_a, "
+        f"kb AS keep_b FROM t WHERE {where} AND k0 IS NOT NULL AND k1 IS NOT NULL) "
     )
-    kp = [lo_pct / 100, hi_pct / 100, lo_pct / 100, hi_pct / 100] + params
     row = snap.sql(
         t,
         cte
         + "SELECT count(*) FILTER (keep_a AND keep_b) AS both, count(*) FILTER (keep_a AND NOT keep_b) AS a_only, "
         "count(*) FILTER (keep_b AND NOT keep_a) AS b_only, count(*) FILTER (NOT keep_a AND NOT keep_b) AS neither, "
         "count(*) AS n FROM k",
-        kp,
+        params,
     ).iloc[0]
     flips = snap.sql(
         t,
         cte + "SELECT * FROM k WHERE keep_a <> keep_b ORDER BY abs(rank_a - rank_b) DESC, pair_id LIMIT ?",
-        kp + [max(1, min(int(limit), MAX_LIMIT))],
+        params + [max(1, min(int(limit), MAX_LIMIT))],
     )
     return {k: int(row[k]) for k in ("both", "a_only", "b_only", "neither", "n")}, flips
 
 
 def tune(
     snap: Snapshot,
-    bands: Sequence[tuple[str, float, float, str]],
+    rule: str,
+    runs: dict[str, str],
     split: str | None = "train",
     forced: dict[str, str] | None = None,
     hist_bins: int = 40,
     compare: dict[str, np.ndarray] | None = None,
     random_seed: int = 0,
 ) -> dict:
-    """Live evaluation of an intersection of bands, with storage.rules' semantics (rules.py):
-    percentile thresholds interpolated linearly over the pool's non-missing scores (DuckDB's
-    quantile_cont = numpy's default), inclusive bands, a missing score fails, annotations
-    force keep/drop on top. Vectorised over the snapshot's aligned arrays: a slider move is
-    a few ms of numpy instead of ~1 s of SQL at 1M pairs. The saved selection itself is
-    always computed by storage.rules (tests check both agree).
+    """The Tune page's numbers for a rule (text; metric -> run id in `runs`), evaluated by the
+    engine (storage/engine.py) exactly as `prefsift select` would save it, annotations included.
 
-    Returns counts, thresholds, kept-vs-dropped histograms per band, noise counts, overlaps
-    with `compare` masks (name -> bool array), the kept mask, and the same numbers for a
-    seeded random subset of the same size (the baseline any rule should beat)."""
+    Returns the engine's result, counts, thresholds per rule part, kept-vs-dropped histograms
+    per band's run, noise counts, overlaps with `compare` masks (name -> bool array), the kept
+    mask, and the same numbers for the engine's seeded random draw of the same size (the
+    baseline any rule should beat; `random:FRACTION:seed=N` draws in the same order)."""
+    ev = evaluate_on(snap, rule, runs, split, forced)
+    res, kept = ev.result, ev.kept
     pool = snap.split_mask(split)
-    kept = pool.copy()
-    missing = np.zeros(snap.n, bool)
-    thresholds = []
-    for run, lo, hi, mode in bands:
-        v = snap.load_run_values(run)
-        ordered = snap.sorted_scores(run, split)
-        if mode == "value":
-            tlo, thi = float(lo), float(hi)
-        elif len(ordered):
-            tlo, thi = _quantile_cont(ordered, lo / 100), _quantile_cont(ordered, hi / 100)
-        else:
-            tlo = thi = None
-        thresholds.append((tlo, thi))
-        missing |= np.isnan(v)
-        with np.errstate(invalid="ignore"):
-            kept &= ((v >= tlo) & (v <= thi)) if tlo is not None else False
-    if forced:
-        fk = [p for p, f in forced.items() if f == "keep"]
-        fd = [p for p, f in forced.items() if f == "drop"]
-        if fk:
-            kept[snap.positions(snap.hash_ids(fk))] = True
-        if fd:
-            kept[snap.positions(snap.hash_ids(fd))] = False
-        kept &= pool
     noise = snap.noise_mask()
     hists = []
-    for run, *_ in bands:
+    for run in dict.fromkeys(res.runs.values()):
         b, ok, edges = snap.bin_index(run, split, hist_bins)
         if not len(b):
             continue
@@ -437,24 +409,20 @@ def tune(
         hists.append(
             pd.DataFrame({"run": run, "bin_lo": edges[:-1], "bin_hi": edges[1:], "kept": k, "dropped": d})
         )
-    n_kept = int(kept.sum())
-    rand = np.zeros(snap.n, bool)
-    rand[snap.random_order(split, random_seed)[:n_kept]] = True
+    rand = draw(snap, ev.pool, res.n_kept, random_seed)[0]
     overlaps = {
-        name: {
-            "both": int((kept & m & pool).sum()),
-            "n": int((m & pool).sum()),
-            "random": int((rand & m).sum()),
-        }
+        name: {"both": int((kept & m).sum()), "n": int((m & pool).sum()), "random": int((rand & m).sum())}
         for name, m in (compare or {}).items()
     }
     return {
-        "n_total": int(pool.sum()),
-        "n_kept": int(kept.sum()),
-        "n_missing": int((missing & pool).sum()),
+        "result": res,
+        "n_total": res.n_total,
+        "n_kept": res.n_kept,
+        "n_missing": res.n_missing,
+        "n_truncated": res.n_truncated,
         "noisy": int((noise & pool).sum()),
         "kept_noisy": int((noise & kept).sum()),
-        "thresholds": thresholds,
+        "thresholds": [(i.get("lo"), i.get("hi")) for i in res.resolved.values()],
         "hist": pd.concat(hists, ignore_index=True) if hists else pd.DataFrame(),
         "overlaps": overlaps,
         "kept_mask": kept,
@@ -464,11 +432,3 @@ def tune(
             "both": int((rand & kept).sum()),
         },
     }
-
-
-def _quantile_cont(ordered: np.ndarray, q: float) -> float:
-    """DuckDB's quantile_cont on sorted values: linear interpolation at (n - 1) * q."""
-    rn = (len(ordered) - 1) * q
-    lo, hi = int(np.floor(rn)), int(np.ceil(rn))
-    a, b = float(ordered[lo]), float(ordered[hi])
-    return a if lo == hi else a + (rn - lo) * (b - a)

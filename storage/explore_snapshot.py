@@ -1,12 +1,13 @@
-"""The dashboard's in-memory snapshot of one dataset's scores: sample, bin, rank and page fast.
+"""The one wide-score cache: a dataset's pairs and score runs in memory, aligned by position.
 
-Why a snapshot: scores live in a long table keyed by a VARCHAR pair id, so putting two runs
-side by side is a string hash join (~300 ms per run at 1M pairs on a 2-core machine), paid
-again on every slider move. `Snapshot` pays it once per (database version, dataset): it
-reads the pairs' small columns and, lazily, each score run aligned to them by a 64-bit hash
-of the pair id (`ORDER BY h`, then a sorted search), and answers every interaction with
-DuckDB SQL over these in-memory Arrow columns (a columnar scan: tens of ms at 1M).
-Pair texts stay in the database: a page fetches the previews of its own ≤ 1000 rows.
+Why: scores live in a long table keyed by a VARCHAR pair id, so putting two runs side by side
+is a string hash join (~300 ms per run at 1M pairs on a 2-core machine). `Snapshot` pays it once
+per (database version, dataset): it reads the pairs' small columns and, lazily, each score run
+aligned to them by a 64-bit hash of the pair id (`ORDER BY h`, then a sorted search), with the
+pairs that run's tokenization fully truncated. The selection engine (storage/engine.py)
+evaluates rules on these arrays, for the CLI (a fresh snapshot per command) and the dashboard
+(one per database version); the dashboard's other interactions are DuckDB SQL over the same
+in-memory Arrow columns (a columnar scan: tens of ms at 1M). Pair texts stay in the database.
 
 Identifiers never come from the UI: score columns are positional (c0, c1, ...), values are
 bound parameters, and run ids are only ever bound values.
@@ -23,7 +24,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-SPLITS = ("train", "val", "eval")
+from prefsift.storage.db import arrow_table
+from prefsift.storage.pairs import SPLITS
+from prefsift.storage.runs import fully_truncated_pairs, logp_runs_of
+
 MAX_LIMIT = 1000  # the most rows a page may ask for: never more rows than a page shows
 
 
@@ -66,13 +70,14 @@ class Snapshot:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, dataset: str) -> None:
         self.dataset = dataset
-        base = con.sql(
+        base = arrow_table(
+            con,
             # rowid: the physical row, for fetching a page's texts without a scan (valid for
             # this database version only, like the whole snapshot).
             "SELECT pair_id, hash(pair_id) AS h, row_idx, split, coalesce(noise, false) AS noise, rowid AS rid "
-            "FROM pairs WHERE dataset = $dataset",
-            params={"dataset": dataset},
-        ).to_arrow_table()
+            "FROM pairs WHERE dataset = ?",
+            [dataset],
+        )
         self.n = base.num_rows
         self.ids = base.column("pair_id").combine_chunks()
         self.h = base.column("h").to_numpy()
@@ -113,6 +118,9 @@ class Snapshot:
                 i = np.clip(np.searchsorted(self.h_sorted, h), 0, max(self.n - 1, 0))
                 ok = self.h_sorted[i] == h if self.n else np.zeros(len(h), bool)
                 out[self.order[i[ok]]] = v[ok]
+            # The pairs its tokenization left without a response token: no rule keeps them.
+            trunc = fully_truncated_pairs(con, logp_runs_of(con, {"r": run_id}))
+            self._masks[("truncated", run_id)] = self._mask(self.hash_ids(trunc))
             self._values[run_id] = out
             return out
 
@@ -157,37 +165,54 @@ class Snapshot:
             self._derived["noise"] = self.base.column("noise").to_numpy(zero_copy_only=False).astype(bool)
         return self._derived["noise"]
 
-    def sorted_scores(self, run_id: str, split: str | None) -> np.ndarray:
-        """The run's non-missing scores over a split, sorted (for percentile thresholds); cached."""
-        key = ("sorted", run_id, split)
+    def derived(self, key: tuple, make):
+        """An array derived from the snapshot (sorted scores, bin indices, hash orders), cached."""
         if key not in self._derived:
-            v = self._values[run_id]
-            self._derived[key] = np.sort(v[self.split_mask(split) & ~np.isnan(v)])
+            self._derived[key] = make()
         return self._derived[key]
 
-    def random_order(self, split: str | None, seed: int = 0) -> np.ndarray:
-        """The split's positions in a seeded random order (the same-size random baseline); cached."""
-        key = ("random", split, seed)
-        if key not in self._derived:
-            pos = np.flatnonzero(self.split_mask(split))
-            self._derived[key] = np.random.default_rng(seed).permutation(pos)
-        return self._derived[key]
+    def hash_order(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions ordered by md5(pair_id:seed) then pair id, each position's hash): the order
+        of every seeded random draw (storage/engine.py); cached per seed."""
+
+        def make():
+            cur = self._mem.cursor()
+            cur.register("t", pa.table({"pos": np.arange(self.n), "pair_id": self.ids}))
+            r = cur.execute(
+                "SELECT pos, md5_number_lower(pair_id || ':' || ?) AS h FROM t ORDER BY h, pair_id",
+                [str(int(seed))],
+            ).fetchnumpy()
+            order = np.asarray(r["pos"], dtype=np.int64)
+            h = np.empty(self.n, dtype=np.uint64)
+            h[order] = np.asarray(r["h"], dtype=np.uint64)
+            return order, h
+
+        with self._lock:
+            return self.derived(("hash_order", int(seed)), make)
+
+    def truncated(self, run_ids: Sequence[str]) -> np.ndarray:
+        """The pairs fully truncated under any of the (loaded) score runs' tokenizations."""
+        out = np.zeros(self.n, bool)
+        for r in run_ids:
+            out |= self._masks.get(("truncated", r), out)
+        return out
 
     def bin_index(
         self, run_id: str, split: str | None, bins: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bin of each scored pair of the split, the scored mask, bins + 1 edges): equal-width
         bins over the split's score range, the last one closed; cached."""
-        key = ("bins", run_id, split, bins)
-        if key not in self._derived:
+
+        def make():
             v = self._values[run_id]
             ok = self.split_mask(split) & ~np.isnan(v)
             x = v[ok]
             lo, hi = (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)
             wd = (hi - lo) / bins if hi > lo else 1.0
             b = np.minimum(((x - lo) / wd).astype(np.int64), bins - 1)
-            self._derived[key] = (b, ok, lo + wd * np.arange(bins + 1))
-        return self._derived[key]
+            return b, ok, lo + wd * np.arange(bins + 1)
+
+        return self.derived(("bins", run_id, split, bins), make)
 
     def split_mask(self, split: str | None) -> np.ndarray:
         key = ("split", split)

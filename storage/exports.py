@@ -26,9 +26,9 @@ from pathlib import Path
 
 import duckdb
 
+from prefsift.storage.db import lit
 from prefsift.storage.errors import StorageError
-from prefsift.storage.scorepool import lit
-from prefsift.storage.selections import get_selection
+from prefsift.storage.selections import get_selection, member_ids, members_relation
 
 FORMATS = ("parquet", "jsonl")
 MESSAGES = """'[{"role": "VARCHAR", "content": "VARCHAR"}]'"""
@@ -96,8 +96,8 @@ def _fully_truncated_members(
 ) -> list[str]:
     """Members of the selection that are fully truncated (the prompt fills max_length) under the
     tokenization of the runs the selection read, or, for a rule that reads no score (random), of
-    the dataset's default runs. A score-band rule never keeps them (they have no score); a random
-    draw can."""
+    the dataset's default runs. The engine never keeps them; a selection saved from a member list
+    (or before the engine left them out) can hold them."""
     from prefsift.storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
 
     lp = logp_runs_of(con, runs or latest_score_runs(con, dataset))
@@ -106,10 +106,7 @@ def _fully_truncated_members(
     drop = set(fully_truncated_pairs(con, lp))
     if not drop:
         return []
-    rows = con.execute(
-        "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id", [selection]
-    )
-    return [r[0] for r in rows.fetchall() if r[0] in drop]
+    return [p for p in member_ids(con, selection) if p in drop]
 
 
 def export_selection(
@@ -136,7 +133,7 @@ def export_selection(
     sel = get_selection(con, selection)
     dataset = sel["dataset"]
     dropped = _fully_truncated_members(con, selection, dataset, sel["score_runs"])
-    members = f"(SELECT pair_id FROM selection_members WHERE selection = {lit(selection)})"
+    members = members_relation(selection)
     left_out = f"(SELECT unnest([{', '.join(lit(p) for p in dropped)}]::VARCHAR[]))"
     base = f"FROM pairs p WHERE p.dataset = {lit(dataset)} AND p.pair_id IN {members} AND p.pair_id NOT IN {left_out}"
     lo_kind, hi_kind = con.execute(f"SELECT min(p.kind), max(p.kind) {base}").fetchall()[0]

@@ -1,27 +1,9 @@
-"""Selection rules: small frozen dataclasses, a compact text syntax, evaluated in DuckDB SQL.
+"""Selection rules: small frozen dataclasses and a compact text syntax (with a dict form for storage).
 
-One implementation serves the CLI and the dashboard (which may import only `storage`).
-
-A rule is a predicate over the pairs of one dataset split (the *pool*). Evaluating it takes
-two steps, so that every selection is explainable and reproducible:
-1. *resolve*: turn percentiles, top-k and random fractions into literal thresholds computed
-   over the pool (`quantile_cont`, i.e. linear interpolation like numpy's default);
-2. *filter*: a plain SQL predicate with those literals. `RuleResult.resolved` records them.
-
-Semantics (each documented choice is tested in tests/selection/test_rules.py):
-- `Band`: keep `lo_thr <= score <= hi_thr`, **inclusive** at both ends: every pair whose score
-  ties with a threshold is kept. Percentiles are over the pool's non-missing scores.
-- `Intersect`: AND of its parts; each part is resolved over the whole pool (a `Top` inside an
-  intersection is the top-k of the pool, not of what the other parts keep).
-- `Top`: the k largest (or smallest) scores; ties at the k-th value broken by pair_id, so
-  exactly min(k, n_scored) pairs are kept.
-- `RandomFraction`: the round(fraction * n_total) pairs with the smallest
-  md5(pair_id || ':' || seed) (DuckDB `md5_number_lower`): seeded, independent of row order and
-  of DuckDB's internal hash, reproducible from Python with hashlib.
-- A missing score (no row, NULL or NaN) fails every rule on that score; such pairs are counted
-  in `RuleResult.n_missing` (and per metric in `missing`), never silently kept.
-- Annotations (`annotations.force` = keep | drop) apply on top of any rule when
-  `with_annotations=True` (the default): forced drops leave, forced keeps join.
+A rule is a predicate over the pairs of one dataset split (the *pool*): `Band` (percentiles of
+the pool or values), `Top` (k largest or smallest), `RandomFraction` (a seeded draw) and
+`Intersect` (AND of those). What each one keeps, with ties, missing scores, annotations and
+truncated pairs, is defined in one place: storage/engine.py, which every caller evaluates with.
 """
 
 from __future__ import annotations
@@ -168,13 +150,11 @@ class Intersect:
 
 
 Rule = Band | Top | RandomFraction | Intersect
-LEAVES = (Band, Top, RandomFraction)
 
 # The paper's rule with this project's default bands (docs/METHOD.md: 10-90 each, [ours]).
 DEFAULT_RULE = Intersect((Band("lossdiff", 10, 90), Band("irm", 10, 90)))
 DEFAULT_RULE_TEXT = DEFAULT_RULE.to_text()
-# The TIF selection: the middle band of exact IF (or the stored 0/1 `tif` metric).
-TIF_RULE = Band("if", 10, 90)
+# The TIF selection: the stored 0/1 `tif` metric (else a middle band of `if`, storage/diagnose.py).
 TIF_FLAG_RULE = Band("tif", 1, 1, mode="value")
 
 
@@ -252,10 +232,6 @@ def _parse_leaf(term: str) -> Rule:
     return Band(bits[0], float(m["lo"]), float(m["hi"]), mode)
 
 
-def to_text(rule: Rule) -> str:
-    return rule.to_text()
-
-
 def coerce_rule(rule: Rule | str | dict | None) -> Rule:
     """A rule object from a rule, its text or its dict (None: the default LossDiff-IRM rule)."""
     if rule is None:
@@ -267,39 +243,3 @@ def coerce_rule(rule: Rule | str | dict | None) -> Rule:
     if isinstance(rule, Intersect | Band | Top | RandomFraction):
         return rule
     raise RuleError(f"not a rule: {rule!r}")
-
-
-# Evaluation lives in storage/evaluate.py; re-exported here so callers need one import.
-from prefsift.storage.evaluate import (  # noqa: E402
-    RuleResult,
-    evaluate,
-    explore,
-    flagged_sql,
-    histograms,
-    members,
-)
-
-__all__ = [
-    "DEFAULT_RULE",
-    "DEFAULT_RULE_TEXT",
-    "TIF_FLAG_RULE",
-    "TIF_RULE",
-    "Band",
-    "Intersect",
-    "RandomFraction",
-    "Rule",
-    "RuleError",
-    "RuleResult",
-    "Top",
-    "coerce_rule",
-    "evaluate",
-    "explore",
-    "flagged_sql",
-    "histograms",
-    "leaves",
-    "members",
-    "parse_rule",
-    "rule_from_dict",
-    "to_dict",
-    "to_text",
-]

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from prefsift.storage.db import transaction
-from prefsift.storage.errors import NotFound
+from prefsift.storage.errors import NotFound, StorageError
 
 LOGP_SCHEMA = pa.schema(
     [
@@ -353,6 +353,41 @@ def latest_score_runs(
         [dataset, policy, policy, beta, beta],
     ).fetchall()
     return {m: r for m, r in rows}
+
+
+def resolve_runs(
+    con: duckdb.DuckDBPyConnection,
+    dataset: str,
+    runs: Mapping[str, str] | None = None,
+    need=(),
+) -> dict[str, str]:
+    """The latest run of every metric of the dataset, overridden by `runs`; `need` must be there."""
+    out = dict(latest_score_runs(con, dataset))
+    if runs:
+        known = {
+            r: (d, m)
+            for r, d, m in con.execute(
+                "SELECT run_id, dataset, metric FROM score_runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                [list(runs.values())],
+            ).fetchall()
+        }
+        for metric, run_id in runs.items():
+            if run_id not in known:
+                raise NotFound(f"no score run {run_id!r} (given for metric {metric!r})")
+            if known[run_id][0] != dataset:
+                raise StorageError(
+                    f"score run {run_id!r} belongs to dataset {known[run_id][0]!r}, not {dataset!r}"
+                )
+            out[metric] = run_id
+    missing = [m for m in need if m not in out]
+    if missing:
+        have = ", ".join(sorted(out)) or "none"
+        raise NotFound(
+            f"no score run for {', '.join(missing)} on dataset {dataset!r} (have: {have}); "
+            "run `prefsift score` (or `prefsift influence` for if/tif) first. Runs of another policy "
+            "or beta than the newest scoring are not mixed in by default: name the runs to use them"
+        )
+    return dict(sorted(out.items()))
 
 
 def get_scores(

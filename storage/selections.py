@@ -16,10 +16,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from prefsift.storage.db import lit
+from prefsift.storage.engine import RuleResult, select
 from prefsift.storage.errors import NotFound, StorageError
-from prefsift.storage.evaluate import RuleResult, flagged_sql
 from prefsift.storage.pairs import require_dataset
-from prefsift.storage.scorepool import arrow_table
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -48,41 +48,10 @@ def _resolved_record(result: RuleResult) -> dict:
         "forced_keep": result.forced_keep,
         "forced_drop": result.forced_drop,
         "n_missing": result.n_missing,
+        "n_truncated": result.n_truncated,
         "missing": result.missing,
         "rule_text": result.rule,
     }
-
-
-def _write(
-    con, name: str, dataset: str, rule_dict: dict, result: RuleResult, insert_members, force: bool
-) -> None:
-    check_name(name)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if selection_exists(con, name):
-            if not force:
-                raise SelectionExists(f"a selection named {name!r} exists (use --force to replace it)")
-            con.execute("DELETE FROM selection_members WHERE selection = ?", [name])
-            con.execute("DELETE FROM selections WHERE name = ?", [name])
-        insert_members()
-        n = con.execute("SELECT count(*) FROM selection_members WHERE selection = ?", [name]).fetchone()[0]
-        con.execute(
-            "INSERT INTO selections (name, dataset, rule, resolved, score_runs, n_kept, n_total) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                name,
-                dataset,
-                json.dumps(rule_dict),
-                json.dumps(_resolved_record(result)),
-                json.dumps(result.runs),
-                int(n),
-                int(result.n_total),
-            ],
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def save_selection(
@@ -97,16 +66,37 @@ def save_selection(
     """Store an evaluated rule and its member pair ids (a table with a pair_id column)."""
     from prefsift.storage.rules import coerce_rule, to_dict
 
+    check_name(name)
     require_dataset(con, dataset)
-    ids = members.select(["pair_id"])
-
-    def insert():
+    sel_members_in = members.select(["pair_id"])  # noqa: F841 - read by DuckDB by name
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if selection_exists(con, name):
+            if not force:
+                raise SelectionExists(f"a selection named {name!r} exists (use --force to replace it)")
+            con.execute("DELETE FROM selection_members WHERE selection = ?", [name])
+            con.execute("DELETE FROM selections WHERE name = ?", [name])
         # A replacement scan of the local Arrow table: unlike con.register it works even while
         # an earlier fetchone() result is open on the connection (DuckDB 2 refuses register then).
-        sel_members_in = ids  # noqa: F841 - read by DuckDB by name
         con.execute("INSERT INTO selection_members SELECT DISTINCT ?, pair_id FROM sel_members_in", [name])
-
-    _write(con, name, dataset, to_dict(coerce_rule(rule)), result, insert, force)
+        n = con.execute("SELECT count(*) FROM selection_members WHERE selection = ?", [name]).fetchone()[0]
+        con.execute(
+            "INSERT INTO selections (name, dataset, rule, resolved, score_runs, n_kept, n_total) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                name,
+                dataset,
+                json.dumps(to_dict(coerce_rule(rule))),
+                json.dumps(_resolved_record(result)),
+                json.dumps(result.runs),
+                int(n),
+                int(result.n_total),
+            ],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
     return get_selection(con, name)
 
 
@@ -120,20 +110,14 @@ def create_selection(
     with_annotations: bool = True,
     force: bool = False,
 ) -> dict:
-    """Evaluate `rule` (default LossDiff-IRM 10-90) and store it, members copied inside DuckDB."""
-    from prefsift.storage.rules import coerce_rule, to_dict
-
+    """Evaluate `rule` (default LossDiff-IRM 10-90) with the engine and store it with its members."""
     check_name(name)
-    rule = coerce_rule(rule)
     if selection_exists(con, name) and not force:
         raise SelectionExists(f"a selection named {name!r} exists (use --force to replace it)")
-    flagged, result = flagged_sql(con, dataset, rule, runs, split, with_annotations)
-
-    def insert():
-        con.execute(f"INSERT INTO selection_members SELECT ?, pair_id FROM {flagged} WHERE _kept", [name])
-
-    _write(con, name, dataset, to_dict(rule), result, insert, force)
-    return get_selection(con, name)
+    ev = select(con, dataset, rule, runs, split, with_annotations)
+    return save_selection(
+        con, name, dataset, rule, ev.result, pa.table({"pair_id": pa.array(ev.ids(), pa.string())}), force
+    )
 
 
 _SEL_COLS = ["name", "dataset", "rule", "resolved", "score_runs", "n_kept", "n_total", "created_at"]
@@ -156,11 +140,17 @@ def get_selection(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     return out
 
 
-def get_members(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
-    get_selection(con, name)  # NotFound with a hint
-    return arrow_table(
-        con, "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id", [name]
-    )
+MEMBERS_SQL = "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id"
+
+
+def members_relation(name: str) -> str:
+    """The members of a selection as an SQL subquery (pair_id), to join with."""
+    return f"(SELECT pair_id FROM selection_members WHERE selection = {lit(name)})"
+
+
+def member_ids(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    """A selection's member pair ids, sorted (empty for an unknown selection)."""
+    return [r[0] for r in con.execute(MEMBERS_SQL, [name]).fetchall()]
 
 
 def list_selections(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 import duckdb
 import pandas as pd
 
-from prefsift.storage.errors import NotFound
 from prefsift.storage.pairs import require_dataset
 
 RUN_STATUSES = ("running", "done", "failed")
@@ -150,23 +149,6 @@ def get_metrics(con: duckdb.DuckDBPyConnection, run_id: str, wide: bool = True) 
 
 def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # NaN != NaN
-
-
-# ---------------------------------------------------------------- selections (until storage.selections exists)
-def selection_members(con: duckdb.DuckDBPyConnection, name: str) -> tuple[str, list[str]]:
-    """(dataset, pair_ids) of a saved selection."""
-    row = con.execute("SELECT dataset FROM selections WHERE name = ?", [name]).fetchone()
-    if row is None:
-        names = [r[0] for r in con.execute("SELECT name FROM selections ORDER BY name").fetchall()]
-        hint = f" (have: {', '.join(names)})" if names else " (none saved yet)"
-        raise NotFound(f"no selection named {name!r}{hint}")
-    ids = [
-        r[0]
-        for r in con.execute(
-            "SELECT pair_id FROM selection_members WHERE selection = ? ORDER BY pair_id", [name]
-        ).fetchall()
-    ]
-    return row[0], ids
 
 
 # ---------------------------------------------------------------- evaluations

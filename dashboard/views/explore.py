@@ -14,6 +14,7 @@ import streamlit as st
 
 from prefsift.dashboard import charts, data
 from prefsift.storage.explore import Filters
+from prefsift.storage.pairs import SPLITS
 
 st.title("Explore")
 dataset = data.require_dataset()
@@ -51,7 +52,7 @@ view = c[3].radio("view", ["sample", "density"], horizontal=True, key="explore_v
 
 f = st.columns([3, 1, 1, 1])
 text = f[0].text_input("Search text (prompt, chosen, rejected)", key="explore_text").strip() or None
-split = f[1].selectbox("split", ["all", "train", "val", "eval"], key="explore_split")
+split = f[1].selectbox("split", ["all", *SPLITS], key="explore_split")
 noise = f[2].selectbox("noise flag", ["any", "noisy", "clean"], key="explore_noise")
 n_sample = f[3].select_slider("sample size", [1000, 2000, 4000, 8000], value=4000, key="explore_n")
 

@@ -1,8 +1,7 @@
 """Tune & select: percentile bands for LossDiff, IRM (and IF), live counts and comparisons, save.
 
-The live numbers come from the in-memory snapshot with storage.rules' semantics (a slider
-move costs milliseconds); saving runs storage.selections.create_selection, the one rule
-implementation shared with `prefsift select`.
+The live numbers and the saved selection come from the one selection engine (storage/engine.py),
+the one `prefsift select` runs: on the in-memory snapshot a slider move costs milliseconds.
 """
 
 from __future__ import annotations
@@ -81,7 +80,12 @@ m = st.columns(5)
 frac = res["n_kept"] / res["n_total"] if res["n_total"] else 0.0
 m[0].metric("kept", f"{res['n_kept']:,}", help="pairs of the train split the bands keep")
 m[1].metric("kept fraction", f"{frac:.1%}")
-m[2].metric("missing a score", f"{res['n_missing']:,}", help="pairs lacking a score the rule reads: dropped")
+m[2].metric(
+    "missing a score",
+    f"{res['n_missing']:,}",
+    help="pairs lacking a score the rule reads: dropped"
+    + (f" ({res['n_truncated']:,} more are fully truncated: left out)" if res["n_truncated"] else ""),
+)
 noise_all = res["noisy"] / res["n_total"] if res["n_total"] else 0.0
 noise_kept = res["kept_noisy"] / res["n_kept"] if res["n_kept"] else 0.0
 noise_rand = rand["noisy"] / rand["n"] if rand["n"] else 0.0
@@ -160,7 +164,7 @@ st.dataframe(
 
 # ---- save
 st.subheader("Save as a selection")
-rule_text = " & ".join(f"{metric}:{b[0]:g}-{b[1]:g}" for metric, _, b in parts)
+rule_text = data.rule_text(parts)
 st.code(rule_text, language=None)
 sc = st.columns([3, 1, 1])
 name = sc[0].text_input("selection name", key="tune_name", placeholder="e.g. ldirm-10-90")

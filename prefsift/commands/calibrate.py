@@ -81,7 +81,7 @@ def run(args):
             f"{sn['best_overlap_lo']:.3f}-{sn['best_overlap_hi']:.3f}, permutation p {sn['p_value']:.3g}"
         )
     lines += [
-        f"kept {out['sql_n_kept']:,} of {out['n_total']:,} ({100 * out['sql_fraction']:.1f}%); "
+        f"kept {out['rule_n_kept']:,} of {out['n_total']:,} ({100 * out['rule_fraction']:.1f}%); "
         f"{out['n_candidates']:,} of {out['n_grid']:,} band pairs kept {args.min_kept:.0%}-{args.max_kept:.0%}",
         "top candidates:",
         out["top"].to_string(index=False),

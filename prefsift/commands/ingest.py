@@ -15,7 +15,7 @@ DESCRIPTION = (
 def add_arguments(p) -> None:
     p.add_argument("source", help="a local file or a Hugging Face hub dataset id")
     p.add_argument("--name", required=True, help="dataset name to ingest into (created if new)")
-    p.add_argument("--split", default="train", choices=["train", "val", "eval"], help="role of these pairs")
+    p.add_argument("--split", default="train", help="role of these pairs: train, val or eval (default train)")
     p.add_argument("--format", dest="fmt", choices=["standard", "conversational", "implicit", "pairwise"])
     p.add_argument(
         "--map",

@@ -44,7 +44,7 @@ def parse_runs(items: list[str]) -> dict[str, str] | None:
 def run(args):
     from prefsift.errors import UserError
     from prefsift.select import format_diagnostics, format_result, frames_to_records
-    from prefsift.storage import connect
+    from prefsift.storage import connect, engine
     from prefsift.storage import rules as R
     from prefsift.storage.diagnose import diagnose
     from prefsift.storage.selections import create_selection
@@ -55,7 +55,7 @@ def run(args):
         raise UserError("--name is required (or pass --dry-run)")
     with connect(args.db) as con:
         if args.dry_run:
-            res = R.evaluate(con, args.dataset, rule, runs, args.split, not args.no_annotations)
+            res = engine.evaluate(con, args.dataset, rule, runs, args.split, not args.no_annotations)
             return {"_text": format_result(res), **res.to_dict()}
         sel = create_selection(
             con, args.name, args.dataset, rule, runs, args.split, not args.no_annotations, force=args.force

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 
 from prefsift.cli import main
-from prefsift.storage import connect, runs
+from prefsift.storage import connect, engine, runs
 from prefsift.storage import rules as R
 from prefsift.storage.exports import export_selection
-from prefsift.storage.selections import create_selection, get_members
+from prefsift.storage.selections import create_selection, member_ids, save_selection
 from tests.conftest import write_jsonl
 
 LONG_PROMPT = "what is the capital of france ? " * 12  # > 48 tokens of the tiny tokenizer
@@ -62,7 +63,7 @@ def test_score_leaves_out_and_reports_fully_truncated_pairs(
         # a middle-band rule counts it as missing: not kept, not exported
         rule = R.Intersect((R.Band("lossdiff", 10, 90), R.Band("irm", 10, 90)))
         create_selection(con, "mid", "tiny", rule, out["score_runs"], "train")
-        assert long_id not in set(get_members(con, "mid").column("pair_id").to_pylist())
+        assert long_id not in set(member_ids(con, "mid"))
         path = db.parent / "mid.jsonl"
         export_selection(con, "mid", path)
     assert LONG_PROMPT not in path.read_text()
@@ -100,34 +101,30 @@ def test_demo_pipeline_scores_no_fully_truncated_pair(tiny_model_dir, tmp_path):
         kept = set(con.execute("SELECT DISTINCT pair_id FROM selection_members").df()["pair_id"])
     assert dropped, "the demo at max_length 64 should have fully truncated pairs"
     assert not dropped & scored
-    assert not dropped & kept - random_members(db)
+    assert not dropped & kept  # random baselines included: their draws leave them out too
 
 
-def random_members(db) -> set:
-    """Members of random baselines (a random rule reads no score, so it can draw any pair)."""
-    with connect(db, read_only=True) as con:
-        return set(
-            con.execute(
-                "SELECT pair_id FROM selection_members m JOIN selections s ON s.name = m.selection "
-                "WHERE json_extract_string(s.rule, '$.type') = 'random'"
-            ).df()["pair_id"]
-        )
-
-
-def test_a_random_selection_exports_no_fully_truncated_pair(
-    long_db, tiny_model_dir, tiny_model_dir_b, capsys
-):
-    """A random rule reads no score, so it can draw a fully truncated pair: the export leaves it out
-    (under the tokenization of the dataset's scores) and says so in the manifest."""
+def test_a_random_selection_draws_no_fully_truncated_pair(long_db, tiny_model_dir, tiny_model_dir_b, capsys):
+    """A random rule reads no score, yet it never draws a fully truncated pair (under the
+    tokenization of the dataset's scores) and sizes its draw without them; a selection saved
+    from a member list that holds one is exported without it, and the manifest says so."""
     db, long_id = long_db
     cli(
         capsys, "score", "--db", str(db), "--dataset", "tiny", "--ref", str(tiny_model_dir),
         "--policy", str(tiny_model_dir_b), "--max-length", "24",
     )  # fmt: skip
     with connect(db) as con:
-        create_selection(con, "everything", "tiny", "random:1.0:seed=0", None, "train")
-        assert long_id in set(get_members(con, "everything").column("pair_id").to_pylist())
-    path = db.parent / "everything.jsonl"
-    m = cli(capsys, "export", "--db", str(db), "--selection", "everything", "--out", str(path))
+        sel = create_selection(con, "everything", "tiny", "random:1.0:seed=0", None, "train")
+        members = pa.table({"pair_id": member_ids(con, "everything")})
+        assert long_id not in set(members.column("pair_id").to_pylist()) and sel["n_kept"] == 6
+        assert sel["resolved"]["n_truncated"] == 1
+        half = create_selection(con, "half", "tiny", "random:0.5:seed=0", None, "train")
+        assert half["n_kept"] == 3  # half of the 6 drawable pairs, not round(0.5 * 7) = 4
+        listed = pa.concat_tables([members, pa.table({"pair_id": [long_id]})])
+        save_selection(
+            con, "listed", "tiny", "random:1.0:seed=0", engine.evaluate(con, "tiny", "random:1.0"), listed
+        )
+    path = db.parent / "listed.jsonl"
+    m = cli(capsys, "export", "--db", str(db), "--selection", "listed", "--out", str(path))
     assert LONG_PROMPT not in path.read_text() and m["rows"] == 6
     assert m["fully_truncated_left_out"] == {"n": 1, "pair_ids": [long_id]}

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prefsift.storage import connect, explore
+from prefsift.storage import connect, engine, explore
 from prefsift.storage.explore import Filters
 
 
@@ -153,20 +153,17 @@ def test_verdict_flips_counts(snap, seeded):
         [("irm", 0, 100), ("if", 5, 60)],
     ],
 )
-def test_tune_agrees_with_storage_rules(seeded, snap, bands):
+def test_tune_is_the_engines_selection(seeded, snap, bands):
     from prefsift.storage import rules as R
 
     r = seeded["runs"]
     run_of = {"lossdiff": r["lossdiff_a"], "irm": r["irm_a"], "if": r["if_a"]}
-    live = explore.tune(snap, [(run_of[m], lo, hi, "percentile") for m, lo, hi in bands], "train")
     rule = R.Intersect(tuple(R.Band(m, lo, hi) for m, lo, hi in bands))
+    runs = {m: run_of[m] for m, *_ in bands}
+    live = explore.tune(snap, rule.to_text(), runs, "train")
     with connect(seeded["db"], read_only=True) as con:
-        res = R.evaluate(con, seeded["dataset"], rule, runs={m: run_of[m] for m, *_ in bands})
-        ids = set(
-            R.members(con, seeded["dataset"], rule, runs={m: run_of[m] for m, *_ in bands})
-            .column(0)
-            .to_pylist()
-        )
+        ev = engine.select(con, seeded["dataset"], rule, runs=runs)
+    res, ids = ev.result, set(ev.ids())
     assert (live["n_kept"], live["n_total"], live["n_missing"]) == (res.n_kept, res.n_total, res.n_missing)
     kept_ids = {snap.ids[int(i)].as_py() for i in np.flatnonzero(live["kept_mask"])}
     assert kept_ids == ids
@@ -176,8 +173,8 @@ def test_tune_agrees_with_storage_rules(seeded, snap, bands):
 
 def test_tune_applies_forced_annotations(seeded, snap):
     r = seeded["runs"]
-    bands = [(r["irm_a"], 40, 60, "percentile")]
-    base = explore.tune(snap, bands, "train")
+    bands = ("irm:40-60", {"irm": r["irm_a"]})
+    base = explore.tune(snap, *bands, "train")
     kept = np.flatnonzero(base["kept_mask"])
     dropped = np.flatnonzero(~base["kept_mask"] & snap.split_mask("train"))
     forced = {
@@ -185,43 +182,46 @@ def test_tune_applies_forced_annotations(seeded, snap):
         snap.ids[int(dropped[0])].as_py(): "keep",
         snap.ids[int(dropped[1])].as_py(): "keep",
     }
-    out = explore.tune(snap, bands, "train", forced=forced)
+    out = explore.tune(snap, *bands, "train", forced=forced)
     assert out["n_kept"] == base["n_kept"] + 1
 
 
 def test_value_band_and_overlap(snap, seeded):
     r = seeded["runs"]
     tif = snap.load_run_values(r["tif_a"]) == 1
-    out = explore.tune(snap, [(r["tif_a"], 1, 1, "value")], "train", compare={"TIF": tif})
+    out = explore.tune(snap, "tif:v1-1", {"tif": r["tif_a"]}, "train", compare={"TIF": tif})
     assert out["n_kept"] == int((tif & snap.split_mask("train")).sum())
     assert out["overlaps"]["TIF"]["both"] == out["n_kept"]
 
 
-def test_random_baseline_is_seeded_same_size_and_in_the_split(snap, seeded, wide):
-    """The same-size random baseline, checked against numbers computed apart from the snapshot
-    (pandas over storage's own pairs and scores), and against a second, fresh snapshot: a cached
-    order compared with itself could not fail."""
+def test_random_baseline_is_the_random_rules_draw(snap, seeded, wide):
+    """Tune's same-size random baseline is the draw of the saved `random:` rule: the train pairs
+    with the smallest md5(pair_id:seed), recomputed here with hashlib and pandas (apart from the
+    snapshot), and on a second, fresh snapshot (a cached order compared with itself could not fail)."""
+    import hashlib
+
     r = seeded["runs"]
-    bands = [(r["tif_a"], 1, 1, "value")]
-    out = explore.tune(snap, bands, "train")
+    out = explore.tune(snap, "tif:v1-1", {"tif": r["tif_a"]}, "train")
     n = out["n_kept"]
-    # the members, by pair id, looked up in pandas: all in the split, as many as the rule keeps
-    members = wide.set_index("pair_id").loc[snap.ids.take(snap.random_order("train")[:n]).to_pylist()]
     train = wide[wide["split"] == "train"]
-    assert 0 < n < len(train) and out["random"]["n"] == n == len(members) == members.index.nunique()
-    assert (members["split"] == "train").all()
+
+    def h(pid, seed=0):
+        return int.from_bytes(hashlib.md5(f"{pid}:{seed}".encode()).digest()[8:], "little")
+
+    drawn = sorted(train["pair_id"], key=lambda p: (h(p), p))[:n]
+    members = train.set_index("pair_id").loc[drawn]
+    assert 0 < n < len(train) and out["random"]["n"] == n == len(members)
     assert out["random"]["noisy"] == int(members["noise"].sum())
     kept_ids = set(train.loc[train["tif_a"] == 1, "pair_id"])  # what the rule keeps, in pandas
-    assert out["random"]["both"] == len(kept_ids & set(members.index))
-    # seeded: a fresh snapshot (nothing cached) draws the same pairs, another seed other pairs
+    assert out["random"]["both"] == len(kept_ids & set(drawn))
     with connect(seeded["db"], read_only=True) as con:
         fresh = explore.Snapshot(con, seeded["dataset"])
         fresh.load_run(con, r["tif_a"])
-    assert explore.tune(fresh, bands, "train")["random"] == out["random"]
-    same = fresh.ids.take(fresh.random_order("train")[:n]).to_pylist()
-    assert same == members.index.tolist()
-    other = fresh.ids.take(fresh.random_order("train", seed=1)[:n]).to_pylist()
-    assert set(other) != set(same)
+        # the saved rule of the same size draws the same pairs
+        same = engine.select(con, seeded["dataset"], f"random:{n / len(train)!r}").ids()
+        other = engine.select(con, seeded["dataset"], f"random:{n / len(train)!r}:seed=1").ids()
+    assert explore.tune(fresh, "tif:v1-1", {"tif": r["tif_a"]}, "train")["random"] == out["random"]
+    assert same == sorted(drawn) and len(other) == n and other != same
 
 
 def test_filters_validate():
@@ -232,7 +232,7 @@ def test_filters_validate():
 
 
 def test_file_queries(seeded):
-    from prefsift.storage.selections import create_selection
+    from prefsift.storage.selections import create_selection, member_ids
 
     ds = seeded["dataset"]
     with connect(seeded["db"]) as con:
@@ -253,7 +253,7 @@ def test_file_queries(seeded):
             explore.save_annotation(con, ds, pid, None, None, "maybe")
         create_selection(con, "fate-test", ds, "irm:0-50", runs={"irm": seeded["runs"]["irm_a"]}, force=True)
         fates = explore.pair_fates(con, ds, pid)
-        kept = pid in explore.selection_ids(con, "fate-test")
+        kept = pid in member_ids(con, "fate-test")
         assert fates.set_index("selection").loc["fate-test", "kept"] == kept
         sc = explore.pair_scores(con, ds, pid)
         assert len(sc) == len(seeded["runs"])

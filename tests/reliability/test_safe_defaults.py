@@ -245,7 +245,7 @@ def test_storage_functions_reject_unknown_identifiers(tiny_db):
 def test_sql_string_literals_round_trip(text):
     """Where storage inlines a value as a literal (`lit`), any text comes back as itself:
     quotes, backslashes, comment markers and semicolons cannot end the literal."""
-    from prefsift.storage.scorepool import lit
+    from prefsift.storage.db import lit
 
     con = duckdb.connect()
     try:

@@ -64,7 +64,7 @@ def test_nan_pairs_are_dropped_from_correlations():
     st.tuples(st.integers(0, 99), st.integers(1, 100)).filter(lambda t: t[0] < t[1]),
 )
 def test_band_equals_duckdb_quantile_cont(values, band):
-    """The band keeps exactly what DuckDB's quantile_cont + BETWEEN keeps (the rules' SQL)."""
+    """The band keeps exactly what DuckDB's quantile_cont + BETWEEN keeps."""
     lo, hi = band
     x = np.array(values)
     mask = D.band_mask(x, lo, hi)

@@ -76,6 +76,6 @@ def test_infeasible_range_and_config_errors():
 def test_calibrate_on_database_agrees_with_sql(syn):
     with connect(syn["db"]) as con:
         out = calibrate(con, "syn", CalibrationConfig(step=10))
-    assert 0.5 <= out["sql_fraction"] <= 0.7
-    assert out["sql_fraction"] == pytest.approx(out["kept_fraction"])
+    assert 0.5 <= out["rule_fraction"] <= 0.7
+    assert out["rule_fraction"] == pytest.approx(out["kept_fraction"])
     assert out["overlap_tif"] > 0.5 and out["n_if"] == 180

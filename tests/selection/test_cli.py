@@ -54,7 +54,7 @@ def test_select_diagnose_export_calibrate(syn, tmp_path, capsys):
     assert main(["export", "--db", db, "--selection", "ld", "--out", str(target), "--force"]) == 0
 
     rc, out = _json(capsys, ["calibrate", "--db", db, "--dataset", "syn", "--step", "10", "--save", "cal"])
-    assert rc == 0 and 0.5 <= out["sql_fraction"] <= 0.7 and out["overlap_tif"] > 0
+    assert rc == 0 and 0.5 <= out["rule_fraction"] <= 0.7 and out["overlap_tif"] > 0
     rc, out = _json(capsys, ["info", "--db", db, "--dataset", "syn"])
     assert {s["name"] for s in out["selections"]} == {"ld", "r", "cal"}
     assert main(["calibrate", "--db", db, "--dataset", "syn", "--min-kept", "0.9", "--max-kept", "0.1"]) == 2

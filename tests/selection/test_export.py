@@ -11,7 +11,7 @@ import pytest
 from prefsift.storage import connect
 from prefsift.storage import rules as R
 from prefsift.storage.exports import ExportError, export_selection, list_exports, manifest_path
-from prefsift.storage.selections import create_selection, get_members
+from prefsift.storage.selections import create_selection, member_ids
 
 from .conftest import seed_db
 
@@ -25,7 +25,7 @@ def _export(db, name, path, fmt, **kw):
 def test_standard_export_rows_manifest_and_load(syn, tmp_path, fmt):
     with connect(syn["db"]) as con:
         sel = create_selection(con, "ld", "syn")
-        ids = set(get_members(con, "ld").column("pair_id").to_pylist())
+        ids = set(member_ids(con, "ld"))
     out = tmp_path / f"sel.{fmt}"
     m = _export(syn["db"], "ld", out, fmt)
     assert m["rows"] == sel["n_kept"] == len(ids)

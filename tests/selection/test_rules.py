@@ -1,4 +1,4 @@
-"""Rules: text/dict round trips, semantics at the edges, SQL percentiles == numpy."""
+"""Rules: text/dict round trips, and the engine's semantics at the edges (storage/engine.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefsift.storage import connect
+from prefsift.storage import connect, engine
 from prefsift.storage import rules as R
 from prefsift.storage.pairs import assign_splits
 
@@ -112,12 +112,12 @@ def test_sql_percentile_equals_numpy_on_random_data():
         np.testing.assert_allclose(got, np.percentile(v, qs), rtol=1e-12, atol=0)
 
 
-def _ev(db, rule, **kw):
-    with connect(db) as con:
-        res = R.evaluate(con, "syn", rule, **kw)
-        ids = set(R.members(con, "syn", rule, **kw).column("pair_id").to_pylist())
-    assert res.n_kept == len(ids)
-    return res, ids
+def _ev(db, rule, read_only=False, **kw):
+    with connect(db, read_only=read_only) as con:
+        ev = engine.select(con, "syn", rule, **kw)
+    ids = set(ev.ids())
+    assert ev.result.n_kept == len(ids)
+    return ev.result, ids
 
 
 def test_band_matches_numpy(syn):
@@ -187,9 +187,9 @@ def test_band_keeping_everything_and_empty_results(syn):
     for rule in (R.Top("irm", 0), R.RandomFraction(0.0), R.Band("if", 1e9, 2e9, "value")):
         assert _ev(syn["db"], rule)[0].n_kept == 0
     with connect(syn["db"]) as con:
-        assert R.members(con, "syn", R.Top("irm", 0)).num_rows == 0
+        assert engine.select(con, "syn", R.Top("irm", 0)).ids() == []
         # A split with no pairs: everything zero, nothing breaks.
-        res = R.evaluate(con, "syn", R.DEFAULT_RULE, split="eval")
+        res = engine.evaluate(con, "syn", R.DEFAULT_RULE, split="eval")
     assert (res.n_kept, res.n_total) == (0, 0)
 
 
@@ -246,21 +246,13 @@ def test_annotations_force_keep_and_drop(syn):
     assert ids2 == base and res2.forced_keep == 0
 
 
-def test_deterministic_and_cache_equals_subquery(syn):
+def test_deterministic_and_read_only(syn):
     r1, i1 = _ev(syn["db"], R.DEFAULT_RULE)
-    r2, i2 = _ev(syn["db"], R.DEFAULT_RULE)
-    assert r1 == r2 and i1 == i2 and r1.cached
-    from prefsift.storage.scorepool import drop_caches
-
-    with connect(syn["db"]) as con:
-        assert drop_caches(con) >= 1
-    with connect(syn["db"], read_only=True) as con:
-        r3 = R.evaluate(con, "syn", R.DEFAULT_RULE)
-        i3 = set(R.members(con, "syn", R.DEFAULT_RULE).column("pair_id").to_pylist())
-    assert not r3.cached and i3 == i1 and r3.resolved == r1.resolved and r3.n_kept == r1.n_kept
+    r2, i2 = _ev(syn["db"], R.DEFAULT_RULE, read_only=True)
+    assert r1 == r2 and i1 == i2
 
 
-def test_cache_follows_split_changes_and_new_runs(syn):
+def test_follows_split_changes_and_new_runs(syn):
     import pyarrow as pa
 
     from prefsift.storage.runs import save_score_run
@@ -286,27 +278,11 @@ def test_unknown_metric_and_run_are_clear_errors(syn):
 
     with connect(syn["db"]) as con:
         with pytest.raises(NotFound, match="tif"):
-            R.evaluate(con, "syn", "tif")
+            engine.evaluate(con, "syn", "tif")
         with pytest.raises(NotFound, match="nope"):
-            R.evaluate(con, "syn", R.DEFAULT_RULE, runs={"irm": "nope"})
+            engine.evaluate(con, "syn", R.DEFAULT_RULE, runs={"irm": "nope"})
         with pytest.raises(NotFound, match="dataset"):
-            R.evaluate(con, "nodata", R.DEFAULT_RULE)
-
-
-def test_histograms_count_every_scored_pair(syn):
-    with connect(syn["db"]) as con:
-        res, h = R.explore(con, "syn", R.DEFAULT_RULE, ["irm", "lossdiff", "if"], bins=20)
-        h2 = R.histograms(con, "syn", R.DEFAULT_RULE, ["irm", "lossdiff", "if"], bins=20)
-    assert h.equals(h2)
-    assert list(h.columns) == ["metric", "bin", "bin_lo", "bin_hi", "kept", "dropped"]
-    train = syn["split"] == "train"
-    for m in ("irm", "lossdiff", "if"):
-        hm = h[h.metric == m]
-        assert len(hm) == 20
-        assert hm.kept.sum() == res.n_kept and hm.kept.sum() + hm.dropped.sum() == train.sum()
-        counts, edges = np.histogram(syn["scores"][m][train], bins=20)
-        np.testing.assert_array_equal(hm.kept + hm.dropped, counts)
-        np.testing.assert_allclose(hm.bin_lo, edges[:-1], rtol=1e-12, atol=1e-12)
+            engine.evaluate(con, "nodata", R.DEFAULT_RULE)
 
 
 def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
@@ -324,12 +300,8 @@ def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
         )
     lacking = train & np.isin(np.arange(100), [1, 2, 3, 4, 5, 6, 7, 8])
     res, ids_kept = _ev(db_path, R.DEFAULT_RULE)
-    assert res.cached and res.n_missing == lacking.sum() and res.missing == {"lossdiff": 4, "irm": 6}
-    with connect(db_path, read_only=True) as con:
-        from prefsift.storage.scorepool import get_pool
-
-        assert get_pool(con, "syn").cached
-    # Swap one train and one val pair: same split sizes, the cache must notice.
+    assert res.n_missing == lacking.sum() and res.missing == {"lossdiff": 4, "irm": 6}
+    # Swap one train and one val pair: same split sizes, the evaluation must follow.
     t_id, v_id = ids[train][-1], ids[~train][-1]
     with connect(db_path) as con:
         assign_splits(con, "syn", pa.table({"pair_id": [t_id, v_id], "split": ["val", "train"]}))
@@ -337,31 +309,20 @@ def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
     assert res2.n_total == res.n_total and t_id not in kept2 and v_id in kept2
 
 
-def test_all_splits_and_read_only_histograms(syn):
+def test_all_splits(syn):
     res_all, ids_all = _ev(syn["db"], R.Band("irm", 0, 100), split=None)
     assert res_all.n_total == 200 and ids_all == set(syn["ids"])
-    with connect(syn["db"]) as con:
-        cached_res, cached_h = R.explore(con, "syn", "irm:10-90", ["if", "lossdiff"], bins=7, split=None)
-        from prefsift.storage.scorepool import drop_caches
-
-        drop_caches(con)
-    with connect(syn["db"], read_only=True) as con:
-        res, h = R.explore(con, "syn", "irm:10-90", ["if", "lossdiff"], bins=7, split=None)
-    assert not res.cached and cached_res.cached
-    assert res.n_kept == cached_res.n_kept and res.resolved == cached_res.resolved
-    assert h.equals(cached_h) and sorted(h.metric.unique()) == ["if", "lossdiff"]
 
 
-def test_percentile_table_is_bit_identical_to_quantile_cont(syn):
-    """Whole-number percentiles come from the cached table; they must equal a fresh quantile_cont."""
+def test_percentiles_equal_duckdb_quantile_cont(syn):
+    """The oracle: the engine's thresholds are DuckDB's quantile_cont over the split's scores."""
     rules = [
         R.Band(m, lo, hi)
         for m in ("irm", "if")
-        for lo, hi in ((0, 100), (1, 99), (7, 64), (33, 34), (50, 50))
+        for lo, hi in ((0, 100), (1, 99), (7, 64), (33, 34), (50, 50), (12.5, 87.25))
     ]
-    with connect(syn["db"]) as con:
-        cached = [R.evaluate(con, "syn", r) for r in rules]
     with connect(syn["db"], read_only=True) as con:
+        got = [engine.evaluate(con, "syn", r) for r in rules]
         fresh = [
             con.execute(
                 f"SELECT quantile_cont(CASE WHEN isnan(value) THEN NULL ELSE value END, [{r.lo / 100!r}, {r.hi / 100!r}]) "
@@ -370,6 +331,6 @@ def test_percentile_table_is_bit_identical_to_quantile_cont(syn):
             ).fetchall()[0][0]
             for r in rules
         ]
-    for r, c, f in zip(rules, cached, fresh):
+    for r, c, f in zip(rules, got, fresh):
         info = c.resolved[r.to_text()]
-        assert c.cached and [info["lo"], info["hi"]] == f  # exact, not approximate
+        np.testing.assert_allclose([info["lo"], info["hi"]], f, rtol=1e-14, atol=1e-300)

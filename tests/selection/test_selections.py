@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from prefsift.storage import connect
+from prefsift.storage import connect, engine
 from prefsift.storage import rules as R
 from prefsift.storage.diagnose import diagnose
 from prefsift.storage.errors import NotFound
@@ -13,9 +14,9 @@ from prefsift.storage.selections import (
     SelectionExists,
     create_selection,
     delete_selection,
-    get_members,
     get_selection,
     list_selections,
+    member_ids,
     overlap,
     save_selection,
     summary,
@@ -23,7 +24,8 @@ from prefsift.storage.selections import (
 
 
 def _ids(con, name):
-    return set(get_members(con, name).column("pair_id").to_pylist())
+    get_selection(con, name)  # NotFound for an unknown selection
+    return set(member_ids(con, name))
 
 
 def test_create_get_list_delete(syn):
@@ -35,7 +37,7 @@ def test_create_get_list_delete(syn):
         assert sel["n_kept"] == len(_ids(con, "ld")) and sel["n_total"] == 180
         with pytest.raises(SelectionExists):
             create_selection(con, "ld", "syn", "random:0.5")
-        assert _ids(con, "ld") == set(R.members(con, "syn", R.DEFAULT_RULE).column("pair_id").to_pylist())
+        assert _ids(con, "ld") == set(engine.select(con, "syn", R.DEFAULT_RULE).ids())
         create_selection(con, "ld", "syn", "random:0.5", force=True)
         assert get_selection(con, "ld")["rule_text"] == "random:0.5:seed=0"
         df = list_selections(con, "syn")
@@ -62,18 +64,18 @@ def test_stored_rule_on_stored_runs_reproduces_members(syn):
         save_score_run(
             con, "irm-new", "syn", "irm", {}, pa.table({"pair_id": ids, "value": np.arange(200.0)})
         )
-        again = R.members(
+        again = engine.select(
             con, "syn", R.rule_from_dict(sel["rule"]), runs=sel["score_runs"], split=sel["split"]
         )
-        assert set(again.column("pair_id").to_pylist()) == before
-        latest = R.members(con, "syn", R.DEFAULT_RULE)
-        assert set(latest.column("pair_id").to_pylist()) != before
+        assert set(again.ids()) == before
+        latest = engine.select(con, "syn", R.DEFAULT_RULE)
+        assert set(latest.ids()) != before
 
 
 def test_save_selection_from_members(syn):
     with connect(syn["db"]) as con:
-        res = R.evaluate(con, "syn", "top:irm:5")
-        mem = R.members(con, "syn", "top:irm:5")
+        ev = engine.select(con, "syn", "top:irm:5")
+        res, mem = ev.result, pa.table({"pair_id": ev.ids()})
         sel = save_selection(con, "top5", "syn", "top:irm:5", res, mem)
         assert sel["n_kept"] == 5 and _ids(con, "top5") == set(mem.column("pair_id").to_pylist())
 
