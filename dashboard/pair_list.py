@@ -15,8 +15,8 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import data
-from storage.pair_lists import ids_position, scored_filters
+from prefsift.dashboard import data
+from prefsift.storage.pair_lists import ids_position, scored_filters
 
 KEY = "inspect_list"
 FRESH = "inspect_list_fresh"  # set by open_pair: the inspector was entered from that list

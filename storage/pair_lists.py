@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from storage.explore_snapshot import Filters, Snapshot
+from prefsift.storage.explore_snapshot import Filters, Snapshot
 
 __all__ = ["ids_position", "query_position", "scored_filters"]
 

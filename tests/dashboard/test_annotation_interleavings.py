@@ -30,9 +30,9 @@ import threading
 import duckdb
 import pytest
 
-from storage import explore
-from storage.db import migrate
-from storage.errors import AnnotationConflict
+from prefsift.storage import explore
+from prefsift.storage.db import migrate
+from prefsift.storage.errors import AnnotationConflict
 
 DS, PID = "ds", "pair-1"
 STALL_S = 30  # a turn never granted: the scheduler is wrong, fail instead of hanging

@@ -30,7 +30,7 @@ def _page(at, name: str):
 
 
 def test_inspector_keeps_its_place_across_pages_and_asks_before_dropping_a_note(demo_app, demo_db):
-    from storage import connect
+    from prefsift.storage import connect
 
     at = _page(demo_app().run(), "inspector")
     first = at.text_input(key="inspect_pair").value
@@ -61,8 +61,8 @@ def test_inspector_keeps_its_place_across_pages_and_asks_before_dropping_a_note(
 
 
 def test_overview_scoring_defaults_come_from_the_roles(demo_app, demo_db):
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     at = _page(demo_app().run(), "overview")
     with connect(demo_db, read_only=True) as con:
@@ -77,7 +77,7 @@ def test_overview_scoring_defaults_come_from_the_roles(demo_app, demo_db):
 
 
 def _scored_in_row_order(db) -> list[str]:
-    from storage import connect
+    from prefsift.storage import connect
 
     with connect(db, read_only=True) as con:
         return [
@@ -145,8 +145,8 @@ def test_inspector_walks_a_table_it_was_opened_from_and_goes_back_to_it(demo_app
 def test_inspector_walks_explores_sorted_filtered_list(demo_app, demo_db):
     """Opened from Explore's table (sorted by a score, filtered): next walks that order over every
     matching pair, not only the page that was shown."""
-    from storage import connect, explore
-    from storage.explore_snapshot import Filters
+    from prefsift.storage import connect, explore
+    from prefsift.storage.explore_snapshot import Filters
 
     with connect(demo_db, read_only=True) as con:
         runs = explore.score_runs(con, "demo")

@@ -23,7 +23,7 @@ from browser import (
     wait_text,
 )
 
-from storage import connect, explore
+from prefsift.storage import connect, explore
 from tests.conftest import copy_demo_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
@@ -213,7 +213,7 @@ def test_explore_box_filter_follows_the_axes_and_double_click_clears_it(served, 
 
 def _explore_order(db, descending: bool = True) -> tuple[str, list[str]]:
     """Explore's table sorted by the LossDiff run, every pair (as the page lists them)."""
-    from storage.explore_snapshot import Filters
+    from prefsift.storage.explore_snapshot import Filters
 
     with connect(db, read_only=True) as con:
         runs = explore.score_runs(con, "demo")
