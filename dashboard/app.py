@@ -41,6 +41,9 @@ pages = {
     for name, title, icon in PAGES
 }
 nav = st.navigation(list(pages.values()))
+# The page of the previous run and of this one (the inspector asks how it was entered).
+st.session_state["app_prev_page"] = st.session_state.get("app_page")
+st.session_state["app_page"] = nav.url_path or "overview"
 if "pair" in st.query_params and nav.url_path == "":
     # A deep link to the root (`/?pair=ID&dataset=D`) opens the pair inspector.
     st.switch_page(pages["inspector"], query_params=st.query_params.to_dict())

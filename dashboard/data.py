@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from prefsift import storage
-from prefsift.storage import engine, explore
+from prefsift.storage import engine, explore, pair_lists
 from prefsift.storage import selections as selections_store
 from prefsift.storage.errors import DatabaseLocked, StorageError
 
@@ -288,7 +288,11 @@ _SNAP_METHODS = {
     "rank_correlation",
     "presence",
 }
-_SNAP_FUNCTIONS = {"tune": explore.tune, "verdict_flips": explore.verdict_flips}
+_SNAP_FUNCTIONS = {
+    "tune": explore.tune,
+    "verdict_flips": explore.verdict_flips,
+    "list_position": pair_lists.query_position,
+}
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=512)
@@ -506,8 +510,28 @@ def require_runs(dataset: str) -> pd.DataFrame:
     return runs
 
 
-def pair_link(pair_id: str, dataset: str) -> str:
-    """A deep link to the pair inspector (relative, so it works behind any base URL)."""
+def pair_link(pair_id: str, dataset: str, base: str | None = None) -> str:
+    """A deep link to the pair inspector: absolute when the app's URL is known (`base`, e.g.
+    `st.context.url`, a page's URL), so it can be pasted to a colleague; else relative."""
     from urllib.parse import urlencode
 
-    return "./inspector?" + urlencode({"pair": pair_id, "dataset": dataset})
+    query = urlencode({"pair": pair_id, "dataset": dataset})
+    if base:
+        root = base.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+        page = root.rsplit("/", 1)[-1]
+        if page in PAGE_PATHS:  # the URL of a page: the app lives one level up
+            root = root[: -len(page) - 1]
+        return f"{root}/inspector?{query}"
+    return "./inspector?" + query
+
+
+PAGE_PATHS = (
+    "overview",
+    "explore",
+    "disagreements",
+    "inspector",
+    "tune",
+    "export_train",
+    "compare",
+    "evidence",
+)

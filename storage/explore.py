@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Sequence
 
@@ -233,6 +234,12 @@ def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: 
 
 
 UNCHECKED = object()  # save_annotation(expected=UNCHECKED): last writer wins (scripts, the CLI)
+# One annotation save at a time in this process (the dashboard's sessions are its threads). DuckDB's
+# own conflict detection does not make "check updated_at, then write" atomic between two
+# connections: two first saves of a pair both insert and the second fails at COMMIT ("duplicate
+# key"); a save whose snapshot predates another's committed insert or delete upserts over it
+# silently. Other processes are kept out by DuckDB's file lock while a writer is open.
+_SAVE_LOCK = threading.Lock()
 
 
 def save_annotation(
@@ -249,12 +256,23 @@ def save_annotation(
 
     Optimistic concurrency: `expected` is the `updated_at` of the annotation the person saw
     (None: they saw none). If the stored one differs, somebody saved in between: nothing is
-    written and `AnnotationConflict` carries the current values. Two connections writing the
-    same row at once make DuckDB abort one transaction ("Conflict on update"): it is retried
-    (and then usually sees the other's save, i.e. a conflict), never raised as is.
+    written and `AnnotationConflict` carries the current values. Saves of one process run one
+    at a time (`_SAVE_LOCK`: check and write are atomic against each other); a write conflict
+    from elsewhere ("Conflict on update", "duplicate key") is retried, never raised as is.
     """
     if force not in (None, "keep", "drop"):
         raise ValueError(f"force must be keep, drop or None, got {force!r}")
+    with _SAVE_LOCK:
+        return _save_annotation(con, dataset, pair_id, flag, note, force, expected, tries)
+
+
+def _is_write_conflict(exc: Exception) -> bool:
+    """Another transaction wrote the same annotation first (retry: the next attempt sees it)."""
+    msg = str(exc).lower()
+    return "conflict" in msg or "duplicate key" in msg
+
+
+def _save_annotation(con, dataset, pair_id, flag, note, force, expected, tries) -> dict | None:
     key = [dataset, pair_id]
     for attempt in range(tries):
         try:
@@ -284,10 +302,10 @@ def save_annotation(
             saved = get_annotation(con, dataset, pair_id)
             con.execute("COMMIT")
             return saved
-        except duckdb.TransactionException as exc:
+        except (duckdb.TransactionException, duckdb.ConstraintException) as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            if "conflict" not in str(exc).lower() or attempt == tries - 1:
+            if not _is_write_conflict(exc) or attempt == tries - 1:
                 raise StorageError(f"could not save the annotation of {pair_id}: {exc}") from exc
             time.sleep(0.02 * (attempt + 1))
         except AnnotationConflict:

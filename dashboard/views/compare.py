@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import charts, data, pair_list
 from prefsift.storage.explore import Filters
 
 st.title("Compare models")
@@ -78,7 +78,6 @@ st.plotly_chart(
 if flips.empty:
     st.caption("No pair changes verdict.")
 else:
-    flips.insert(0, "open", [data.pair_link(p, dataset) for p in flips["pair_id"]])
     flips = flips.rename(
         columns={
             "a": f"{metric} · {pa_}",
@@ -87,14 +86,29 @@ else:
             "keep_b": f"kept · {pb_}",
         }
     )
-    st.dataframe(
+    event = st.dataframe(
         flips,
         hide_index=True,
         width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key="compare_table_sel",
         column_config={
-            "open": st.column_config.LinkColumn("open", display_text="inspect"),
             "rank_a": st.column_config.NumberColumn(format="percent"),
             "rank_b": st.column_config.NumberColumn(format="percent"),
         },
     )
-    st.caption("The pairs whose rank moves the most between the two models among those that change verdict.")
+    st.caption(
+        "The pairs whose rank moves the most between the two models among those that change verdict. "
+        "Select a row (the box at its left) to open the pair in the inspector."
+    )
+    picked = pair_list.pick(event, flips["pair_id"])
+    if picked:
+        pair_list.open_pair(
+            picked,
+            dataset,
+            page="compare",
+            label=f"Compare models: {metric} verdict flips, {pa_} vs {pb_}, keep band {lo:g}–{hi:g}",
+            ids=list(flips["pair_id"]),
+            restore=pair_list.widget_values("compare_", skip=("compare_table_sel", "compare_verdicts")),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import charts, data, pair_list
 from prefsift.storage.explore import Filters
 
 st.title("Disagreements")
@@ -69,17 +69,34 @@ prev = data.cached(
 df = df.merge(prev[["pair_id", "prompt"]] if "prompt" in prev else prev, on="pair_id", how="left").drop(
     columns=["rid"]
 )
-df.insert(0, "open", [data.pair_link(p, dataset) for p in df["pair_id"]])
 df = df.rename(columns={"a": f"A: {labels[a]}", "b": f"B: {labels[b]}"})
-st.dataframe(
+# Select a row to open its pair in the inspector of this session; next/previous there walk this
+# table's pairs in this order.
+event = st.dataframe(
     df,
     hide_index=True,
     width="stretch",
+    on_select="rerun",
+    selection_mode="single-row",
+    key="disagree_table_sel",
     column_config={
-        "open": st.column_config.LinkColumn("open", display_text="inspect"),
         "rank_a": st.column_config.NumberColumn("rank A (pct)", format="percent"),
         "rank_b": st.column_config.NumberColumn("rank B (pct)", format="percent"),
         "rank_diff": st.column_config.NumberColumn("A − B", format="%.3f"),
     },
 )
-st.caption("Ranks are `percent_rank()` over each run's scored pairs (0 = lowest, 1 = highest).")
+st.caption(
+    "Ranks are `percent_rank()` over each run's scored pairs (0 = lowest, 1 = highest). "
+    "Select a row (the box at its left) to open the pair in the inspector."
+)
+picked = pair_list.pick(event, df["pair_id"])
+if picked:
+    shown = {"both": "largest |rank A − rank B|", "a_high": "A ranks higher", "b_high": "B ranks higher"}
+    pair_list.open_pair(
+        picked,
+        dataset,
+        page="disagreements",
+        label=f"Disagreements: {labels[a]} vs {labels[b]}, {shown[direction]}, {split} split",
+        ids=list(df["pair_id"]),
+        restore=pair_list.widget_values("disagree_", skip=("disagree_table_sel", "disagree_fig")),
+    )

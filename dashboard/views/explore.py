@@ -12,7 +12,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import charts, data, pair_list
 from prefsift.storage.explore import Filters
 from prefsift.storage.pairs import SPLITS
 
@@ -91,6 +91,18 @@ if sel_state and getattr(sel_state, "selection", None):
         box = (min(b["x"]), max(b["x"]), min(b["y"]), max(b["y"]))
     elif s.get("lasso") and s.get("points"):
         lasso_ids = tuple(str(p.get("customdata")) for p in s["points"] if p.get("customdata") is not None)
+# Back from the inspector ("← Back to Explore"): the chart forgot its selection when the page was
+# left, so the box or lasso the table was filtered by is kept here, drawn, and can be cleared.
+came_back = st.session_state.pop("explore_restored", None)
+if came_back is not None:
+    st.session_state["explore_kept_sel"] = (came_back.get("query") or {}).get("selection")
+kept = st.session_state.get("explore_kept_sel")
+# (a new box or lasso on the chart, or other axes, replace it)
+if box is not None or lasso_ids is not None or not kept or kept.get("chart_key") != chart_key:
+    st.session_state.pop("explore_kept_sel", None)
+    kept = None
+else:
+    box, lasso_ids = kept.get("box"), kept.get("lasso_ids")
 
 title = f"{labels[x_run]} vs {labels[y_run]}"
 if view == "sample":
@@ -111,7 +123,21 @@ else:
         yband,
         f"{title} — every pair, binned",
     )
+if kept is not None and box is not None:
+    fig.add_shape(type="rect", x0=box[0], x1=box[1], y0=box[2], y1=box[3], line={"dash": "dash", "width": 2})
 st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("box", "lasso"))
+if kept is not None:
+    kc = st.columns([5, 1])
+    kc[0].caption(
+        "The table is filtered by the "
+        + ("box (dashed)" if box is not None else f"lasso of {len(lasso_ids or ()):,} pairs")
+        + " you drew before opening the inspector."
+    )
+    kc[1].button(
+        "Clear selection",
+        key="explore_clear_sel",
+        on_click=lambda: st.session_state.pop("explore_kept_sel", None),
+    )
 if res is not None:
     used = " & ".join(f"{m} {b[0]:g}–{b[1]:g} pct" for m, _r, b in rule)
     drawn = [
@@ -146,6 +172,29 @@ if box:
     ranges = ((x_run, box[0], box[1]), (y_run, box[2], box[3]))
 filters = Filters(split=base.split, text=text, noise=base.noise, ranges=ranges, pair_ids=lasso_ids)
 table_runs = list(dict.fromkeys([x_run, y_run] + [r for r in latest.values() if r]))
+
+
+def _describe(order_run: str | None, desc: bool) -> str:
+    """What the table lists, in words: the inspector says where a pair came from."""
+    parts = []
+    if box:
+        parts.append(
+            f"box selection ({labels[x_run]} {box[0]:.4g}–{box[1]:.4g}, {labels[y_run]} {box[2]:.4g}–{box[3]:.4g})"
+        )
+    elif lasso_ids:
+        parts.append(f"lasso selection ({len(lasso_ids):,} sampled pairs)")
+    if split != "all":
+        parts.append(f"{split} split")
+    if noise != "any":
+        parts.append(f"{noise} pairs")
+    if text:
+        parts.append(f"text contains “{text}”")
+    parts.append(
+        f"sorted by {labels.get(order_run, order_run)} ({'descending' if desc else 'ascending'})"
+        if order_run
+        else "in row order"
+    )
+    return "Explore: " + ", ".join(parts)
 
 
 @st.fragment
@@ -188,13 +237,45 @@ def pair_table(filters: Filters, table_runs: list[str], selection_note: str) -> 
         # Text first: what a person reads (prompt, chosen, rejected), then the scores.
         text_cols = [c for c in ("prompt", "chosen", "rejected") if c in rows]
         rows = rows[text_cols + [c for c in rows.columns if c not in text_cols]]
-        rows.insert(0, "open", [data.pair_link(p, dataset) for p in rows["pair_id"]])
-        st.dataframe(
+        # Select a row to open its pair in the inspector of this session (a link would open a
+        # new tab, a new session); next/previous there walk this table's pairs in this order.
+        event = st.dataframe(
             rows,
             hide_index=True,
             width="stretch",
-            column_config={"open": st.column_config.LinkColumn("open", display_text="inspect")},
+            on_select="rerun",
+            selection_mode="single-row",
+            key="explore_table_sel",
         )
+        st.caption("Select a row (the box at its left) to open the pair in the inspector.")
+        picked = pair_list.pick(event, rows["pair_id"])
+        if picked:
+            order = None if order_run == "row order" else order_run
+            pair_list.open_pair(
+                picked,
+                dataset,
+                page="explore",
+                label=_describe(order, desc),
+                query={
+                    "runs": tuple(table_runs),
+                    "filters": filters,
+                    "order_run": order,
+                    "descending": desc,
+                    "selection": {"chart_key": chart_key, "box": box, "lasso_ids": lasso_ids}
+                    if box or lasso_ids
+                    else None,
+                },
+                restore=pair_list.widget_values(
+                    "explore_",
+                    skip=(
+                        "explore_chart_",
+                        "explore_hist_",
+                        "explore_table_sel",
+                        "explore_kept_sel",
+                        "explore_clear_sel",
+                    ),
+                ),
+            )
     else:
         st.caption("No pair matches these filters.")
 

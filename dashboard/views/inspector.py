@@ -12,10 +12,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import annotation_form, charts, data, job_notice
+from prefsift.dashboard import annotation_form, charts, data, job_notice, pair_list
 
 st.title("Pair inspector")
 dataset = data.require_dataset()
+pair_list.entered_inspector()
 
 qp_pair = st.query_params.get("pair")
 if qp_pair and st.session_state.get("inspect_linked") != qp_pair:
@@ -35,7 +36,12 @@ pair_id = c[0].text_input("pair id", key="inspect_pair").strip()
 bundle = data.cached("pair_bundle", dataset, pair_id or None, default=None)
 if bundle is None:
     st.stop()  # busy: the notice is shown
-prev_id, next_id = bundle["neighbours"]
+# Next/previous walk the list the pair was opened from (Explore's filtered, sorted table, the
+# Disagreements or Compare table), else the dataset's scored pairs; row order as the last resort.
+pos, came_from, walked = (
+    pair_list.position(dataset, pair_id) if bundle["pair"] is not None else (None, None, "")
+)
+prev_id, next_id = (pos["prev"], pos["next"]) if pos is not None else bundle["neighbours"]
 
 
 def _dirty() -> bool:
@@ -87,11 +93,26 @@ if st.session_state.get("inspect_unsaved"):
         _go(st.session_state.get("inspect_unsaved"))
 
     wc[1].button("Discard and move", key="inspect_discard_btn", on_click=_discard)
+lc = st.columns([5, 1])
+from_list = came_from is not None and pos is not None and walked == came_from["label"]
+if pos is not None:
+    where = f"Pair **{pos['index'] + 1:,} of {pos['total']:,}** " + (
+        f"from {pair_list.md_escape(walked)}" if from_list else f"of {walked}"
+    )
+else:
+    where = "This pair has no score: next/previous walk the dataset by row order"
+if came_from is not None and not from_list:
+    where += f" (it is not in the list you came from: {pair_list.md_escape(came_from['label'])})"
+lc[0].markdown(where)
+if came_from is not None:
+    with lc[1]:
+        pair_list.back_button(came_from)
 st.caption(
     f"Row {pair['row_idx']} · split **{pair['split']}** · {pair['kind']}"
     + (" · **flagged noisy** (label swapped)" if pair["noise"] else "")
-    + f" · deep link: `{data.pair_link(pair_id, dataset)}`"
+    + " · link to this pair, to share:"
 )
+st.code(data.pair_link(pair_id, dataset, st.context.url), language=None)
 
 
 def flat(text: str, kind: str) -> str:

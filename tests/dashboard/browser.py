@@ -162,3 +162,20 @@ def wait_text(page, pattern, timeout_s: float = 120) -> str:
     loc = page.get_by_text(pattern).first
     loc.wait_for(timeout=timeout_s * 1000)
     return loc.inner_text()
+
+
+def choose(page, label: str, option) -> None:
+    """Pick `option` (its text, or a compiled regex) in the selectbox labelled `label`."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option).first.click()
+
+
+GRID_ROW_PX = 35  # st.dataframe's row (and header) height
+
+
+def select_row(page, table, row: int) -> None:
+    """Tick the selection box of row `row` (0-based, as shown) of an st.dataframe with row
+    selection: the grid is a canvas, so click where the row's marker is."""
+    table.scroll_into_view_if_needed()
+    b = table.bounding_box()
+    page.mouse.click(b["x"] + 14, b["y"] + GRID_ROW_PX * (row + 1.5))

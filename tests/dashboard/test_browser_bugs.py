@@ -10,7 +10,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import ARGS, CHROMIUM, TIMEOUT_MS, exceptions, needs_chromium, serve, settle
+from browser import (
+    ARGS,
+    CHROMIUM,
+    TIMEOUT_MS,
+    choose,
+    exceptions,
+    needs_chromium,
+    select_row,
+    serve,
+    settle,
+    wait_text,
+)
 
 from prefsift.storage import connect, explore
 from tests.conftest import copy_demo_db
@@ -73,7 +84,7 @@ ROUNDS = 20
 SAVED, TOLD = "Saved. Forced", "Not saved: someone else"
 
 
-@pytest.mark.slow  # 20 rounds of two browsers; once in 40 saves under load a traceback showed (not yet understood)
+@pytest.mark.slow  # 20 rounds of two browsers; its rare failure is made deterministic in test_annotation_interleavings.py
 def test_two_annotators_save_the_same_pair_at_once(served, browser):
     """Two sessions press "Save annotation" on the same pair at the same moment, 20 times: no
     traceback, one saved, the other told clearly and shown the stored values."""
@@ -194,4 +205,77 @@ def test_explore_box_filter_follows_the_axes_and_double_click_clears_it(served, 
     page.wait_for_timeout(500)
     settle(page, "Explore")
     assert _box_caption(page) == everything
+    assert exceptions(page) == []
+
+
+# ---- #20 bug 7: "inspect" opens the pair in the same session, and next/previous walk that list
+
+
+def _explore_order(db, descending: bool = True) -> tuple[str, list[str]]:
+    """Explore's table sorted by the LossDiff run, every pair (as the page lists them)."""
+    from prefsift.storage.explore_snapshot import Filters
+
+    with connect(db, read_only=True) as con:
+        runs = explore.score_runs(con, "demo")
+        run = str(runs[runs["metric"] == "lossdiff"]["run_id"].iloc[-1])
+        snap = explore.Snapshot(con, "demo")
+        snap.load_run(con, run)
+    return run, list(snap.page([run], Filters(), run, descending, 1000)["pair_id"])
+
+
+def test_a_pair_opened_from_explore_walks_explores_sorted_list_in_the_same_session(served, browser):
+    """Explore sorted by LossDiff, the 3rd row selected: the inspector opens in the same tab and
+    session on that pair, says where it is, next goes to the 4th row of that order (not the next
+    row of the dataset), the link offered is absolute, and "Back to Explore" returns to the
+    table as it was (sorted by LossDiff), which a new session could not do."""
+    url = served["url"]
+    _run, order = _explore_order(served["db"])
+    page = _page(browser)
+    page.goto(f"{url}/explore")
+    settle(page, "Explore")
+    choose(page, "sort by", re.compile(r"^lossdiff"))
+    page.wait_for_timeout(500)
+    settle(page, "Explore")
+    select_row(page, page.locator('[data-testid="stDataFrame"]').first, 2)
+    page.wait_for_url(re.compile(r"/inspector\?"), timeout=TIMEOUT_MS)
+    settle(page, "Pair inspector")
+    assert len(page.context.pages) == 1  # no new tab
+    assert page.get_by_label("pair id").input_value() == order[2]
+    wait_text(page, re.compile(rf"Pair 3 of {len(order)} from Explore: .*sorted by lossdiff"))
+    page.get_by_role("button", name="next ▶").click()
+    page.wait_for_function(
+        "id => [...document.querySelectorAll('input')].some(e => e.value === id)", arg=order[3]
+    )
+    settle(page, "Pair inspector")
+    wait_text(page, re.compile(rf"Pair 4 of {len(order)} from Explore"))
+    link = page.locator('[data-testid="stCode"]').first.inner_text().strip()
+    assert link.startswith(f"{url}/inspector?pair={order[3]}"), link  # absolute: paste it to a colleague
+    page.get_by_role("button", name="← Back to Explore").click()
+    settle(page, "Explore")
+    sort_box = page.locator('[data-testid="stSelectbox"]').filter(has_text="sort by").first
+    shown = sort_box.evaluate(  # the chosen option is the text of the box or its input's value
+        "e => e.innerText + ' ' + [...e.querySelectorAll('input')].map(i => i.value).join(' ')"
+    )
+    if "lossdiff" not in shown:
+        served["shots"].mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(served["shots"] / "back_to_explore.png"), full_page=True)
+    assert "lossdiff" in shown, shown
+    assert exceptions(page) == []
+
+
+def test_a_pair_opened_from_disagreements_walks_that_table(served, browser):
+    """Disagreements' 2nd row opens the inspector in the same tab; next walks that table."""
+    page = _page(browser)
+    page.goto(f"{served['url']}/disagreements")
+    settle(page, "Disagreements")
+    select_row(page, page.locator('[data-testid="stDataFrame"]').first, 1)
+    page.wait_for_url(re.compile(r"/inspector\?"), timeout=TIMEOUT_MS)
+    settle(page, "Pair inspector")
+    assert len(page.context.pages) == 1
+    first = page.get_by_label("pair id").input_value()
+    text = wait_text(page, re.compile(r"Pair 2 of \d+ from Disagreements: "))
+    total = int(re.search(r"of (\d+)", text).group(1))
+    page.get_by_role("button", name="next ▶").click()
+    wait_text(page, re.compile(rf"Pair 3 of {total} from Disagreements"))
+    assert page.get_by_label("pair id").input_value() != first
     assert exceptions(page) == []
