@@ -8,16 +8,13 @@ Every user value is a bound parameter; table names come from a whitelist.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 from collections.abc import Sequence
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from storage.errors import AnnotationConflict, StorageError
 from storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
 
 __all__ = [
@@ -226,22 +223,21 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
 
 
 def get_annotation(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
-    row = con.execute(
-        "SELECT flag, note, force, updated_at FROM annotations WHERE dataset = ? AND pair_id = ?",
-        [dataset, pair_id],
-    ).fetchone()
-    return None if row is None else dict(zip(("flag", "note", "force", "updated_at"), row))
+    """The pair's effective decision (storage.annotations: several annotators, one policy)."""
+    from storage.annotations import effective_one
+
+    return effective_one(con, dataset, pair_id)
 
 
 def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: bool = False) -> pd.DataFrame:
-    where = " AND force IN ('keep', 'drop')" if forced_only else ""
-    return con.execute(
-        f"SELECT pair_id, flag, note, force, updated_at FROM annotations WHERE dataset = ?{where} ORDER BY updated_at DESC",
-        [dataset],
-    ).df()
+    """The effective decisions of a dataset (only those forcing keep/drop with `forced_only`)."""
+    from storage.annotations import effective
+
+    df = effective(con, dataset)
+    return df[df["force"].isin(["keep", "drop"])].reset_index(drop=True) if forced_only else df
 
 
-UNCHECKED = object()  # save_annotation(expected=UNCHECKED): last writer wins (scripts, the CLI)
+UNCHECKED = object()  # save_annotation(expected=UNCHECKED): no optimistic check (scripts, the CLI)
 
 
 def save_annotation(
@@ -252,60 +248,25 @@ def save_annotation(
     note: str | None,
     force: str | None,
     expected=UNCHECKED,
-    tries: int = 5,
+    tries: int = 8,
+    annotator: str | None = None,
+    role: str = "curator",
+    swapped: bool = False,
 ) -> dict | None:
-    """Upsert a pair's annotation (an empty one deletes the row); returns it as saved.
+    """One person's decision (default: this machine's user, a curator, as on loopback), stored per
+    annotator with history by storage.annotations; an empty one withdraws theirs. Returns the
+    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision."""
+    from storage import annotations as ann
 
-    Optimistic concurrency: `expected` is the `updated_at` of the annotation the person saw
-    (None: they saw none). If the stored one differs, somebody saved in between: nothing is
-    written and `AnnotationConflict` carries the current values. Two connections writing the
-    same row at once make DuckDB abort one transaction ("Conflict on update"): it is retried
-    (and then usually sees the other's save, i.e. a conflict), never raised as is.
-    """
-    if force not in (None, "keep", "drop"):
-        raise ValueError(f"force must be keep, drop or None, got {force!r}")
-    key = [dataset, pair_id]
-    for attempt in range(tries):
-        try:
-            con.execute("BEGIN TRANSACTION")
-            current = get_annotation(con, dataset, pair_id)
-            if expected is not UNCHECKED and (current or {}).get("updated_at") != expected:
-                con.execute("ROLLBACK")
-                raise AnnotationConflict(
-                    "someone else changed this pair's annotation after you opened it"
-                    + (
-                        f" (saved {current['updated_at']:%Y-%m-%d %H:%M:%S})"
-                        if current
-                        else " (they cleared it)"
-                    )
-                    + ": your change was not saved",
-                    current,
-                )
-            if not (flag or note or force):
-                con.execute("DELETE FROM annotations WHERE dataset = ? AND pair_id = ?", key)
-            else:
-                con.execute(
-                    "INSERT INTO annotations (dataset, pair_id, flag, note, force, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT (dataset, pair_id) DO UPDATE SET "
-                    "flag = excluded.flag, note = excluded.note, force = excluded.force, updated_at = now()",
-                    key[:2] + [flag or None, note or None, force],
-                )
-            saved = get_annotation(con, dataset, pair_id)
-            con.execute("COMMIT")
-            return saved
-        except duckdb.TransactionException as exc:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            if "conflict" not in str(exc).lower() or attempt == tries - 1:
-                raise StorageError(f"could not save the annotation of {pair_id}: {exc}") from exc
-            time.sleep(0.02 * (attempt + 1))
-        except AnnotationConflict:
-            raise
-        except Exception:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
-    return None  # not reached
+    who = annotator or ann.local_user()
+    exp = ann.UNCHECKED if expected is UNCHECKED else expected
+    if not (flag or note or force or swapped):
+        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=exp, tries=tries)
+        return None
+    return ann.save_decision(
+        con, dataset, pair_id, who, flag=flag, note=note, force=force, swapped=swapped, role=role,
+        expected=exp, tries=tries,
+    )  # fmt: skip
 
 
 def neighbour_ids(
