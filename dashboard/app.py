@@ -16,7 +16,7 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from dashboard import data  # noqa: E402
+from dashboard import data, identity  # noqa: E402
 
 st.set_page_config(page_title="prefsift", page_icon=":material/filter_alt:", layout="wide")
 
@@ -26,6 +26,7 @@ PAGES = [
     ("explore", "Explore", ":material/scatter_plot:"),
     ("disagreements", "Disagreements", ":material/compare_arrows:"),
     ("inspector", "Pair inspector", ":material/search:"),
+    ("team", "Team review", ":material/groups:"),
     ("tune", "Tune & select", ":material/tune:"),
     ("export_train", "Export & train", ":material/model_training:"),
     ("compare", "Compare models", ":material/balance:"),
@@ -38,7 +39,10 @@ pages = {
     )
     for name, title, icon in PAGES
 }
-nav = st.navigation(list(pages.values()))
+# A team server (sign-in configured) shows nothing, not even the page list, before sign-in.
+who = identity.current()
+nav = st.navigation(list(pages.values()), position="sidebar" if who else "hidden")
+identity.gate()
 if "pair" in st.query_params and nav.url_path == "":
     # A deep link to the root (`/?pair=ID&dataset=D`) opens the pair inspector.
     st.switch_page(pages["inspector"], query_params=st.query_params.to_dict())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import charts, data, identity
 
 st.title("Export & train")
 dataset = data.require_dataset()
@@ -21,6 +21,9 @@ if selections is None or selections.empty:
     )
     st.stop()
 
+me = identity.current()
+if me is not None and not me.is_curator:
+    st.info(f"Exports and training are for curators: you ({me.name}) can look, not export or train.")
 names = list(selections["name"])
 last = st.session_state.get("tune_saved")
 c = st.columns([3, 2, 2])
