@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from storage.annotations import local_user
 from storage.errors import StorageError
 from storage.scorepool import lit
 from storage.selections import get_selection
@@ -209,6 +210,7 @@ def export_selection(
         "models": models,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "prefsift_version": _version(),
+        "exported_by": local_user(),  # the dashboard passes the signed-in person in `extra`
         **(extra or {}),
     }
     tmp_m = man_path.with_name(f".{man_path.name}.tmp-{os.getpid()}")

@@ -54,7 +54,8 @@ def do_export() -> dict | None:
 
     try:
         path = data.export_path(name, fmt)
-        man = data.write(exports.export_selection, name, path, fmt)
+        who = {"exported_by": me.name, "exported_by_role": me.role} if me is not None else {}
+        man = data.write(exports.export_selection, name, path, fmt, extra=who)
         if man is data.WRITE_BUSY:
             return None
         st.success(f"Exported {man['rows']:,} pairs to `{man['path']}` (sha256 {man['sha256'][:12]}…).")

@@ -4,6 +4,7 @@ where the work is done, decisions by two people on one pair, the agreement view,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,16 @@ def test_roles_are_enforced_where_the_work_is_done(team_app, seeded):
     assert any("Export failed: only curators" in e.value for e in bob.error), [e.value for e in bob.error]
     with connect(seeded["db"], read_only=True) as con:
         names = {r[0] for r in con.execute("SELECT name FROM selections").fetchall()}
-        audit = con.execute("SELECT who, role, action FROM audit_log").fetchall()
         n_exports = con.execute("SELECT count(*) FROM exports").fetchone()[0]
     assert "carol-sel" in names and "bob-sel" not in names and n_exports == 0
+    carol = team_app("carol@example.com", "export_train")
+    carol.button(key="export_only").click().run()
+    assert any("Exported" in s.value for s in carol.success), [e.value for e in carol.error]
+    with connect(seeded["db"], read_only=True) as con:
+        audit = con.execute("SELECT who, role, action FROM audit_log").fetchall()
+        manifest = json.loads(con.execute("SELECT manifest FROM exports").fetchone()[0])
+    assert (manifest["exported_by"], manifest["exported_by_role"]) == ("carol@example.com", "curator")
+    assert ("carol@example.com", "curator", "export_selection") in audit
     assert ("carol@example.com", "curator", "create_selection") in audit
     assert all(who != "bob@example.com" for who, _, _ in audit)
 
@@ -161,3 +169,26 @@ def test_next_pair_to_review_walks_undecided_pairs(team_app, seeded):
         noise = con.execute("SELECT noise FROM pairs WHERE pair_id = ?", [moved]).fetchone()[0]
         assert A.get_decision(con, ds, now, "erin@example.com") is not None
     assert noise  # still walking the noisy pairs first
+
+
+def test_the_local_name_comes_from_user_then_env_then_the_os(monkeypatch, tmp_path):
+    """Without [auth] (loopback, one person): `prefsift serve --user` (passed to the app as
+    `-- --user NAME`), else $PREFSIFT_USER, else the OS user; that person is a curator."""
+    import getpass
+    import sys
+
+    from dashboard import identity
+    from prefsift.commands import serve
+
+    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml here
+    monkeypatch.setattr(sys, "argv", ["app.py", "--db", "x.duckdb", "--user", "dora"])
+    monkeypatch.setenv("PREFSIFT_USER", "env-person")
+    assert identity.current() == identity.Identity("dora", "curator", "dora", False)
+    monkeypatch.setattr(sys, "argv", ["app.py", "--db", "x.duckdb"])
+    assert identity.current().name == "env-person"
+    monkeypatch.delenv("PREFSIFT_USER")
+    assert identity.current().name == getpass.getuser()
+    import argparse
+
+    args = argparse.Namespace(db=str(tmp_path / "x.duckdb"), host="127.0.0.1", port=8501, user="dora")
+    assert serve.command(args)[-2:] == ["--user", "dora"]
