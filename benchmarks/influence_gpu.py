@@ -40,9 +40,9 @@ import torch.autograd.forward_ad as fwAD
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scoring import attention_jvp as A  # noqa: E402
-from scoring import influence as I  # noqa: E402
-from scoring.logprobs import sequence_logps  # noqa: E402
+from prefsift.scoring import attention_jvp as A  # noqa: E402
+from prefsift.scoring import influence as I  # noqa: E402
+from prefsift.scoring.logprobs import sequence_logps  # noqa: E402
 
 SHAPES = {
     # Llama-3.2-1B (1.24B parameters, tied embeddings)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, identity
-from storage import annotations
-from storage.errors import AnnotationConflict
+from prefsift.dashboard import data, identity
+from prefsift.storage import annotations
+from prefsift.storage.errors import AnnotationConflict
 
 FLAGS = ["(none)", "noisy label", "harmful", "low quality", "duplicate", "good example", "other"]
 FORCE = ["rule decides", "force keep", "force drop"]

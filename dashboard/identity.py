@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from storage.annotations import local_user
+from prefsift.storage.annotations import local_user
 
 ANNOTATOR, CURATOR = "annotator", "curator"
 

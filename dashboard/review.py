@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import annotation_form, data, identity
+from prefsift.dashboard import annotation_form, data, identity
 
 SIGNALS = {
     "disagreement": "largest score disagreement (LossDiff vs IRM ranks)",

@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from storage.errors import AnnotationConflict, NotFound, StorageError
+from prefsift.storage.errors import AnnotationConflict, NotFound, StorageError
 
 ROLES = ("annotator", "curator")
 FORCES = (None, "keep", "drop")
@@ -466,7 +466,7 @@ def review_queue(
     ranks = ""
     if signal in ("disagreement", "band_edge"):
         if runs is None:
-            from storage.runs import latest_score_runs
+            from prefsift.storage.runs import latest_score_runs
 
             latest = latest_score_runs(con, dataset)
             pref = [m for m in ("lossdiff", "irm") if m in latest] + sorted(set(latest) - {"lossdiff", "irm"})

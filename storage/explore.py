@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
+from prefsift.storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
 
 __all__ = [
     "MAX_LIMIT",
@@ -224,14 +224,14 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
 
 def get_annotation(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
     """The pair's effective decision (storage.annotations: several annotators, one policy)."""
-    from storage.annotations import effective_one
+    from prefsift.storage.annotations import effective_one
 
     return effective_one(con, dataset, pair_id)
 
 
 def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: bool = False) -> pd.DataFrame:
     """The effective decisions of a dataset (only those forcing keep/drop with `forced_only`)."""
-    from storage.annotations import effective
+    from prefsift.storage.annotations import effective
 
     df = effective(con, dataset)
     return df[df["force"].isin(["keep", "drop"])].reset_index(drop=True) if forced_only else df
@@ -256,7 +256,7 @@ def save_annotation(
     """One person's decision (default: this machine's user, a curator, as on loopback), stored per
     annotator with history by storage.annotations; an empty one withdraws theirs. Returns the
     decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision."""
-    from storage import annotations as ann
+    from prefsift.storage import annotations as ann
 
     who = annotator or ann.local_user()
     exp = ann.UNCHECKED if expected is UNCHECKED else expected

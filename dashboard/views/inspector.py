@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import annotation_form, charts, data, job_notice, review
+from prefsift.dashboard import annotation_form, charts, data, job_notice, review
 
 st.title("Pair inspector")
 dataset = data.require_dataset()

@@ -8,8 +8,8 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import data
-from storage import annotations
+from prefsift.dashboard import data
+from prefsift.storage import annotations
 
 
 def _md(text: str) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import annotations as A
-from storage import connect
+from prefsift.storage import annotations as A
+from prefsift.storage import connect
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 AUTH = {
@@ -103,8 +103,8 @@ def test_roles_are_enforced_where_the_work_is_done(team_app, seeded):
 
 def test_data_layer_refuses_an_annotator_without_any_page(monkeypatch, seeded):
     """The check is in the functions, not the buttons: called directly as an annotator."""
-    from dashboard import data, identity
-    from storage import selections
+    from prefsift.dashboard import data, identity
+    from prefsift.storage import selections
 
     monkeypatch.setenv("PREFSIFT_DB", str(seeded["db"]))
     monkeypatch.setattr(identity, "current", lambda: identity.Identity("dan", "annotator", "dan", True))
@@ -177,8 +177,8 @@ def test_the_local_name_comes_from_user_then_env_then_the_os(monkeypatch, tmp_pa
     import getpass
     import sys
 
-    from dashboard import identity
     from prefsift.commands import serve
+    from prefsift.dashboard import identity
 
     monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml here
     monkeypatch.setattr(sys, "argv", ["app.py", "--db", "x.duckdb", "--user", "dora"])

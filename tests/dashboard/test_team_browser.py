@@ -27,8 +27,8 @@ from browser import (  # noqa: E402
     wait_text,
 )
 
-from storage import annotations as A  # noqa: E402
-from storage import connect  # noqa: E402
+from prefsift.storage import annotations as A  # noqa: E402
+from prefsift.storage import connect  # noqa: E402
 from tests.conftest import copy_demo_db  # noqa: E402
 
 pytestmark = [needs_chromium, pytest.mark.browser, pytest.mark.e2e]

@@ -24,9 +24,9 @@ import pyarrow as pa
 import pytest
 
 from prefsift.ingest import ingest
-from storage import annotations as A
-from storage import connect, pairs
-from storage import runs as runs_store
+from prefsift.storage import annotations as A
+from prefsift.storage import connect, pairs
+from prefsift.storage import runs as runs_store
 from tests.reliability.test_concurrency import _env, _script
 
 SESSIONS = 5
@@ -79,7 +79,7 @@ def team_db(tmp_path) -> tuple[Path, list[str]]:
 
 
 def test_five_annotators_while_a_scoring_job_commits(tmp_path, team_db, monkeypatch):
-    from dashboard import data
+    from prefsift.dashboard import data
 
     db, ids = team_db
     monkeypatch.setenv("PREFSIFT_DB", str(db))

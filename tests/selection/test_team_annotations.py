@@ -10,11 +10,11 @@ import threading
 import duckdb
 import pytest
 
-from storage import annotations as A
-from storage import connect, exports, selections
-from storage import rules as R
-from storage.errors import AnnotationConflict, NotFound
-from storage.schema import MIGRATIONS
+from prefsift.storage import annotations as A
+from prefsift.storage import connect, exports, selections
+from prefsift.storage import rules as R
+from prefsift.storage.errors import AnnotationConflict, NotFound
+from prefsift.storage.schema import MIGRATIONS
 from tests.conftest import copy_demo_db
 
 
