@@ -19,7 +19,7 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from prefsift.dashboard import data  # noqa: E402
+from prefsift.dashboard import data, identity  # noqa: E402
 
 st.set_page_config(page_title="prefsift", page_icon=":material/filter_alt:", layout="wide")
 
@@ -28,6 +28,7 @@ PAGES = [
     ("explore", "Explore", ":material/scatter_plot:"),
     ("disagreements", "Disagreements", ":material/compare_arrows:"),
     ("inspector", "Pair inspector", ":material/search:"),
+    ("team", "Team review", ":material/groups:"),
     ("tune", "Tune & select", ":material/tune:"),
     ("export_train", "Export & train", ":material/model_training:"),
     ("compare", "Compare models", ":material/balance:"),
@@ -40,7 +41,10 @@ pages = {
     )
     for name, title, icon in PAGES
 }
-nav = st.navigation(list(pages.values()))
+# A team server (sign-in configured) shows nothing, not even the page list, before sign-in.
+who = identity.current()
+nav = st.navigation(list(pages.values()), position="sidebar" if who else "hidden")
+identity.gate()
 # The page of the previous run and of this one (the inspector asks how it was entered).
 st.session_state["app_prev_page"] = st.session_state.get("app_page")
 st.session_state["app_page"] = nav.url_path or "overview"

@@ -11,6 +11,7 @@ it becomes a gentle "database busy" notice and an empty result.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -24,7 +25,8 @@ import pandas as pd
 import streamlit as st
 
 from prefsift import storage
-from prefsift.storage import engine, explore, pair_lists
+from prefsift.dashboard import identity
+from prefsift.storage import annotations, audit, engine, explore, pair_lists
 from prefsift.storage import selections as selections_store
 from prefsift.storage.errors import DatabaseLocked, StorageError
 
@@ -85,17 +87,45 @@ def read(fn: Callable, *args, default=None, tries: int = 3, **kwargs):
 WRITE_BUSY = object()  # what `write` returns when the database stayed busy
 
 
+# Writes any signed-in person may make (their own decisions on pairs); every other write
+# (selections, exports, ...) needs a curator: checked here, where the write happens.
+ANNOTATOR_WRITES: set[Callable] = {
+    annotations.save_decision,
+    annotations.withdraw_decision,
+    explore.save_annotation,
+}
+
+
 def write(fn: Callable, *args, **kwargs):
     """Run fn(con, *args) on a short write connection (annotations, selections, exports).
 
-    If another process holds the database for the whole retry budget, shows the busy notice
-    and returns WRITE_BUSY (the user clicks again), never a lock error."""
+    The role is checked first (identity.NotAllowed); each write other than a decision (which has
+    its own history) is recorded in the audit log with who and when. If another process holds
+    the database for the whole retry budget, shows the busy notice and returns WRITE_BUSY (the
+    user clicks again), never a lock error."""
+    action = getattr(fn, "__name__", str(fn)).replace("_", " ")
+    who = identity.require(identity.ANNOTATOR if fn in ANNOTATOR_WRITES else identity.CURATOR, action)
     try:
         with storage.connect(db_path(), timeout_s=10.0) as con:
-            return fn(con, *args, **kwargs)
+            out = fn(con, *args, **kwargs)
+            if fn not in ANNOTATOR_WRITES:
+                audit.record(con, who.name, who.role, getattr(fn, "__name__", str(fn)), {"args": args})
+            return out
     except DatabaseLocked:
         busy_notice()
         return WRITE_BUSY
+
+
+def decide(dataset: str, pair_id: str, *, expected, withdraw: bool = False, **fields):
+    """Save (or withdraw) the signed-in person's own decision on a pair, as them, in their role."""
+    who = identity.require(identity.ANNOTATOR, "annotate pairs")
+    if withdraw:
+        return write(
+            annotations.withdraw_decision, dataset, pair_id, who.name, role=who.role, expected=expected
+        )
+    return write(
+        annotations.save_decision, dataset, pair_id, who.name, role=who.role, expected=expected, **fields
+    )
 
 
 def _version() -> tuple:
@@ -199,6 +229,8 @@ def _pair_bundle(con, dataset, pair_id):
         "token_logps": explore.token_logps(con, pair_id) if pair else None,
         "fates": explore.pair_fates(con, dataset, pair_id) if pair else None,
         "annotation": explore.get_annotation(con, dataset, pair_id) if pair else None,
+        "decisions": annotations.decisions(con, dataset, pair_id) if pair else None,
+        "history": annotations.history(con, dataset, pair_id, limit=50) if pair else None,
         "models": explore.overview_table(con, "models"),
     }
 
@@ -241,6 +273,15 @@ _READS: dict[str, Callable] = {
     "annotation": explore.get_annotation,
     "annotations": explore.list_annotations,
     "neighbours": explore.neighbour_ids,
+    "decision": annotations.get_decision,
+    "decisions": annotations.decisions,
+    "effective": annotations.effective,
+    "history": annotations.history,
+    "agreement": annotations.agreement,
+    "conflicts": annotations.conflicts,
+    "status_counts": annotations.status_counts,
+    "annotator_counts": annotations.annotator_counts,
+    "review_queue": annotations.review_queue,
     "previews": explore.previews,
     "selection_ids": selections_store.member_ids,
     "forced": engine.forced_annotations,
@@ -391,15 +432,32 @@ def run_labels(runs: pd.DataFrame) -> dict[str, str]:
 
 # ---------------------------------------------------------------- jobs
 def start_job(argv: list[str]) -> dict:
-    """`prefsift jobs start --db DB -- ARGV...` as a subprocess (arguments as a list, no shell)."""
+    """`prefsift jobs start --db DB -- ARGV...` as a subprocess (arguments as a list, no shell).
+
+    Jobs other than ANNOTATOR_JOBS need a curator (identity.NotAllowed); each start is recorded
+    in the audit log, and the job runs with PREFSIFT_USER set to the person who started it."""
+    kind = argv[0] if argv else ""
+    who = identity.require(
+        identity.ANNOTATOR if kind in ANNOTATOR_JOBS else identity.CURATOR, f"start {kind or 'a'} job"
+    )
     cmd = [sys.executable, "-m", "prefsift", "jobs", "start", "--db", str(db_path()), "--json", "--", *argv]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ})
+    env = {**os.environ, "PREFSIFT_USER": who.name}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     if out.returncode != 0:
         raise RuntimeError(
             (out.stderr or out.stdout).strip().splitlines()[-1] if (out.stderr or out.stdout) else "failed"
         )
     text = out.stdout.strip()
-    return json.loads(text[text.index("{") :])
+    job = json.loads(text[text.index("{") :])
+    with contextlib.suppress(StorageError):  # the job runs; a busy database only loses the audit row
+        with storage.connect(db_path(), timeout_s=10.0) as con:
+            audit.record(
+                con, who.name, who.role, f"start job {kind}", {"argv": argv, "job_id": job.get("job_id")}
+            )
+    return job
+
+
+ANNOTATOR_JOBS = {"explain-pair"}  # jobs an annotator may start: computing one pair's token view
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)
@@ -475,7 +533,7 @@ def export_path(name: str, fmt: str) -> Path:
 
 
 def errors() -> tuple[type[Exception], ...]:
-    return (StorageError, ValueError)
+    return (StorageError, ValueError, identity.NotAllowed)
 
 
 # ---------------------------------------------------------------- empty states

@@ -8,10 +8,7 @@ Every user value is a bound parameter; table names come from a whitelist.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 from collections.abc import Sequence
 
 import duckdb
@@ -19,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from prefsift.storage.engine import draw, evaluate_on
-from prefsift.storage.errors import AnnotationConflict, StorageError
 from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, like_pattern
 from prefsift.storage.rules import Band
 
@@ -218,28 +214,21 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
 
 
 def get_annotation(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
-    row = con.execute(
-        "SELECT flag, note, force, updated_at FROM annotations WHERE dataset = ? AND pair_id = ?",
-        [dataset, pair_id],
-    ).fetchone()
-    return None if row is None else dict(zip(("flag", "note", "force", "updated_at"), row))
+    """The pair's effective decision (storage.annotations: several annotators, one policy)."""
+    from prefsift.storage.annotations import effective_one
+
+    return effective_one(con, dataset, pair_id)
 
 
 def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: bool = False) -> pd.DataFrame:
-    where = " AND force IN ('keep', 'drop')" if forced_only else ""
-    return con.execute(
-        f"SELECT pair_id, flag, note, force, updated_at FROM annotations WHERE dataset = ?{where} ORDER BY updated_at DESC",
-        [dataset],
-    ).df()
+    """The effective decisions of a dataset (only those forcing keep/drop with `forced_only`)."""
+    from prefsift.storage.annotations import effective
+
+    df = effective(con, dataset)
+    return df[df["force"].isin(["keep", "drop"])].reset_index(drop=True) if forced_only else df
 
 
-UNCHECKED = object()  # save_annotation(expected=UNCHECKED): last writer wins (scripts, the CLI)
-# One annotation save at a time in this process (the dashboard's sessions are its threads). DuckDB's
-# own conflict detection does not make "check updated_at, then write" atomic between two
-# connections: two first saves of a pair both insert and the second fails at COMMIT ("duplicate
-# key"); a save whose snapshot predates another's committed insert or delete upserts over it
-# silently. Other processes are kept out by DuckDB's file lock while a writer is open.
-_SAVE_LOCK = threading.Lock()
+UNCHECKED = object()  # save_annotation(expected=UNCHECKED): no optimistic check (scripts, the CLI)
 
 
 def save_annotation(
@@ -250,71 +239,25 @@ def save_annotation(
     note: str | None,
     force: str | None,
     expected=UNCHECKED,
-    tries: int = 5,
+    tries: int = 8,
+    annotator: str | None = None,
+    role: str = "curator",
+    swapped: bool = False,
 ) -> dict | None:
-    """Upsert a pair's annotation (an empty one deletes the row); returns it as saved.
+    """One person's decision (default: this machine's user, a curator, as on loopback), stored per
+    annotator with history by storage.annotations; an empty one withdraws theirs. Returns the
+    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision."""
+    from prefsift.storage import annotations as ann
 
-    Optimistic concurrency: `expected` is the `updated_at` of the annotation the person saw
-    (None: they saw none). If the stored one differs, somebody saved in between: nothing is
-    written and `AnnotationConflict` carries the current values. Saves of one process run one
-    at a time (`_SAVE_LOCK`: check and write are atomic against each other); a write conflict
-    from elsewhere ("Conflict on update", "duplicate key") is retried, never raised as is.
-    """
-    if force not in (None, "keep", "drop"):
-        raise ValueError(f"force must be keep, drop or None, got {force!r}")
-    with _SAVE_LOCK:
-        return _save_annotation(con, dataset, pair_id, flag, note, force, expected, tries)
-
-
-def _is_write_conflict(exc: Exception) -> bool:
-    """Another transaction wrote the same annotation first (retry: the next attempt sees it)."""
-    msg = str(exc).lower()
-    return "conflict" in msg or "duplicate key" in msg
-
-
-def _save_annotation(con, dataset, pair_id, flag, note, force, expected, tries) -> dict | None:
-    key = [dataset, pair_id]
-    for attempt in range(tries):
-        try:
-            con.execute("BEGIN TRANSACTION")
-            current = get_annotation(con, dataset, pair_id)
-            if expected is not UNCHECKED and (current or {}).get("updated_at") != expected:
-                con.execute("ROLLBACK")
-                raise AnnotationConflict(
-                    "someone else changed this pair's annotation after you opened it"
-                    + (
-                        f" (saved {current['updated_at']:%Y-%m-%d %H:%M:%S})"
-                        if current
-                        else " (they cleared it)"
-                    )
-                    + ": your change was not saved",
-                    current,
-                )
-            if not (flag or note or force):
-                con.execute("DELETE FROM annotations WHERE dataset = ? AND pair_id = ?", key)
-            else:
-                con.execute(
-                    "INSERT INTO annotations (dataset, pair_id, flag, note, force, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT (dataset, pair_id) DO UPDATE SET "
-                    "flag = excluded.flag, note = excluded.note, force = excluded.force, updated_at = now()",
-                    key[:2] + [flag or None, note or None, force],
-                )
-            saved = get_annotation(con, dataset, pair_id)
-            con.execute("COMMIT")
-            return saved
-        except (duckdb.TransactionException, duckdb.ConstraintException) as exc:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            if not _is_write_conflict(exc) or attempt == tries - 1:
-                raise StorageError(f"could not save the annotation of {pair_id}: {exc}") from exc
-            time.sleep(0.02 * (attempt + 1))
-        except AnnotationConflict:
-            raise
-        except Exception:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
-    return None  # not reached
+    who = annotator or ann.local_user()
+    exp = ann.UNCHECKED if expected is UNCHECKED else expected
+    if not (flag or note or force or swapped):
+        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=exp, tries=tries)
+        return None
+    return ann.save_decision(
+        con, dataset, pair_id, who, flag=flag, note=note, force=force, swapped=swapped, role=role,
+        expected=exp, tries=tries,
+    )  # fmt: skip
 
 
 def neighbour_ids(

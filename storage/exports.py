@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from prefsift.storage.annotations import local_user
 from prefsift.storage.db import lit
 from prefsift.storage.errors import StorageError
 from prefsift.storage.selections import get_selection, member_ids, members_relation
@@ -142,10 +143,26 @@ def export_selection(
             f"selection {selection!r} mixes {lo_kind} and {hi_kind} pairs: TRL needs one format"
         )
     kind = lo_kind or "standard"
+    # Pairs whose effective decision (storage/annotations.py) says the labels are swapped are
+    # written corrected: chosen and rejected exchanged. The manifest lists them.
+    swapped = [
+        r[0]
+        for r in con.execute(
+            f"SELECT p.pair_id FROM annotations a JOIN pairs p ON p.dataset = a.dataset AND p.pair_id = a.pair_id "
+            f"WHERE a.dataset = {lit(dataset)} AND a.swapped AND p.pair_id IN {members} "
+            f"AND p.pair_id NOT IN {left_out} ORDER BY p.row_idx, p.pair_id"
+        ).fetchall()
+    ]
+    is_swapped = f"p.pair_id IN (SELECT unnest([{', '.join(lit(p) for p in swapped)}]::VARCHAR[]))"
+    side = {
+        "prompt": "p.prompt",
+        "chosen": f"CASE WHEN {is_swapped} THEN p.rejected ELSE p.chosen END",
+        "rejected": f"CASE WHEN {is_swapped} THEN p.chosen ELSE p.rejected END",
+    }
     if kind == "conversational":
-        cols = ", ".join(f"from_json(p.{c}, {MESSAGES}) AS {c}" for c in ("prompt", "chosen", "rejected"))
+        cols = ", ".join(f"from_json({side[c]}, {MESSAGES}) AS {c}" for c in ("prompt", "chosen", "rejected"))
     else:
-        cols = "p.prompt, p.chosen, p.rejected"
+        cols = ", ".join(f"{side[c]} AS {c}" for c in ("prompt", "chosen", "rejected"))
     query = f"SELECT {cols}, p.pair_id {base} ORDER BY p.row_idx, p.pair_id"
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,10 +196,18 @@ def export_selection(
         "counts": {"n_kept": sel["n_kept"], "n_total": sel["n_total"], "fraction": sel["fraction"]},
         # members with no response token under the scores' tokenization: TRL would drop them
         "fully_truncated_left_out": {"n": len(dropped), "pair_ids": dropped},
+        # chosen and rejected exchanged in the file: annotators' effective decision "labels swapped"
+        "labels_swapped_corrected": {
+            "n": len(swapped),
+            "pair_ids": swapped,
+            "policy": "effective decision per pair (storage/annotations.py): curators' decisions win, "
+            "else the annotators' when they agree; pairs in conflict are written as stored",
+        },
         "score_runs": runs,
         "models": models,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "prefsift_version": _version(),
+        "exported_by": local_user(),  # the dashboard passes the signed-in person in `extra`
         **(extra or {}),
     }
     tmp_m = man_path.with_name(f".{man_path.name}.tmp-{os.getpid()}")

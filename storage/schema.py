@@ -183,6 +183,88 @@ CREATE TABLE token_logps (
 );
 """,
     ),
+    (
+        2,
+        "decisions per annotator with history; annotations becomes the effective decision",
+        """
+-- Each annotator's current decision on a pair (one row per annotator and pair). `role` is the
+-- annotator's role when they saved it (annotator | curator): the effective-decision policy reads it.
+CREATE TABLE annotation_decisions (
+    dataset     VARCHAR NOT NULL,
+    pair_id     VARCHAR NOT NULL,
+    annotator   VARCHAR NOT NULL,
+    role        VARCHAR NOT NULL DEFAULT 'annotator',
+    flag        VARCHAR,
+    note        VARCHAR,
+    force       VARCHAR,               -- keep | drop | NULL (the rule decides)
+    swapped     BOOLEAN NOT NULL DEFAULT false,  -- chosen and rejected are the wrong way round
+    updated_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (dataset, pair_id, annotator)
+);
+-- Append-only: every save or withdrawal, with the decision before and after (JSON, NULL = none).
+CREATE SEQUENCE annotation_history_seq;
+CREATE TABLE annotation_history (
+    event_id    BIGINT PRIMARY KEY DEFAULT nextval('annotation_history_seq'),
+    dataset     VARCHAR NOT NULL,
+    pair_id     VARCHAR NOT NULL,
+    annotator   VARCHAR NOT NULL,
+    role        VARCHAR NOT NULL,
+    saved_at    TIMESTAMP NOT NULL,
+    action      VARCHAR NOT NULL,      -- save | withdraw | migrated
+    before      JSON,
+    after       JSON
+);
+-- Who did what from the dashboard (selections saved, exports, jobs started), and when.
+CREATE TABLE audit_log (
+    saved_at    TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    who         VARCHAR NOT NULL,
+    role        VARCHAR,
+    action      VARCHAR NOT NULL,
+    detail      JSON
+);
+-- The single-row annotations of schema 1 were one anonymous person's, who could do everything:
+-- they become a curator's decisions by '(unattributed)', so selections keep forcing the same pairs.
+INSERT INTO annotation_decisions (dataset, pair_id, annotator, role, flag, note, force, swapped, updated_at)
+SELECT dataset, pair_id, '(unattributed)', 'curator', flag, note, force, false,
+       coalesce(updated_at, current_timestamp::TIMESTAMP)
+FROM annotations;
+INSERT INTO annotation_history (dataset, pair_id, annotator, role, saved_at, action, before, after)
+SELECT dataset, pair_id, '(unattributed)', 'curator', coalesce(updated_at, current_timestamp::TIMESTAMP),
+       'migrated', NULL, json_object('flag', flag, 'note', note, 'force', force, 'swapped', false)
+FROM annotations ORDER BY updated_at, pair_id;
+DROP TABLE annotations;
+-- THE effective decision per pair (storage/annotations.py documents the policy; selections,
+-- exports and every page read it here). A pair's "decision" is (force, swapped). If any curator
+-- decided the pair, only curators' decisions count; otherwise every annotator's. When all that
+-- count agree, that is the decision (status 'curator', 'agreed', or 'single' for one annotator);
+-- when they differ the pair is 'conflict': no forced keep/drop and no swap until it is resolved.
+CREATE VIEW annotations AS
+WITH d AS (
+    SELECT *,
+           coalesce(force, 'rule') || CASE WHEN swapped THEN '+swapped' ELSE '' END AS decision,
+           bool_or(role = 'curator') OVER (PARTITION BY dataset, pair_id) AS by_curator,
+           count(*) OVER (PARTITION BY dataset, pair_id) AS n_all
+    FROM annotation_decisions
+),
+w AS (SELECT * FROM d WHERE role = 'curator' OR NOT by_curator)
+SELECT dataset, pair_id,
+       CASE WHEN count(DISTINCT decision) = 1 THEN any_value(force) END AS force,
+       coalesce(count(DISTINCT decision) = 1 AND bool_and(swapped), false) AS swapped,
+       CASE WHEN count(DISTINCT decision) > 1 THEN 'conflict'
+            WHEN any_value(by_curator) THEN 'curator'
+            WHEN count(*) > 1 THEN 'agreed'
+            ELSE 'single' END AS status,
+       string_agg(DISTINCT flag, '; ' ORDER BY flag) AS flag,
+       CASE WHEN count(note) <= 1 THEN max(note)
+            ELSE string_agg(annotator || ': ' || note, ' | ' ORDER BY annotator) END AS note,
+       max(updated_at) AS updated_at,
+       count(*)::INTEGER AS n_deciding,
+       any_value(n_all)::INTEGER AS n_annotators,
+       string_agg(annotator, ', ' ORDER BY annotator) AS decided_by
+FROM w
+GROUP BY dataset, pair_id;
+""",
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

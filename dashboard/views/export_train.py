@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import charts, data, identity
 
 st.title("Export & train")
 dataset = data.require_dataset()
@@ -21,6 +21,9 @@ if selections is None or selections.empty:
     )
     st.stop()
 
+me = identity.current()
+if me is not None and not me.is_curator:
+    st.info(f"Exports and training are for curators: you ({me.name}) can look, not export or train.")
 names = list(selections["name"])
 last = st.session_state.get("tune_saved")
 c = st.columns([3, 2, 2])
@@ -51,7 +54,8 @@ def do_export() -> dict | None:
 
     try:
         path = data.export_path(name, fmt)
-        man = data.write(exports.export_selection, name, path, fmt)
+        who = {"exported_by": me.name, "exported_by_role": me.role} if me is not None else {}
+        man = data.write(exports.export_selection, name, path, fmt, extra=who)
         if man is data.WRITE_BUSY:
             return None
         st.success(f"Exported {man['rows']:,} pairs to `{man['path']}` (sha256 {man['sha256'][:12]}…).")

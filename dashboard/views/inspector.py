@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import annotation_form, charts, data, job_notice, pair_list
+from prefsift.dashboard import annotation_form, charts, data, job_notice, pair_list, review
 
 st.title("Pair inspector")
 dataset = data.require_dataset()
@@ -46,18 +46,7 @@ prev_id, next_id = (pos["prev"], pos["next"]) if pos is not None else bundle["ne
 
 def _dirty() -> bool:
     """The annotation widgets of this pair hold something that was not saved."""
-    ann = bundle.get("annotation") or {}
-    now = (
-        st.session_state.get(f"inspect_flag_{pair_id}", ann.get("flag") or "(none)"),
-        (st.session_state.get(f"inspect_note_{pair_id}", ann.get("note") or "") or "").strip(),
-        st.session_state.get(f"inspect_force_{pair_id}", _FORCE_LABEL.get(ann.get("force"), "rule decides")),
-    )
-    saved = (
-        ann.get("flag") or "(none)",
-        (ann.get("note") or "").strip(),
-        _FORCE_LABEL.get(ann.get("force"), "rule decides"),
-    )
-    return now != saved
+    return annotation_form.unsaved(pair_id)
 
 
 _FORCE_LABEL = {"keep": "force keep", "drop": "force drop"}
@@ -231,4 +220,5 @@ else:
 
 # ---- annotation (dashboard/annotation_form.py: safe for two annotators on one pair)
 st.subheader("Annotation")
-annotation_form.render(dataset, pair_id, bundle["annotation"])
+annotation_form.render(dataset, pair_id, bundle)
+review.render(dataset, pair_id)

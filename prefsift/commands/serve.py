@@ -11,6 +11,15 @@ def add_arguments(p) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument(
+        "--user",
+        help="your name on decisions when nobody signs in (default $PREFSIFT_USER, else the OS user)",
+    )
+    p.add_argument(
+        "--curators",
+        help="comma-separated e-mails of the people who may save selections, export and train "
+        "(with sign-in; also [prefsift.roles] curators in secrets.toml)",
+    )
     add_auth_argument(p)
 
 
@@ -166,8 +175,9 @@ def command(args) -> list[str]:
         "server.address": args.host,
         "server.port": str(args.port),
     }
+    user = ["--user", args.user] if getattr(args, "user", None) else []
     flags = [part for name, value in options.items() for part in (f"--{name}", value)]
-    return [sys.executable, "-m", "streamlit", "run", str(app_path()), *flags, "--", "--db", str(db)]
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()), *flags, "--", "--db", str(db), *user]
 
 
 def run(args):
@@ -184,5 +194,7 @@ def run(args):
         f"prefsift dashboard on http://{args.host}:{args.port}  (database {db}; Ctrl-C stops it)", flush=True
     )
     env = {**os.environ, "PREFSIFT_DB": str(db.resolve()), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    if getattr(args, "curators", None):
+        env["PREFSIFT_CURATORS"] = args.curators
     # Become the server (exec), so that stopping this process stops the dashboard.
     os.execve(cmd[0], cmd, env)

@@ -28,12 +28,23 @@ ARGS = [
     "--disable-dev-shm-usage",
 ]
 TIMEOUT_MS = 120_000  # generous: the test machines are shared and often loaded
-PAGES = ["overview", "explore", "disagreements", "inspector", "tune", "export_train", "compare", "evidence"]
+PAGES = [
+    "overview",
+    "explore",
+    "disagreements",
+    "inspector",
+    "team",
+    "tune",
+    "export_train",
+    "compare",
+    "evidence",
+]
 TITLES = {
     "overview": "Overview",
     "explore": "Explore",
     "disagreements": "Disagreements",
     "inspector": "Pair inspector",
+    "team": "Team review",
     "tune": "Tune & select",
     "export_train": "Export & train",
     "compare": "Compare models",
@@ -61,9 +72,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(db: Path, cwd: Path, extra_env: dict | None = None):
-    """`prefsift serve --db DB` run from `cwd` (a folder of the person's choosing); yields its URL."""
-    port = free_port()
+def serve(
+    db: Path, cwd: Path, extra_env: dict | None = None, port: int | None = None, host: str = "127.0.0.1"
+):
+    """`prefsift serve --db DB` run from `cwd` (a folder of the person's choosing); yields its URL
+    (http://`host`:port; `host` is only how the browser names this machine: it listens on loopback)."""
+    port = port or free_port()
     cwd.mkdir(parents=True, exist_ok=True)
     log_path = cwd / f"serve-{port}.log"
     log = open(log_path, "wb")
@@ -76,7 +90,7 @@ def serve(db: Path, cwd: Path, extra_env: dict | None = None):
         env=env,
         cwd=str(cwd),
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         wait_healthy(url, proc, log_path)
         yield url
@@ -179,3 +193,69 @@ def select_row(page, table, row: int) -> None:
     table.scroll_into_view_if_needed()
     b = table.bounding_box()
     page.mouse.click(b["x"] + 14, b["y"] + GRID_ROW_PX * (row + 1.5))
+
+
+# ---------------------------------------------------------------- signing in (issue #17)
+@contextlib.contextmanager
+def oidc_provider():
+    """A local OpenID Connect provider (the `oidc-provider-mock` package) on a free port, in a
+    thread of the test; yields its issuer URL. Its authorization page asks for a `sub` (the
+    person's name) and signs them in with that name as their e-mail claim."""
+    from oidc_provider_mock import run_server_in_thread
+
+    os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on this machine only
+    with run_server_in_thread(port=free_port()) as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+def team_secrets(cwd: Path, app_port: int, issuer: str, curators=()) -> Path:
+    """`.streamlit/secrets.toml` in `cwd` for st.login with `issuer`, and prefsift's roles."""
+    import json
+
+    path = cwd / ".streamlit" / "secrets.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[auth]\n"
+        f'redirect_uri = "http://localhost:{app_port}/oauth2callback"\n'
+        'cookie_secret = "a-test-secret-that-is-long-enough-0123456789"\n'
+        'client_id = "prefsift-test"\n'
+        'client_secret = "prefsift-test-secret"\n'
+        f'server_metadata_url = "{issuer}/.well-known/openid-configuration"\n'
+        "\n[prefsift.roles]\n"
+        f"curators = {json.dumps(list(curators))}\n"
+    )
+    return path
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """A headless Chromium; open each person's page in their own context (cookies) with new_page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser, width: int = 1400, height: int = 1600):
+    """A page in a fresh browser context: nobody signed in, no cookies shared with other pages."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    return page
+
+
+def sign_in(browser, url: str, who: str):
+    """A fresh page that signs `who` in through the app's "Sign in" button and the provider's
+    form; returns it on the app's first page, signed in."""
+    page = new_page(browser)
+    page.goto(url + "/")
+    page.get_by_role("button", name="Sign in").click()
+    page.locator('input[name="sub"]').fill(who)
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(url + "/**")
+    settle(page, "Overview")
+    page.get_by_text(f"Signed in as {who}").wait_for()
+    return page

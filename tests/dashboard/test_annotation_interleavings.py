@@ -2,8 +2,9 @@
 failure, made deterministic: no browser, no sleeps as synchronisation).
 
 Two threads call `storage.explore.save_annotation` on two connections of one database (two
-sessions of one dashboard server) with the same `expected` version (both opened the page before
-either saved). Each connection is wrapped so that every SQL statement waits for its turn; a small
+sessions of one dashboard server, the same annotator in two tabs: different annotators' decisions
+are separate rows and never conflict) with the same `expected` version (both opened the page
+before either saved). Each connection is wrapped so that every SQL statement waits for its turn; a small
 scheduler grants turns in a given order, so each interleaving runs exactly as written. Whatever
 the order, one save must be saved and the other told (AnnotationConflict) with nothing else
 raised and nothing lost.
@@ -30,7 +31,7 @@ import threading
 import duckdb
 import pytest
 
-from prefsift.storage import explore
+from prefsift.storage import annotations, explore
 from prefsift.storage.db import migrate
 from prefsift.storage.errors import AnnotationConflict
 
@@ -143,6 +144,10 @@ def db():
     connections are cursors of it); no file, so 750 interleavings take seconds, not minutes."""
     con = duckdb.connect(":memory:")
     migrate(con)
+    con.execute(
+        "INSERT INTO pairs (dataset, pair_id, kind, prompt, chosen, rejected) VALUES (?, ?, 'standard', 'p', 'c', 'r')",
+        [DS, PID],
+    )
     yield con
     con.close()
 
@@ -150,20 +155,17 @@ def db():
 def _reset(con, start: str):
     """The pair's annotation before both pages opened: absent, or a saved note. Returns the
     version both pages saw (their `expected`)."""
-    con.execute("DELETE FROM annotations")
+    con.execute("DELETE FROM annotation_decisions")
     if start == "absent":
         return None
-    return con.execute(
-        "INSERT INTO annotations (dataset, pair_id, note, updated_at) VALUES (?, ?, 'before', now()) "
-        "RETURNING updated_at",
-        [DS, PID],
-    ).fetchone()[0]
+    saved = annotations.save_decision(con, DS, PID, annotations.local_user(), note="before")
+    return saved["updated_at"]
 
 
 def _race(db, monkeypatch, start: str, values: dict, order) -> dict:
     """Run both saves in `order`; returns {who: outcome} and the stored annotation."""
     sched = Scheduler(order)
-    monkeypatch.setattr(explore, "_SAVE_LOCK", ObservedLock(sched), raising=False)
+    monkeypatch.setattr(annotations, "_SAVE_LOCK", ObservedLock(sched))
     out: dict = {}
     seen = _reset(db, start)
     cons = {w: db.cursor() for w in "AB"}  # two connections of one database, as two sessions
@@ -231,7 +233,7 @@ CASES = {
 )
 def test_every_interleaving_of_two_saves_saves_one_and_tells_the_other(db, monkeypatch, case):
     """All orders of the first five statements of each save (BEGIN, read, write, read, COMMIT)."""
-    monkeypatch.setattr(explore.time, "sleep", lambda s: None)  # the retry's back-off: turns order it
+    monkeypatch.setattr(annotations.time, "sleep", lambda s: None)  # the retry's back-off: turns order it
     start, a, b = CASES[case]
     values = {"A": a, "B": b}
     wrong = {}
@@ -249,7 +251,7 @@ def test_every_interleaving_of_two_saves_saves_one_and_tells_the_other(db, monke
 def test_a_save_waits_out_a_long_uncommitted_one(db, monkeypatch):
     """A has written but not committed (a session descheduled on a loaded machine) while B tries
     thirty statements: B must not give up with an error, and is told once A commits."""
-    monkeypatch.setattr(explore.time, "sleep", lambda s: None)
+    monkeypatch.setattr(annotations.time, "sleep", lambda s: None)
     values = {"A": SAVE_A, "B": SAVE_B}
     order = ["A", "A", "A"] + ["B"] * 30
     result = _race(db, monkeypatch, "present", values, order)

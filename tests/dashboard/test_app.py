@@ -9,7 +9,7 @@ from prefsift.storage import connect
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
-PAGES = ["overview", "explore", "disagreements", "inspector", "tune", "export_train", "compare"]
+PAGES = ["overview", "explore", "disagreements", "inspector", "team", "tune", "export_train", "compare"]
 
 
 def open_page(app, name: str):
@@ -26,6 +26,7 @@ def test_every_page_renders(app):
         "Explore",
         "Disagreements",
         "Pair inspector",
+        "Team review",
         "Tune & select",
         "Export & train",
         "Compare models",
@@ -108,7 +109,7 @@ def test_inspector_deep_link_renders_payload_as_text_and_saves_annotation(app, s
     pid = seeded["xss_pair"]
     at.radio(key=f"inspect_force_{pid}").set_value("force drop")
     at.text_area(key=f"inspect_note_{pid}").input("payload pair")
-    at.button[-1].click().run()  # the form's submit button
+    at.button(key=f"inspect_save_{pid}").click().run()
     assert not at.exception and any("Saved" in s.value for s in at.success)
     with connect(seeded["db"], read_only=True) as con:
         row = con.execute("SELECT force, note FROM annotations WHERE pair_id = ?", [pid]).fetchone()

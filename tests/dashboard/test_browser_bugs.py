@@ -81,12 +81,12 @@ class _shot_on_timeout:
 
 
 ROUNDS = 20
-SAVED, TOLD = "Saved. Forced", "Not saved: someone else"
+SAVED, TOLD = "Saved. Forced", "Not saved: your decision"
 
 
 @pytest.mark.slow  # 20 rounds of two browsers; its rare failure is made deterministic in test_annotation_interleavings.py
 def test_two_annotators_save_the_same_pair_at_once(served, browser):
-    """Two sessions press "Save annotation" on the same pair at the same moment, 20 times: no
+    """Two sessions press "Save my decision" on the same pair at the same moment, 20 times: no
     traceback, one saved, the other told clearly and shown the stored values."""
     url, pid = served["url"], _train_pair(served["db"], 3)
     a, b = _page(browser), _page(browser)
@@ -100,7 +100,7 @@ def test_two_annotators_save_the_same_pair_at_once(served, browser):
             settle(p, "Pair inspector")
         a.get_by_label("note").fill(f"from A, round {i}")
         b.get_by_label("note").fill(f"from B, round {i}")
-        buttons = [p.get_by_role("button", name="Save annotation") for p in (a, b)]
+        buttons = [p.get_by_role("button", name="Save my decision") for p in (a, b)]
         for btn in buttons:
             btn.click(no_wait_after=True)
         got = {}

@@ -78,7 +78,7 @@ def walk(db: Path, where: Path, shots: Path) -> None:
         assert _db_rows(db, "SELECT count(*) FROM token_logps WHERE pair_id = ?", [pair_id])[0][0] > 0
         page.get_by_label("note").fill("labels look swapped")
         page.get_by_text("force drop").click()
-        page.get_by_role("button", name="Save annotation").click()
+        page.get_by_role("button", name="Save my decision").click()
         wait_text(page, re.compile("^Saved"))
         settle(page, "Pair inspector")
         no_error(page)

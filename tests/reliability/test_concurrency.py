@@ -180,8 +180,8 @@ try:
         rec["start"] = time.time()
         for i in range(5):             # a job's short commits
             with connect(db, timeout_s=60) as con:
-                con.execute("INSERT INTO annotations (dataset, pair_id, flag, note) VALUES (?, ?, 'ok', ?)",
-                            ["syn", f"{tag}-{i}", tag])
+                con.execute("INSERT INTO annotation_decisions (dataset, pair_id, annotator, flag, note) "
+                            "VALUES (?, ?, ?, 'ok', ?)", ["syn", f"{tag}-{i}", tag, tag])
             time.sleep(0.3)
         rec["end"] = time.time()
         deadline = time.time() + 120   # refuse: hold the lock until the other job has tried it,
@@ -227,7 +227,7 @@ def test_two_jobs_at_once_refuse_or_queue(tmp_path, syn_db, wait):
     recs = [json.loads((tmp_path / f"{t}.json").read_text()) for t in ("a", "b")]
     ran = [r for r in recs if "start" in r]
     with connect(db, read_only=True) as con:  # the database opens, and holds exactly the jobs' rows
-        rows = con.execute("SELECT pair_id FROM annotations ORDER BY pair_id").fetchall()
+        rows = con.execute("SELECT pair_id FROM annotation_decisions ORDER BY pair_id").fetchall()
     if wait:
         assert len(ran) == 2
         first, second = sorted(ran, key=lambda r: r["start"])

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from prefsift.cli import main
-from prefsift.storage import connect, engine, explore
+from prefsift.storage import annotations, connect, engine, explore
 from prefsift.storage import rules as R
 from prefsift.storage.runs import save_logp_run
 from prefsift.storage.selections import member_ids
@@ -79,7 +79,7 @@ def world(db_path):
         )
         forced = {ids[low]: "keep", ids[mid]: "drop", ids[TRUNC[0]]: "keep"}
         for pid, f in forced.items():
-            con.execute("INSERT INTO annotations (dataset, pair_id, force) VALUES ('syn', ?, ?)", [pid, f])
+            annotations.save_decision(con, "syn", pid, "curator-1", force=f, role="curator")
     info.update(db=db_path, forced=forced)
     return info
 

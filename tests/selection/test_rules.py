@@ -233,12 +233,12 @@ def test_annotations_force_keep_and_drop(syn):
     train_ids = set(syn["ids"][syn["split"] == "train"])
     drop = sorted(base)[0]
     keep = sorted(train_ids - base)[0]
+    from prefsift.storage.annotations import save_decision
+
     with connect(syn["db"]) as con:
-        con.execute(
-            "INSERT INTO annotations (dataset, pair_id, force) VALUES ('syn', ?, 'drop'), ('syn', ?, 'keep'), "
-            "('syn', ?, NULL)",
-            [drop, keep, sorted(base)[1]],
-        )
+        save_decision(con, "syn", drop, "a", force="drop")
+        save_decision(con, "syn", keep, "a", force="keep")
+        save_decision(con, "syn", sorted(base)[1], "a", force=None)
     res, ids = _ev(syn["db"], R.DEFAULT_RULE)
     assert ids == (base - {drop}) | {keep}
     assert (res.forced_keep, res.forced_drop, res.with_annotations) == (1, 1, True)
