@@ -365,6 +365,10 @@ def main() -> None:
             "diagnostics": diag,
             "val_loss": val_loss,
             "tokens": work,
+            "n": n,
+            "n_val": len(val),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_avg": os.getloadavg(),
             "argv": sys.argv[1:],
         }
         Path(args.json_out).write_text(json.dumps(raw, indent=1))
@@ -386,7 +390,7 @@ def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
         ("fd", "central FD (two forwards), per training pair"),
         ("grad", "per-sequence gradients (chosen + rejected), per training pair"),
     ):
-        if k in cpu:
+        if cpu.get(k) == cpu.get(k):  # absent or nan: the step did not run (--quick)
             lines.append(f"| {label} | {cpu[k] / n:.2f} ({cpu[k] / n / fwd:.1f} forwards) |")
     lines.append(f"| g_val, per validation pair | {cpu['gval'] / n_val:.2f} |")
     ratio = cpu["if_total_cached_ref"] / cpu["irm"]
@@ -398,13 +402,13 @@ def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
         f"log-probs reused); {cpu['if_total_with_ref'] / cpu['irm']:.2f}x with the reference forward too | "
         f"{'yes' if ratio <= 2 else 'no'} |",
     ]
-    if "grad" in cpu:
+    if cpu.get("grad") == cpu.get("grad"):  # absent or nan: not run
         j, f = cpu["jvp"] / cpu["grad"], cpu.get("fd", float("nan")) / cpu["grad"]
         lines.append(
             f"| IF no slower than per-pair gradients | JVP {j:.2f}x the per-sequence gradients' time; FD {f:.2f}x | "
             f"{'yes' if j <= 1 else 'no'} for the JVP, {'yes' if f <= 1 else 'no'} for FD |"
         )
-    if fid:
+    if fid and fid.get("pearson_jvp_grad") == fid.get("pearson_jvp_grad"):
         lines.append(
             f"| Pearson >= 0.999 between the two IFs | JVP vs gradients 1 - {1 - fid['pearson_jvp_grad']:.1e} "
             f"(relative error {fid['relerr_jvp_grad']:.1e}); FD vs gradients 1 - {1 - fid['pearson_fd_grad']:.1e} | "
@@ -426,7 +430,7 @@ def report(args, n, n_val, work, T, fid, diag, val_loss) -> None:
         return f"| {label} | {T[k]:.1f} | {T[k] / T['irm']:.2f} | {CPU[k]:.1f} | {CPU[k] / CPU['irm']:.2f} |"
 
     lines = [
-        "## Exact influence (IF/TIF): cost and fidelity on CPU",
+        f"## Exact influence (IF/TIF): cost and fidelity on CPU ({args.layout} layout)",
         "",
         f"- Date: {now}. Machine: {cpu_name()}, {torch.get_num_threads()} threads, no GPU; torch {torch.__version__}; "
         f"load average at the end (1/5/15 min): {load}.",
