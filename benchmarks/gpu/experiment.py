@@ -100,12 +100,13 @@ def report(state: dict) -> str:
         L.append(
             f"Selection `{SELECTION[0]}` ({SELECTION[1]}): {sel['n_kept']} of {sel['n_total']} train pairs."
         )
+        keep = {k: sel.get(k) for k in ("tif", "noise", "n_missing")}  # the chance levels and the noise line
         L += [
             "",
-            "`prefsift diagnose --selection ldirm --json`:",
+            "From `prefsift diagnose --selection ldirm --json`:",
             "",
             "```json",
-            json.dumps(sel, indent=1)[:6000],
+            json.dumps(keep, indent=1),
             "```",
         ]
     for key in ("experiment_all", "experiment_first"):
