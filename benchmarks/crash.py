@@ -52,7 +52,7 @@ def build_workspace(base: Path, n_pairs: int, seed: int = 0) -> dict:
     import pyarrow as pa
 
     from prefsift.ingest import ingest
-    from storage import connect, pairs
+    from prefsift.storage import connect, pairs
     from tests.conftest import WORDS, build_tiny_model, build_tiny_tokenizer
 
     base.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def _tail(log: Path, n: int = 25) -> str:
 # ---------------------------------------------------------------- what the database holds
 def census(db: Path) -> dict:
     """Open the database read-only and count: pairs, and every run's rows (duplicates, partial runs)."""
-    from storage import connect
+    from prefsift.storage import connect
 
     with connect(db, read_only=True, timeout_s=30) as con:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
@@ -216,7 +216,7 @@ def census(db: Path) -> dict:
 
 def results(job: str, db: Path) -> dict:
     """The job's final numbers: {metric: {pair_id: value}} or the training record."""
-    from storage import connect
+    from prefsift.storage import connect
 
     with connect(db, read_only=True, timeout_s=30) as con:
         if job in ("score", "influence"):
@@ -447,7 +447,7 @@ def markdown(reports: list[JobReport], args, seconds: float) -> str:
 
 def recompare(job: str, work: Path) -> list[dict]:
     """Compare every completed trial of an earlier run (kept with --work) with its reference again."""
-    from storage import connect
+    from prefsift.storage import connect
 
     ref_db = work / f"{job}-reference" / "crash.duckdb"
     want = results(job, ref_db)

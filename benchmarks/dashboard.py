@@ -47,7 +47,7 @@ def timed(fn, repeats: int = 1):
 def build(db: Path, n: int) -> dict:
     from synth import make_db
 
-    from storage import connect
+    from prefsift.storage import connect
 
     if db.exists():
         with connect(db, read_only=True) as con:
@@ -65,8 +65,8 @@ def build(db: Path, n: int) -> dict:
 
 
 def storage_timings(db: Path, dataset: str) -> list[tuple[str, float, str]]:
-    from storage import connect, explore
-    from storage.explore import Filters
+    from prefsift.storage import connect, explore
+    from prefsift.storage.explore import Filters
 
     rows = []
     with connect(db, read_only=True) as con:

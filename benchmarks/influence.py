@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
 
-from scoring import diagnostics as D  # noqa: E402
-from scoring import influence as I  # noqa: E402
-from scoring.logprobs import ROW_TOKENS, collate, pair_batches, pair_logps  # noqa: E402
-from scoring.packing import packed_tokens  # noqa: E402
-from scoring.tokenize import TokenizeConfig, tokenize_pairs  # noqa: E402
+from prefsift.scoring import diagnostics as D  # noqa: E402
+from prefsift.scoring import influence as I  # noqa: E402
+from prefsift.scoring.logprobs import ROW_TOKENS, collate, pair_batches, pair_logps  # noqa: E402
+from prefsift.scoring.packing import packed_tokens  # noqa: E402
+from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs  # noqa: E402
 
 HH_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"  # in --data
 MARK = "\n\nAssistant:"

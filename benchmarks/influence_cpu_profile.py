@@ -24,8 +24,8 @@ sys.path.insert(0, str(HERE))
 
 from influence_gpu import add_lora, build, make_batch  # noqa: E402
 
-from scoring import influence as I  # noqa: E402
-from scoring.logprobs import sequence_logps  # noqa: E402
+from prefsift.scoring import influence as I  # noqa: E402
+from prefsift.scoring.logprobs import sequence_logps  # noqa: E402
 
 
 def main() -> None:

@@ -49,11 +49,11 @@ import torch.autograd.forward_ad as fwAD
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scoring import attention_jvp as A  # noqa: E402
-from scoring import influence as I  # noqa: E402
-from scoring.logprobs import ROW_TOKENS, sequence_logps  # noqa: E402
-from scoring.packing import pack, pack_rows, unit_length  # noqa: E402
-from scoring.tokenize import TokenizedPair  # noqa: E402
+from prefsift.scoring import attention_jvp as A  # noqa: E402
+from prefsift.scoring import influence as I  # noqa: E402
+from prefsift.scoring.logprobs import ROW_TOKENS, sequence_logps  # noqa: E402
+from prefsift.scoring.packing import pack, pack_rows, unit_length  # noqa: E402
+from prefsift.scoring.tokenize import TokenizedPair  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16, the vendor's datasheet (SXM)
 

@@ -363,8 +363,8 @@ def influence(run: Run) -> dict:
 
 def truncation(run: Run) -> dict:
     """Pairs flagged truncated in the cached reference log-prob runs, per split."""
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     out = {}
     with connect(run.db, read_only=True) as con:
@@ -411,8 +411,8 @@ def independent_check(run: Run) -> dict:
     """Pearson / overlap recomputed here from the stored scores (numpy), next to prefsift's own."""
     import numpy as np
 
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     with connect(run.db, read_only=True) as con:
         df = rstore.get_scores(con, run.args.data)

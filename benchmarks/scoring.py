@@ -61,7 +61,7 @@ def hh_pairs(path: Path, n: int) -> list[dict]:
 
 
 def time_ours(model, tokenized, pad_id, batch_tokens, layout, row_tokens):
-    from scoring.logprobs import pair_logps
+    from prefsift.scoring.logprobs import pair_logps
 
     t0 = time.perf_counter()
     out = pair_logps(
@@ -125,8 +125,8 @@ def work_counts(tokenized, batch_tokens: int, row_tokens: int, trl_bs: int, conf
     """Deterministic work of each method: tokens through the transformer (padding included)
     and positions through the LM head, turned into GFLOPs with the usual 2·params per token
     (attention scores left out). No timing noise: this is what the machine has to do."""
-    from scoring.logprobs import length_batches
-    from scoring.packing import packed_tokens, unit_length
+    from prefsift.scoring.logprobs import length_batches
+    from prefsift.scoring.packing import packed_tokens, unit_length
 
     seqs = [(len(t.prompt_ids), len(t.chosen_ids)) for t in tokenized] + [
         (len(t.prompt_ids), len(t.rejected_ids)) for t in tokenized
@@ -203,9 +203,9 @@ def main() -> None:
     import torch
 
     from prefsift.embedded import smollm2_path
-    from scoring.logprobs import ROW_TOKENS
-    from scoring.models import ModelSpec, load_model, load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+    from prefsift.scoring.logprobs import ROW_TOKENS
+    from prefsift.scoring.models import ModelSpec, load_model, load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     row_tokens = args.row_tokens or ROW_TOKENS
     load_start = os.getloadavg()

@@ -32,10 +32,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage import connect  # noqa: E402
-from storage import rules as R  # noqa: E402
-from storage.pairs import insert_pairs, upsert_dataset  # noqa: E402
-from storage.runs import save_score_run  # noqa: E402
+from prefsift.storage import connect  # noqa: E402
+from prefsift.storage import rules as R  # noqa: E402
+from prefsift.storage.pairs import insert_pairs, upsert_dataset  # noqa: E402
+from prefsift.storage.runs import save_score_run  # noqa: E402
 
 WORDS = np.array(
     "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
@@ -139,8 +139,8 @@ def main() -> None:
         lines.append(s)
 
     load0 = os.getloadavg()[0]
-    from storage.scorepool import drop_caches
-    from storage.selections import delete_selection
+    from prefsift.storage.scorepool import drop_caches
+    from prefsift.storage.selections import delete_selection
 
     if args.reuse and db.exists():
         with connect(db) as con:  # a clean start: no pool cache, no selection
@@ -198,9 +198,9 @@ def main() -> None:
         report(
             f"- the same as `evaluate` + `histograms` (two resolutions): median {statistics.median(split_ms):.0f} ms"
         )
-    from storage.diagnose import diagnose
-    from storage.exports import export_selection
-    from storage.selections import create_selection
+    from prefsift.storage.diagnose import diagnose
+    from prefsift.storage.exports import export_selection
+    from prefsift.storage.selections import create_selection
 
     with connect(db) as con:
         sel, ts = _time(lambda: create_selection(con, "ld", "big"))

@@ -52,8 +52,8 @@ def setup(db: Path, n_train: int, n_val: int) -> dict:
     import pyarrow as pa
 
     from prefsift.ingest import ingest
-    from storage import connect
-    from storage import pairs as pstore
+    from prefsift.storage import connect
+    from prefsift.storage import pairs as pstore
 
     n_eval = 64
     summary = ingest(HH, name="hh", db=db, limit=n_train + n_val + n_eval + 40)
@@ -76,8 +76,8 @@ def setup(db: Path, n_train: int, n_val: int) -> dict:
 
 
 def metrics_of(db: Path, run_id: str):
-    from storage import connect
-    from storage import training as tstore
+    from prefsift.storage import connect
+    from prefsift.storage import training as tstore
 
     with connect(db, read_only=True) as con:
         return tstore.get_metrics(con, run_id)

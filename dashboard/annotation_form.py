@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data
-from storage import explore
-from storage.errors import AnnotationConflict
+from prefsift.dashboard import data
+from prefsift.storage import explore
+from prefsift.storage.errors import AnnotationConflict
 
 FLAGS = ["(none)", "noisy label", "harmful", "low quality", "duplicate", "good example", "other"]
 FORCE = ["rule decides", "force keep", "force drop"]

@@ -16,7 +16,7 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from dashboard import data  # noqa: E402
+from prefsift.dashboard import data  # noqa: E402
 
 st.set_page_config(page_title="prefsift", page_icon=":material/filter_alt:", layout="wide")
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import storage
-from storage import explore
-from storage.errors import DatabaseLocked, StorageError
+from prefsift import storage
+from prefsift.storage import explore
+from prefsift.storage.errors import DatabaseLocked, StorageError
 
 TTL = 600  # seconds; the version key already invalidates on every commit
 
@@ -123,55 +123,55 @@ def cached(name: str, *args, default=None, **kwargs):
 
 
 def _latest_runs(con, dataset):
-    from storage.runs import latest_score_runs
+    from prefsift.storage.runs import latest_score_runs
 
     return latest_score_runs(con, dataset)
 
 
 def _jobs(con, limit=20):
-    from storage.jobs import list_jobs
+    from prefsift.storage.jobs import list_jobs
 
     return list_jobs(con, limit=limit)
 
 
 def _selections(con, dataset):
-    from storage.selections import list_selections
+    from prefsift.storage.selections import list_selections
 
     return list_selections(con, dataset)
 
 
 def _ledger(con, dataset):
-    from storage.training import ledger
+    from prefsift.storage.training import ledger
 
     return ledger(con, dataset)
 
 
 def _model_roles(con, dataset):
-    from storage.runs import model_roles
+    from prefsift.storage.runs import model_roles
 
     return model_roles(con, dataset)
 
 
 def _datasets(con):
-    from storage.pairs import list_datasets
+    from prefsift.storage.pairs import list_datasets
 
     return list_datasets(con)
 
 
 def _pair(con, dataset, pair_id):
-    from storage.pairs import get_pair
+    from prefsift.storage.pairs import get_pair
 
     return get_pair(con, dataset, pair_id)
 
 
 def _run_metrics(con, run_id):
-    from storage.training import get_metrics
+    from prefsift.storage.training import get_metrics
 
     return get_metrics(con, run_id)
 
 
 def _training_runs(con, dataset):
-    from storage.training import list_runs
+    from prefsift.storage.training import list_runs
 
     return list_runs(con, dataset)
 
@@ -189,7 +189,7 @@ def _overview(con, dataset):
 
 def _pair_bundle(con, dataset, pair_id):
     """Everything the Pair inspector shows about one pair, on one connection."""
-    from storage.pairs import get_pair
+    from prefsift.storage.pairs import get_pair
 
     pair = get_pair(con, dataset, pair_id) if pair_id else None
     return {
@@ -204,7 +204,7 @@ def _pair_bundle(con, dataset, pair_id):
 
 def _experiments(con, dataset):
     """The `prefsift experiment` results of a dataset (diagnostics `experiment:<name>`), by name."""
-    from storage.runs import get_diagnostics
+    from prefsift.storage.runs import get_diagnostics
 
     df = get_diagnostics(con)
     out = []
@@ -217,7 +217,7 @@ def _experiments(con, dataset):
 
 
 def _diagnose(con, selection, tif_percentiles=(10.0, 90.0)):
-    from storage.diagnose import diagnose
+    from prefsift.storage.diagnose import diagnose
 
     return diagnose(con, selection, tuple(tif_percentiles))
 
@@ -447,7 +447,7 @@ def export_path(name: str, fmt: str) -> Path:
 
     The name follows the one selection-name rule (storage.selections.check_name), so every
     selection that could be saved can be exported; each error names the real problem."""
-    from storage.selections import check_name
+    from prefsift.storage.selections import check_name
 
     try:
         check_name(name)

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts import CLEAN, DROPPED, KEPT, LAYOUT, _empty
+from prefsift.dashboard.charts import CLEAN, DROPPED, KEPT, LAYOUT, _empty
 
 THETA, OTHER = "#757575", "#6a1b9a"
 ARM_ORDER = ("selection", "random", "full", "if-low", "if-mid", "if-high", "theta")

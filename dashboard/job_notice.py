@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data
+from prefsift.dashboard import charts, data
 
 
 def show(kind: str, *argv_has: str, what: str = "The job") -> None:

@@ -24,8 +24,8 @@ from prefsift import __version__
 # Errors that are the user's to fix: one line, exit 2, no traceback.
 USER_ERROR_TYPES: tuple[str, ...] = (
     "prefsift.errors.UserError",
-    "storage.errors.StorageError",
-    "scoring.errors.ScoringError",
+    "prefsift.storage.errors.StorageError",
+    "prefsift.scoring.errors.ScoringError",
 )
 
 

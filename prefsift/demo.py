@@ -66,7 +66,7 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
     """The demo's commands. `chat`: ingest the pairs as chat turns (default: when the model's
     tokenizer has a chat template: an instruct model learns and answers inside its template)."""
     if chat is None:
-        from scoring.models import has_chat_template
+        from prefsift.scoring.models import has_chat_template
 
         chat = has_chat_template(model)
     theta, val_name = model_names(cfg, model, chat)
@@ -272,8 +272,8 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
         pipe.mark(title, "done", timings[title])
         echo(f"      done in {timings[title]:.1f} s")
     # The random baseline has the size of the LossDiff-IRM selection: only known now.
-    from storage import connect
-    from storage import selections as sel
+    from prefsift.storage import connect
+    from prefsift.storage import selections as sel
 
     with connect(cfg.db, read_only=True) as con:
         kept = sel.get_selection(con, "lossdiff-irm")

@@ -22,7 +22,7 @@ DEFAULT_BATCH_TOKENS = 8192
 
 
 def _tok_config(lineage: dict, max_length: int | None):
-    from scoring.tokenize import TokenizeConfig
+    from prefsift.scoring.tokenize import TokenizeConfig
 
     dpo = (lineage.get("config") or {}).get("dpo") or {}
     ml = max_length if max_length is not None else dpo.get("max_length", 1024)
@@ -31,8 +31,8 @@ def _tok_config(lineage: dict, max_length: int | None):
 
 def _logps(db, spec, dataset, split, tok_config, batch_tokens, name, role) -> dict[str, tuple]:
     from prefsift.score import ensure_logps
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     run_id = ensure_logps(db, spec, dataset, split, tok_config, batch_tokens, name, role)
     with connect(db, read_only=True) as con:
@@ -59,11 +59,11 @@ def pair_margins(
 ) -> tuple[list[str], np.ndarray, dict]:
     """(pair ids sorted, each pair's margin m vs the reference, what was used): the per-pair
     numbers behind `evaluate` (paired comparisons of models need them pair by pair)."""
+    from prefsift.scoring.metrics import margin
+    from prefsift.scoring.models import ModelSpec
+    from prefsift.storage import connect
+    from prefsift.storage import pairs as pstore
     from prefsift.train import _lineage, resolve, resolve_reference
-    from scoring.metrics import margin
-    from scoring.models import ModelSpec
-    from storage import connect
-    from storage import pairs as pstore
 
     with connect(db, read_only=True) as con:
         n = pstore.count_pairs(con, dataset, split)
@@ -107,9 +107,9 @@ def evaluate(
     device: str = "auto",
     dtype: str = "float32",
 ) -> dict:
-    from scoring.metrics import dpo_loss, reward_accuracy
-    from storage import connect
-    from storage import training as tstore
+    from prefsift.scoring.metrics import dpo_loss, reward_accuracy
+    from prefsift.storage import connect
+    from prefsift.storage import training as tstore
 
     ids, m, used = pair_margins(
         db, model, dataset, split, beta, reference, max_length, batch_tokens, device, dtype
@@ -145,8 +145,8 @@ def evaluate(
 
 
 def ledger_text(db, dataset: str) -> str:
-    from storage import connect
-    from storage import training as tstore
+    from prefsift.storage import connect
+    from prefsift.storage import training as tstore
 
     with connect(db, read_only=True) as con:
         df = tstore.ledger(con, dataset)

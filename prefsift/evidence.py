@@ -56,8 +56,8 @@ def _clean(d: dict) -> dict:
 
 def band_rows(df, cfg: EvidenceConfig) -> list[dict]:
     """Overlap with TIF per band width: each score's band, LossDiff-IRM, and the selection (`kept`)."""
-    from scoring.diagnostics import band_mask
-    from storage.chance import overlap_chance
+    from prefsift.scoring.diagnostics import band_mask
+    from prefsift.storage.chance import overlap_chance
 
     if "if" not in df:
         return []
@@ -88,7 +88,7 @@ def _subsets(df) -> list[tuple[str, np.ndarray]]:
 
 
 def _tokens(df) -> np.ndarray | None:
-    from storage.diagnose import TOKEN_COLUMNS
+    from prefsift.storage.diagnose import TOKEN_COLUMNS
 
     if not all(c in df for c in TOKEN_COLUMNS):
         return None
@@ -97,7 +97,7 @@ def _tokens(df) -> np.ndarray | None:
 
 def correlation_rows(df, cfg: EvidenceConfig) -> list[dict]:
     """Each score against IF, per subset (all / trained / not trained), with intervals."""
-    from scoring.diagnostics import correlation_evidence
+    from prefsift.scoring.diagnostics import correlation_evidence
 
     if "if" not in df:
         return []
@@ -125,8 +125,8 @@ def correlation_rows(df, cfg: EvidenceConfig) -> list[dict]:
 
 def length_rows(df, cfg: EvidenceConfig) -> list[dict]:
     """Each score's correlation with token counts (and chosen minus rejected response tokens)."""
-    from scoring.diagnostics import correlation_evidence
-    from storage.diagnose import TOKEN_COLUMNS
+    from prefsift.scoring.diagnostics import correlation_evidence
+    from prefsift.storage.diagnose import TOKEN_COLUMNS
 
     tokens = _tokens(df)
     if tokens is None:
@@ -145,7 +145,7 @@ def length_rows(df, cfg: EvidenceConfig) -> list[dict]:
 
 def noise_rows(df, cfg: EvidenceConfig) -> list[dict]:
     """AUROC of each score for the flagged noisy pairs: P(a noisy pair scores lower than a clean one)."""
-    from scoring.diagnostics import auroc_evidence
+    from prefsift.scoring.diagnostics import auroc_evidence
 
     if "noise" not in df or df["noise"].isna().all():
         return []
@@ -169,7 +169,7 @@ def evidence(
     cfg: EvidenceConfig | None = None,
 ) -> dict:
     """Every diagnostic above for one dataset split (and a selection), JSON-ready."""
-    from storage.diagnose import evidence_frame
+    from prefsift.storage.diagnose import evidence_frame
 
     cfg = cfg or EvidenceConfig()
     df, info = evidence_frame(con, dataset, runs, split, selection)

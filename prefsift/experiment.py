@@ -74,11 +74,11 @@ class ExperimentConfig:
 
 def _arm_selections(db, cfg: ExperimentConfig) -> tuple[dict, dict]:
     """arm -> {seed: selection name} (created if missing), and facts about the selection."""
-    from storage import connect
-    from storage import rules as R
-    from storage.pairs import count_pairs
-    from storage.runs import latest_score_runs
-    from storage.selections import create_selection, get_selection, selection_exists
+    from prefsift.storage import connect
+    from prefsift.storage import rules as R
+    from prefsift.storage.pairs import count_pairs
+    from prefsift.storage.runs import latest_score_runs
+    from prefsift.storage.selections import create_selection, get_selection, selection_exists
 
     with connect(db) as con:
         sel = get_selection(con, cfg.selection)
@@ -132,9 +132,9 @@ def _steps(n_pairs: int, batch: int, epochs: float) -> int:
 def run_experiment(db, cfg: ExperimentConfig, train_cfg, device: str = "auto", echo=log.info) -> dict:
     """Train every arm for every seed (cached), evaluate on the eval pairs, compare with intervals."""
     from prefsift.evaluate import evaluate, pair_margins
+    from prefsift.scoring.diagnostics import arm_bootstrap
+    from prefsift.scoring.metrics import dpo_loss
     from prefsift.train import train
-    from scoring.diagnostics import arm_bootstrap
-    from scoring.metrics import dpo_loss
 
     selections, facts = _arm_selections(db, cfg)
     dpo = dict(train_cfg.dpo)
@@ -195,8 +195,8 @@ def run_experiment(db, cfg: ExperimentConfig, train_cfg, device: str = "auto", e
 
 def _save(db, summary: dict) -> None:
     from prefsift.paths import runs_dir
-    from storage import connect
-    from storage.runs import save_diagnostics
+    from prefsift.storage import connect
+    from prefsift.storage.runs import save_diagnostics
 
     folder = runs_dir(db) / summary["experiment"]
     folder.mkdir(parents=True, exist_ok=True)

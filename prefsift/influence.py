@@ -76,7 +76,7 @@ class InfluenceConfig:
     cg_iters: int = 10
 
     def __post_init__(self) -> None:
-        from scoring.influence import METHODS
+        from prefsift.scoring.influence import METHODS
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -118,7 +118,7 @@ def _read_shards(folder: Path) -> pa.Table:
 
 
 def _ref_logps(con, run_id: str, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from storage import runs
+    from prefsift.storage import runs
 
     t = runs.get_logps(con, run_id).to_pandas().set_index("pair_id")
     missing = [p for p in pair_ids if p not in t.index]
@@ -134,9 +134,9 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
     import torch
     from safetensors.torch import load_file, save_file
 
-    from scoring import influence as I
-    from scoring.logprobs import pair_batches
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+    from prefsift.scoring import influence as I
+    from prefsift.scoring.logprobs import pair_batches
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     path = folder / "gval.safetensors"
     dist.barrier()  # every rank looks for the cache before rank 0 writes it
@@ -202,12 +202,12 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     """Run (or resume) an influence run and store IF, TIF and diagnostics. Returns a summary."""
 
     from prefsift.score import ensure_logps, resolve_model
-    from scoring import diagnostics as D
-    from scoring import influence as I
-    from scoring.logprobs import pair_batches
-    from scoring.models import fingerprint, load_model, load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
-    from storage import connect, pairs, runs
+    from prefsift.scoring import diagnostics as D
+    from prefsift.scoring import influence as I
+    from prefsift.scoring.logprobs import pair_batches
+    from prefsift.scoring.models import fingerprint, load_model, load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
+    from prefsift.storage import connect, pairs, runs
 
     tok_cfg = TokenizeConfig(max_length=cfg.max_length, truncation_mode=cfg.truncation_mode)
     dist = Dist()
@@ -360,7 +360,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         compare["lossdiff"] = others.set_index("pair_id").reindex(train_ids)["lossdiff"].to_numpy(np.float64)
     diag = D.influence_diagnostics(influence, compare, band=cfg.band, other_band=cfg.band)
     # Each overlap beside what a random selection of the same size gets (docs/METHOD.md, chance levels).
-    from storage.chance import overlap_chance
+    from prefsift.storage.chance import overlap_chance
 
     for name in [k[len("n_kept_") :] for k in diag if k.startswith("n_kept_")]:
         ch = overlap_chance(

@@ -20,8 +20,8 @@ from prefsift.errors import UserError
 from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, glued_boundary, normalise, vote_format
 from prefsift.progress import Progress
 from prefsift.sources import RawError, SourceBroken, read_rows, source_kind
-from storage import connect
-from storage import pairs as pairs_store
+from prefsift.storage import connect
+from prefsift.storage import pairs as pairs_store
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from prefsift.errors import UserError
 from prefsift.paths import jobs_dir
 from prefsift.progress import read_status, write_status
-from storage import connect, resolve_db_path
-from storage import jobs as jobs_store
+from prefsift.storage import connect, resolve_db_path
+from prefsift.storage import jobs as jobs_store
 
 
 def start_job(db, argv: list[str]) -> dict:

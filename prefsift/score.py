@@ -32,9 +32,9 @@ import pyarrow as pa
 
 from prefsift.errors import UserError
 from prefsift.paths import runs_dir
+from prefsift.scoring.models import ModelSpec, fingerprint
+from prefsift.scoring.tokenize import TokenizeConfig
 from prefsift.shards import Dist, read_shards, write_shard
-from scoring.models import ModelSpec, fingerprint
-from scoring.tokenize import TokenizeConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def resolve_model(
 
 
 def _registered(db, ref: str) -> dict | None:
-    from storage import connect, runs
-    from storage.errors import NotFound, StorageError
+    from prefsift.storage import connect, runs
+    from prefsift.storage.errors import NotFound, StorageError
 
     try:
         with connect(db, read_only=True) as con:
@@ -84,7 +84,7 @@ def _registered(db, ref: str) -> dict | None:
 
 # ---------------------------------------------------------------- log-prob runs
 def _read_pairs(db, dataset: str, split: str | None) -> tuple[list[dict], str]:
-    from storage import connect, pairs
+    from prefsift.storage import connect, pairs
 
     with connect(db, read_only=True) as con:
         table = pairs.get_pairs(
@@ -137,10 +137,10 @@ def _compute(
 ) -> None:
     """Compute `rows` (this rank's slice) chunk by chunk, one shard per chunk."""
     from prefsift.progress import Progress
+    from prefsift.scoring.logprobs import pair_logps
+    from prefsift.scoring.models import load_model
+    from prefsift.scoring.tokenize import tokenize_pairs
     from prefsift.train_data import prompt_boundary_note
-    from scoring.logprobs import pair_logps
-    from scoring.models import load_model
-    from scoring.tokenize import tokenize_pairs
 
     tokenized = tokenize_pairs(tokenizer, rows, tok_config)
     note = prompt_boundary_note(rows, tokenized)
@@ -185,9 +185,9 @@ def ensure_logps(
     role: str | None = None,
 ) -> str:
     """The logp run_id of (model, dataset split, tokenization); computes only what is missing."""
-    from scoring.models import load_tokenizer
-    from scoring.tokenize import tokenizer_signature
-    from storage import connect, open_db, runs
+    from prefsift.scoring.models import load_tokenizer
+    from prefsift.scoring.tokenize import tokenizer_signature
+    from prefsift.storage import connect, open_db, runs
 
     tok_config = tok_config or TokenizeConfig()
     dist = Dist()
@@ -264,7 +264,7 @@ def ensure_logps(
 
 def _register(con, db, spec: ModelSpec, model_id: str, name: str | None, role: str | None) -> None:
     from prefsift.paths import stored_path
-    from storage import runs
+    from prefsift.storage import runs
 
     adapter = stored_path(db, spec.adapter) if spec.adapter else None
     runs.register_model(
@@ -281,7 +281,7 @@ def _register(con, db, spec: ModelSpec, model_id: str, name: str | None, role: s
 # ---------------------------------------------------------------- scores
 def _aligned(con, run_ids: list[str]) -> tuple[list[str], list[np.ndarray]]:
     """pair_ids present in every run, and (chosen, rejected) arrays of each run aligned on them."""
-    from storage import runs
+    from prefsift.storage import runs
 
     frames = [runs.get_logps(con, r).to_pandas().set_index("pair_id") for r in run_ids]
     common = frames[0].index
@@ -308,8 +308,8 @@ def score_dataset(
     names: dict[str, str | None] | None = None,
 ) -> dict[str, str]:
     """metric -> score run_id for `irm`, `policy_loss` and, with `val`, `lossdiff` (and `val_loss`)."""
-    from scoring import metrics
-    from storage import connect, runs
+    from prefsift.scoring import metrics
+    from prefsift.storage import connect, runs
 
     if not (beta > 0):
         raise UserError(f"--beta must be positive, got {beta}")

@@ -174,8 +174,8 @@ def calibrate_arrays(
 
 def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = None) -> dict:
     """Load the pool once, search the grid, then check the chosen rule with SQL."""
-    from storage import rules as R
-    from storage.scorepool import pool_frame
+    from prefsift.storage import rules as R
+    from prefsift.storage.scorepool import pool_frame
 
     m1, m2 = cfg.metrics
     pool, df = pool_frame(con, dataset, [m1, m2, "if"], runs, cfg.split)
@@ -185,7 +185,7 @@ def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = Non
     res = R.evaluate(con, dataset, rule, pool.runs, cfg.split, with_annotations=False)
     out.update(rule=rule.to_text(), runs=pool.runs, sql_n_kept=res.n_kept, sql_fraction=res.fraction)
     # The chosen rule as if fixed in advance: exact chance level, null range, kappa, Fisher's p.
-    from storage.chance import overlap_chance
+    from prefsift.storage.chance import overlap_chance
 
     fixed = overlap_chance(out["n_if"], out["n_kept_with_if"], out["n_tif"], out["n_both"])
     out["fixed_rule_chance"] = {

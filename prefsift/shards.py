@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scoring.models import ModelSpec
+from prefsift.scoring.models import ModelSpec
 
 
 class Dist:

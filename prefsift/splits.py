@@ -54,10 +54,10 @@ def make_splits(
     force: bool = False,
 ) -> dict:
     """Assign and record the splits of a dataset. Returns a summary (counts per split)."""
-    from storage import connect
-    from storage import pairs as pairs_store
-    from storage import training as tstore
-    from storage.db import transaction
+    from prefsift.storage import connect
+    from prefsift.storage import pairs as pairs_store
+    from prefsift.storage import training as tstore
+    from prefsift.storage.db import transaction
 
     with connect(db) as con:
         table = pairs_store.get_pairs(con, dataset, columns=("pair_id", "split"))

@@ -50,17 +50,17 @@ class Resolved:
 
 # ---------------------------------------------------------------- models
 def _spec(path: str, adapter: str | None = None, dtype: str = "float32"):
-    from scoring.models import ModelSpec
+    from prefsift.scoring.models import ModelSpec
 
     return ModelSpec(path=str(path), adapter=str(adapter) if adapter else None, dtype=dtype)
 
 
 def resolve(db, ref: str) -> Resolved:
     """A registered model (name, fingerprint or path) or, failing that, a local folder / hub id."""
-    from scoring.models import fingerprint
-    from storage import connect
-    from storage import runs as rstore
-    from storage.errors import NotFound
+    from prefsift.scoring.models import fingerprint
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
+    from prefsift.storage.errors import NotFound
 
     # A folder is looked up by its fingerprint: by path it is ambiguous, since every LoRA model
     # trained on it is registered with the same base path.
@@ -115,9 +115,9 @@ def role_model(
     Returns a model id; None when absent and not `required`."""
     if given:
         return given
-    from storage import connect
-    from storage import runs as rstore
-    from storage.errors import StorageError
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
+    from prefsift.storage.errors import StorageError
 
     try:
         with connect(db, read_only=True) as con:
@@ -134,9 +134,9 @@ def role_model(
 
 def selection_dataset(db, selection: str) -> str:
     """The dataset a saved selection belongs to."""
-    from storage import connect
-    from storage import selections as sstore
-    from storage.errors import NotFound
+    from prefsift.storage import connect
+    from prefsift.storage import selections as sstore
+    from prefsift.storage.errors import NotFound
 
     with connect(db, read_only=True) as con:
         try:
@@ -146,8 +146,8 @@ def selection_dataset(db, selection: str) -> str:
 
 
 def has_split(db, dataset: str, split: str) -> bool:
-    from storage import connect
-    from storage import training as tstore
+    from prefsift.storage import connect
+    from prefsift.storage import training as tstore
 
     with connect(db, read_only=True) as con:
         return tstore.split_counts(con, dataset).get(split, 0) > 0
@@ -155,8 +155,8 @@ def has_split(db, dataset: str, split: str) -> bool:
 
 def default_reference(db) -> str:
     """The newest registered reference (warm-up without --model)."""
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     with connect(db, read_only=True) as con:
         models = rstore.list_models(con)
@@ -169,8 +169,8 @@ def default_reference(db) -> str:
 def register_reference(db, model: str) -> str:
     """Register a raw model folder as a reference (once); return its model id."""
     from prefsift.paths import stored_path
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     r = resolve(db, model)
     if r.name is None:  # not registered yet
@@ -199,9 +199,9 @@ def inherit_beta(db, policy: str, cfg: TrainConfig) -> TrainConfig:
 
 
 def _lineage(db, ref: str) -> dict:
-    from storage import connect
-    from storage import runs as rstore
-    from storage.errors import NotFound
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
+    from prefsift.storage.errors import NotFound
 
     try:
         model_id = resolve(db, ref).model_id
@@ -215,7 +215,7 @@ def _lineage(db, ref: str) -> dict:
 
 
 def _load(spec, trainable: bool, merge: bool = False):
-    from scoring.models import load_model
+    from prefsift.scoring.models import load_model
 
     return load_model(spec, trainable=trainable, merge_adapter=merge)
 
@@ -314,8 +314,8 @@ def train(
     """Run one DPO training and register its model. Returns a summary dict."""
     from prefsift.joblock import job_lock
     from prefsift.paths import models_dir
-    from storage import connect
-    from storage import training as tstore
+    from prefsift.storage import connect
+    from prefsift.storage import training as tstore
 
     kind = cfg.kind
     start = resolve(db, start_ref)
@@ -406,8 +406,8 @@ def _prepare(cfg: TrainConfig, start: Resolved, rows: list[dict], device: str, w
     """(tokenizer, memory plan): the data checks and the memory decision, made before training
     starts so that a stage that cannot run is refused before anything is recorded."""
     from prefsift import memory
-    from scoring.models import load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+    from prefsift.scoring.models import load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     tokenizer = load_tokenizer(_spec(start.path, start.adapter))
     check_chat_template(rows, tokenizer)
@@ -496,9 +496,9 @@ def _fit(
 
 
 def _register(db, out: Path, start: Resolved, cfg: TrainConfig, name: str, role: str, lineage: dict):
-    from scoring.models import fingerprint
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.scoring.models import fingerprint
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     if cfg.lora:
         # The adapter sits on top of the start model's base weights (θ's base = π_ref with LoRA).

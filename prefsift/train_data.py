@@ -17,8 +17,8 @@ def load_rows(db, dataset: str | None, split: str | None, selection: str | None,
     """(rows as dicts with prompt/chosen/rejected, content hash, dataset name)."""
     if data_file:
         return _rows_from_file(data_file) + (dataset,)
-    from storage import connect
-    from storage import pairs as pstore
+    from prefsift.storage import connect
+    from prefsift.storage import pairs as pstore
 
     with connect(db) as con:
         ids = None
@@ -53,9 +53,9 @@ def load_rows(db, dataset: str | None, split: str | None, selection: str | None,
 def _selection(con, name: str) -> tuple[str, list[str]]:
     """(dataset, member pair ids), through storage.selections when that module is there."""
     try:
-        from storage import selections as sstore
+        from prefsift.storage import selections as sstore
     except ImportError:
-        from storage import training as tstore
+        from prefsift.storage import training as tstore
 
         return tstore.selection_members(con, name)
     sel = sstore.get_selection(con, name)

@@ -49,8 +49,8 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
-        from storage import connect
-        from storage import training as tstore
+        from prefsift.storage import connect
+        from prefsift.storage import training as tstore
 
         try:
             with connect(self.db) as con:

@@ -37,8 +37,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor
 
-from scoring.errors import ScoringError
-from scoring.logprobs import sequence_logps
+from prefsift.scoring.errors import ScoringError
+from prefsift.scoring.logprobs import sequence_logps
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ ATTENTION = ("auto", "fused", "math")
 def jvp_attention(logp_fn: LogpFn, batch: Batch, attention: str = "auto"):
     """The attention for a forward-mode pass: the fused Triton kernel (scoring.attention_jvp) on
     CUDA where it applies ("auto") or when asked ("fused"), else the math SDPA kernel."""
-    from scoring import attention_jvp
+    from prefsift.scoring import attention_jvp
 
     model = getattr(logp_fn, "model", None)
     if attention == "fused" or (

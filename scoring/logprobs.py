@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from scoring.packing import pack_batches
-from scoring.tokenize import TokenizedPair
+from prefsift.scoring.packing import pack_batches
+from prefsift.scoring.tokenize import TokenizedPair
 
 log = logging.getLogger(__name__)
 

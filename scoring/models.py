@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from scoring.errors import ModelLoadError
+from prefsift.scoring.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from scoring.tokenize import TokenizedPair
+from prefsift.scoring.tokenize import TokenizedPair
 
 PROMPT, CHOSEN, REJECTED = 0, 1, 2
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from scoring.errors import TokenizationError
+from prefsift.scoring.errors import TokenizationError
 
 TRUNCATION_MODES = ("keep_start", "keep_end")
 

@@ -3,8 +3,8 @@
 Depends on duckdb + pyarrow (+ pandas for DataFrames) only. No torch, no Streamlit.
 """
 
-from storage.db import DEFAULT_DB, connect, open_db, resolve_db_path
-from storage.errors import DatabaseLocked, SchemaTooNew, StorageError
+from prefsift.storage.db import DEFAULT_DB, connect, open_db, resolve_db_path
+from prefsift.storage.errors import DatabaseLocked, SchemaTooNew, StorageError
 
 __all__ = [
     "DEFAULT_DB",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from storage.errors import DatabaseLocked, SchemaTooNew, StorageError
-from storage.schema import MIGRATIONS, SCHEMA_VERSION
+from prefsift.storage.errors import DatabaseLocked, SchemaTooNew, StorageError
+from prefsift.storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import uuid
 import duckdb
 import pandas as pd
 
-from storage.chance import overlap_chance, p_at_least
-from storage.scorepool import col, get_pool, lit
-from storage.selections import get_selection, list_selections, overlap, overlap_counts
+from prefsift.storage.chance import overlap_chance, p_at_least
+from prefsift.storage.scorepool import col, get_pool, lit
+from prefsift.storage.selections import get_selection, list_selections, overlap, overlap_counts
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
@@ -63,8 +63,8 @@ def diagnose(
 
 
 def _diagnose(con, sel: dict, pool, tmp: str, tif_percentiles) -> dict:
-    from storage.evaluate import flagged_sql
-    from storage.rules import TIF_FLAG_RULE, Band
+    from prefsift.storage.evaluate import flagged_sql
+    from prefsift.storage.rules import TIF_FLAG_RULE, Band
 
     name, dataset, split = sel["name"], sel["dataset"], sel["split"]
     n_pool, n_kept_pool = con.execute(
@@ -183,14 +183,14 @@ TOKEN_COLUMNS = ("prompt_tokens", "chosen_tokens", "rejected_tokens")
 
 
 def _run_configs(con: duckdb.DuckDBPyConnection, runs: dict) -> list[dict]:
-    from storage.runs import get_score_run_config
+    from prefsift.storage.runs import get_score_run_config
 
     return [get_score_run_config(con, r) for r in runs.values()]
 
 
 def token_logp_run(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
     """A log-prob run behind the score runs (they share one tokenization): where token counts live."""
-    from storage.runs import logp_runs_of
+    from prefsift.storage.runs import logp_runs_of
 
     found = logp_runs_of(con, runs)
     return found[0] if found else None

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from storage.scorepool import Pool, arrow_table, col, get_pool, lit
+from prefsift.storage.scorepool import Pool, arrow_table, col, get_pool, lit
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _prepare(
     with_annotations: bool,
     hist_metrics: Iterable[str] = (),
 ) -> _Prepared:
-    from storage import rules as R
+    from prefsift.storage import rules as R
 
     rule = R.coerce_rule(rule)
     used = rule.metrics()

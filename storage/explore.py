@@ -17,8 +17,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from storage.errors import AnnotationConflict, StorageError
-from storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
+from prefsift.storage.errors import AnnotationConflict, StorageError
+from prefsift.storage.explore_snapshot import MAX_LIMIT, SPLITS, Filters, Snapshot, like_pattern
 
 __all__ = [
     "MAX_LIMIT",

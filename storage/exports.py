@@ -26,9 +26,9 @@ from pathlib import Path
 
 import duckdb
 
-from storage.errors import StorageError
-from storage.scorepool import lit
-from storage.selections import get_selection
+from prefsift.storage.errors import StorageError
+from prefsift.storage.scorepool import lit
+from prefsift.storage.selections import get_selection
 
 FORMATS = ("parquet", "jsonl")
 MESSAGES = """'[{"role": "VARCHAR", "content": "VARCHAR"}]'"""
@@ -98,7 +98,7 @@ def _fully_truncated_members(
     tokenization of the runs the selection read, or, for a rule that reads no score (random), of
     the dataset's default runs. A score-band rule never keeps them (they have no score); a random
     draw can."""
-    from storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
+    from prefsift.storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
 
     lp = logp_runs_of(con, runs or latest_score_runs(con, dataset))
     if not lp:

@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.errors import NotFound
+from prefsift.storage.errors import NotFound
 
 PAIR_SCHEMA = pa.schema(
     [

@@ -31,7 +31,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-from storage.errors import StorageError
+from prefsift.storage.errors import StorageError
 
 _METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NUM = r"[-+]?(?:inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -270,7 +270,7 @@ def coerce_rule(rule: Rule | str | dict | None) -> Rule:
 
 
 # Evaluation lives in storage/evaluate.py; re-exported here so callers need one import.
-from storage.evaluate import (  # noqa: E402
+from prefsift.storage.evaluate import (  # noqa: E402
     RuleResult,
     evaluate,
     explore,

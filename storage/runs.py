@@ -9,8 +9,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.db import transaction
-from storage.errors import NotFound
+from prefsift.storage.db import transaction
+from prefsift.storage.errors import NotFound
 
 LOGP_SCHEMA = pa.schema(
     [

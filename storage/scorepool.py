@@ -41,9 +41,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.errors import NotFound, StorageError
-from storage.pairs import SPLITS, require_dataset
-from storage.runs import latest_score_runs
+from prefsift.storage.errors import NotFound, StorageError
+from prefsift.storage.pairs import SPLITS, require_dataset
+from prefsift.storage.runs import latest_score_runs
 
 log = logging.getLogger(__name__)
 

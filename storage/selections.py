@@ -16,10 +16,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from storage.errors import NotFound, StorageError
-from storage.evaluate import RuleResult, flagged_sql
-from storage.pairs import require_dataset
-from storage.scorepool import arrow_table
+from prefsift.storage.errors import NotFound, StorageError
+from prefsift.storage.evaluate import RuleResult, flagged_sql
+from prefsift.storage.pairs import require_dataset
+from prefsift.storage.scorepool import arrow_table
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -95,7 +95,7 @@ def save_selection(
     force: bool = False,
 ) -> dict:
     """Store an evaluated rule and its member pair ids (a table with a pair_id column)."""
-    from storage.rules import coerce_rule, to_dict
+    from prefsift.storage.rules import coerce_rule, to_dict
 
     require_dataset(con, dataset)
     ids = members.select(["pair_id"])
@@ -121,7 +121,7 @@ def create_selection(
     force: bool = False,
 ) -> dict:
     """Evaluate `rule` (default LossDiff-IRM 10-90) and store it, members copied inside DuckDB."""
-    from storage.rules import coerce_rule, to_dict
+    from prefsift.storage.rules import coerce_rule, to_dict
 
     check_name(name)
     rule = coerce_rule(rule)
@@ -148,7 +148,7 @@ def get_selection(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     out = dict(zip(_SEL_COLS, row))
     for k in ("rule", "resolved", "score_runs"):
         out[k] = json.loads(out[k] or "{}")
-    from storage.rules import rule_from_dict
+    from prefsift.storage.rules import rule_from_dict
 
     out["rule_text"] = rule_from_dict(out["rule"]).to_text()
     out["split"] = out["resolved"].get("split", "train")
@@ -172,7 +172,7 @@ def list_selections(con: duckdb.DuckDBPyConnection, dataset: str | None = None) 
         params,
     ).df()
     if len(df):
-        from storage.rules import rule_from_dict
+        from prefsift.storage.rules import rule_from_dict
 
         df["rule"] = [rule_from_dict(json.loads(r)).to_text() for r in df["rule"]]
     return df

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import duckdb
 import pandas as pd
 
-from storage.errors import NotFound
-from storage.pairs import require_dataset
+from prefsift.storage.errors import NotFound
+from prefsift.storage.pairs import require_dataset
 
 RUN_STATUSES = ("running", "done", "failed")
 

@@ -173,7 +173,7 @@ def tiny_db(db_path, tmp_path, tiny_pairs) -> Path:
 
     src = write_jsonl(tmp_path / "tiny.jsonl", tiny_pairs)
     ingest(src, name="tiny", db=db_path)
-    from storage import connect, pairs
+    from prefsift.storage import connect, pairs
 
     with connect(db_path) as con:
         ids = pairs.get_pairs(con, "tiny", columns=("pair_id",)).column("pair_id").to_pylist()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from storage.explore import Filters
+from prefsift.dashboard import charts, data
+from prefsift.storage.explore import Filters
 
 st.title("Compare models")
 dataset = data.require_dataset()

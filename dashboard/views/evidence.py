@@ -17,8 +17,8 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from dashboard import evidence_charts as ec
+from prefsift.dashboard import charts, data
+from prefsift.dashboard import evidence_charts as ec
 
 ARMS = ("selection", "full", "random", "if-low", "if-mid", "if-high")
 

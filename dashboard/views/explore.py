@@ -12,8 +12,8 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from storage.explore import Filters
+from prefsift.dashboard import charts, data
+from prefsift.storage.explore import Filters
 
 st.title("Explore")
 dataset = data.require_dataset()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
+from prefsift.dashboard import charts, data
 
 st.title("Export & train")
 dataset = data.require_dataset()
@@ -47,7 +47,7 @@ st.caption(
 
 
 def do_export() -> dict | None:
-    from storage import exports
+    from prefsift.storage import exports
 
     try:
         path = data.export_path(name, fmt)

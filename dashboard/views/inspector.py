@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import annotation_form, charts, data, job_notice
+from prefsift.dashboard import annotation_form, charts, data, job_notice
 
 st.title("Pair inspector")
 dataset = data.require_dataset()

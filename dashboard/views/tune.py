@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
+from prefsift.dashboard import charts, data
 
 st.title("Tune & select")
 dataset = data.require_dataset()
@@ -166,8 +166,8 @@ sc = st.columns([3, 1, 1])
 name = sc[0].text_input("selection name", key="tune_name", placeholder="e.g. ldirm-10-90")
 overwrite = sc[1].checkbox("replace if it exists", key="tune_force")
 if sc[2].button("Save selection", type="primary", key="tune_save"):
-    from storage import rules as R
-    from storage import selections as S
+    from prefsift.storage import rules as R
+    from prefsift.storage import selections as S
 
     try:
         rule = R.parse_rule(rule_text)

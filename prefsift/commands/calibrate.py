@@ -37,7 +37,7 @@ def run(args):
     from prefsift.errors import UserError
     from prefsift.evidence import EvidenceConfig, evidence, format_evidence
     from prefsift.select import CalibrationConfig, calibrate, frames_to_records
-    from storage import connect
+    from prefsift.storage import connect
 
     try:
         lo, hi = (float(x) for x in args.tif_band.split("-"))
@@ -63,7 +63,7 @@ def run(args):
             raise UserError(str(exc)) from exc
         ev = None if args.no_evidence else evidence(con, args.dataset, out["runs"], args.split, cfg=ev_cfg)
         if args.save:
-            from storage.selections import create_selection
+            from prefsift.storage.selections import create_selection
 
             create_selection(
                 con, args.save, args.dataset, out["rule"], out["runs"], args.split, force=args.force

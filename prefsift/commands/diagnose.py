@@ -18,9 +18,9 @@ def run(args):
     from prefsift.errors import UserError
     from prefsift.evidence import BANDS, EvidenceConfig, evidence, format_evidence
     from prefsift.select import format_diagnostics, frames_to_records
-    from storage import connect
-    from storage.diagnose import diagnose
-    from storage.selections import get_selection
+    from prefsift.storage import connect
+    from prefsift.storage.diagnose import diagnose
+    from prefsift.storage.selections import get_selection
 
     try:
         lo, hi = (float(x) for x in args.tif_band.split("-"))

@@ -39,8 +39,8 @@ def run(args):
     from prefsift.config import config_from_args
     from prefsift.errors import UserError
     from prefsift.experiment import ExperimentConfig, format_experiment, run_experiment
+    from prefsift.storage import resolve_db_path
     from prefsift.train import inherit_beta
-    from storage import resolve_db_path
 
     db = resolve_db_path(args.db)
     try:

@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 
 def _tok_config(d: dict):
-    from scoring.tokenize import TokenizeConfig
+    from prefsift.scoring.tokenize import TokenizeConfig
 
     d = dict(d)
     d["chat_template_kwargs"] = tuple(tuple(kv) for kv in d.get("chat_template_kwargs") or ())
@@ -42,11 +42,11 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
 
     from prefsift.errors import UserError
     from prefsift.score import logp_run_key
-    from scoring.logprobs import pair_token_logps, use_packed
-    from scoring.models import fingerprint, load_model, load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
-    from storage import connect, pairs, tokens
-    from storage.runs import scoring_logp_run
+    from prefsift.scoring.logprobs import pair_token_logps, use_packed
+    from prefsift.scoring.models import fingerprint, load_model, load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
+    from prefsift.storage import connect, pairs, tokens
+    from prefsift.storage.runs import scoring_logp_run
 
     with connect(db, read_only=True) as con:
         pairs.require_dataset(con, dataset)
@@ -113,8 +113,8 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
 
 def run(args):
     from prefsift.commands.score import model_arg, tok_config_from
-    from scoring import metrics
-    from storage import resolve_db_path
+    from prefsift.scoring import metrics
+    from prefsift.storage import resolve_db_path
 
     db = resolve_db_path(args.db)
     pol, _ = model_arg(db, args.policy, args.policy_adapter, args)

@@ -15,8 +15,8 @@ def add_arguments(p) -> None:
 
 def run(args):
     from prefsift import __version__
-    from storage import connect
-    from storage.exports import export_selection
+    from prefsift.storage import connect
+    from prefsift.storage.exports import export_selection
 
     with connect(args.db) as con:
         m = export_selection(

@@ -82,7 +82,7 @@ def run(args):
     from prefsift.commands.score import lock, policy_ref_val, tok_config_from
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
-    from storage import resolve_db_path
+    from prefsift.storage import resolve_db_path
 
     tok_cfg = tok_config_from(args)
     db = resolve_db_path(args.db)

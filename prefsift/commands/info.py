@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def _tables(con, dataset):
-    from storage import pairs, runs
+    from prefsift.storage import pairs, runs
 
     out = {
         "datasets": pairs.list_datasets(con),
@@ -29,7 +29,7 @@ def _tables(con, dataset):
         out["datasets"] = out["datasets"][out["datasets"]["name"] == dataset]
     for extra in ("selections", "training"):
         try:
-            mod = __import__(f"storage.{extra}", fromlist=["summary"])
+            mod = __import__(f"prefsift.storage.{extra}", fromlist=["summary"])
         except ImportError:
             continue
         if hasattr(mod, "summary"):
@@ -38,12 +38,12 @@ def _tables(con, dataset):
 
 
 def run(args):
-    from storage import connect
+    from prefsift.storage import connect
 
     with connect(args.db, read_only=True) as con:
         tables = _tables(con, args.dataset)
         if args.quarantine:
-            from storage import pairs
+            from prefsift.storage import pairs
 
             tables["quarantined_rows"] = pairs.get_quarantine(con, args.dataset, limit=50)
     lines = []

@@ -16,8 +16,8 @@ def add_arguments(p) -> None:
 def run(args):
     from prefsift import jobs
     from prefsift.errors import UserError
-    from storage import connect
-    from storage import jobs as jobs_store
+    from prefsift.storage import connect
+    from prefsift.storage import jobs as jobs_store
 
     # argparse.REMAINDER also swallows options given after ACTION: take ours back from before `--`.
     rest = list(args.rest)

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 def run(args):
     from prefsift.commands.score import lock, model_arg, split_of, tok_config_from
     from prefsift.score import ensure_logps
-    from storage import connect, resolve_db_path, runs
+    from prefsift.storage import connect, resolve_db_path, runs
 
     db = resolve_db_path(args.db)
     spec, name = model_arg(db, args.model, args.adapter, args)

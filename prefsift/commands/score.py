@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
 
 def tok_config_from(args):
     from prefsift.errors import UserError
-    from scoring.tokenize import TokenizeConfig
+    from prefsift.scoring.tokenize import TokenizeConfig
 
     raw = str(args.max_length).lower()
     try:
@@ -95,7 +95,7 @@ def lock(args, what: str):
     import os
 
     from prefsift.joblock import job_lock
-    from storage import resolve_db_path
+    from prefsift.storage import resolve_db_path
 
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
         return contextlib.nullcontext()
@@ -106,7 +106,7 @@ def run(args):
     import os
 
     from prefsift.score import score_dataset
-    from storage import connect, resolve_db_path, runs
+    from prefsift.storage import connect, resolve_db_path, runs
 
     db = resolve_db_path(args.db)
     policy, ref_arg, val_arg = policy_ref_val(db, args.dataset, args.policy, args.ref, args.val)

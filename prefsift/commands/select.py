@@ -44,10 +44,10 @@ def parse_runs(items: list[str]) -> dict[str, str] | None:
 def run(args):
     from prefsift.errors import UserError
     from prefsift.select import format_diagnostics, format_result, frames_to_records
-    from storage import connect
-    from storage import rules as R
-    from storage.diagnose import diagnose
-    from storage.selections import create_selection
+    from prefsift.storage import connect
+    from prefsift.storage import rules as R
+    from prefsift.storage.diagnose import diagnose
+    from prefsift.storage.selections import create_selection
 
     rule = R.parse_rule(args.rule) if args.rule else R.DEFAULT_RULE
     runs = parse_runs(args.run)

@@ -122,7 +122,7 @@ def command(args) -> list[str]:
     import sys
     from pathlib import Path
 
-    from storage import resolve_db_path
+    from prefsift.storage import resolve_db_path
 
     db = Path(resolve_db_path(args.db)).resolve()
     return [
@@ -158,7 +158,7 @@ def command(args) -> list[str]:
 def run(args):
     import os
 
-    from storage import resolve_db_path
+    from prefsift.storage import resolve_db_path
 
     check_exposure(args.host, args.insecure_no_auth)
     cmd = command(args)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from prefsift.demo import DemoConfig, bundled_dataset, run_demo
-from storage import connect, pairs, runs, selections
+from prefsift.storage import connect, pairs, runs, selections
 
 
 def test_bundled_dataset_is_shipped():
@@ -85,13 +85,13 @@ def _watch_computation(monkeypatch) -> list[str]:
     from transformers import Trainer
 
     import prefsift.score
-    import scoring.influence
+    import prefsift.scoring.influence
 
     entered: list[str] = []
     for owner, name in (
         (prefsift.score, "_compute"),
-        (scoring.influence, "validation_gradient"),  # g_val (a cached one is loaded, not entered)
-        (scoring.influence, "directional_logps"),  # IF's forward-mode pass, per batch
+        (prefsift.scoring.influence, "validation_gradient"),  # g_val (a cached one is loaded, not entered)
+        (prefsift.scoring.influence, "directional_logps"),  # IF's forward-mode pass, per batch
         (Trainer, "train"),
     ):
         inner = getattr(owner, name)
@@ -107,9 +107,9 @@ def _watch_computation(monkeypatch) -> list[str]:
 def test_demo_models_are_found_by_role_and_runs_labelled_by_their_policy(demo_db):
     """θ, θ_val and π_ref come from the lineage the demo wrote (names carry a settings hash), a
     θ_val scored as a second policy keeps its role, and IF/TIF are labelled with θ, not π_ref."""
+    from prefsift.storage import explore
+    from prefsift.storage import runs as rstore
     from prefsift.train import role_model
-    from storage import explore
-    from storage import runs as rstore
 
     with connect(demo_db, read_only=True) as con:
         roles = rstore.model_roles(con, "demo")
@@ -165,13 +165,13 @@ def test_demo_warmup_log_is_free_of_the_prompt_prefix_warning(
     and prefsift says it first, in its own words, with the fix."""
     import logging
 
-    import scoring.models
+    import prefsift.scoring.models
     from prefsift.cli import main as cli
     from prefsift.demo import stages
     from tests.conftest import TINY_PAIRS, write_jsonl
 
     if not template:
-        monkeypatch.setattr(scoring.models, "has_chat_template", lambda path: False)
+        monkeypatch.setattr(prefsift.scoring.models, "has_chat_template", lambda path: False)
     rows = [{**p, "prompt": f"{p['prompt']} {i} : "} for i in range(5) for p in TINY_PAIRS]
     src = write_jsonl(tmp_path / "spaced.jsonl", rows)
     cfg = DemoConfig(

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "dashboard"))
 from browser import CHROMIUM, chromium_page, free_port, settle, wait_healthy  # noqa: E402
 
-from storage import connect  # noqa: E402
+from prefsift.storage import connect  # noqa: E402
 
 
 def _demo_job(db: Path) -> dict | None:

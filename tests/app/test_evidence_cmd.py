@@ -84,8 +84,8 @@ def test_search_null_tells_signal_from_a_lucky_grid():
 def test_trained_pairs_follow_the_lineage(demo_db):
     """θ (warm-up) trained on the train split; θ_val (fit-val from θ) on val as well: the split of
     the correlations into pairs θ trained on and not rests on this."""
-    from storage import connect
-    from storage.diagnose import trained_pairs
+    from prefsift.storage import connect
+    from prefsift.storage.diagnose import trained_pairs
 
     with connect(demo_db, read_only=True) as con:
         split = dict(con.execute("SELECT pair_id, split FROM pairs WHERE dataset = 'demo'").fetchall())

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from prefsift.cli import main
-from storage import connect, runs
+from prefsift.storage import connect, runs
 from tests.conftest import copy_demo_db
 
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from prefsift import cli
-from storage import connect
+from prefsift.storage import connect
 from tests.conftest import copy_demo_db
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,7 @@ def test_explain_pair_from_another_folder_links_to_the_scoring_run(elsewhere, ca
             "SELECT m.role, l.run_id FROM logp_runs l JOIN models m USING (model_id) "
             "WHERE l.dataset = 'demo' AND json_extract_string(l.config, '$.split') = 'train'"
         ).fetchall())  # fmt: skip
-        from storage import explore
+        from prefsift.storage import explore
 
         toks = explore.token_logps(con, pair)
     # The token rows are keyed by the log-prob runs the scores were computed from (same max_length),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prefsift.cli import main
-from storage import connect, runs
+from prefsift.storage import connect, runs
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +34,11 @@ def influence(capsys, db, policy, ref, *extra):
 
 
 def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys):
-    from scoring import influence as I
-    from scoring.logprobs import collate, sequence_logps
-    from scoring.models import ModelSpec, load_model, load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs
-    from storage import pairs
+    from prefsift.scoring import influence as I
+    from prefsift.scoring.logprobs import collate, sequence_logps
+    from prefsift.scoring.models import ModelSpec, load_model, load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
+    from prefsift.storage import pairs
 
     code, out = influence(capsys, tiny_db, tiny_model_dir_b, tiny_model_dir)
     assert code == 0, out
@@ -83,7 +83,7 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
 
 
 def test_resume_after_a_kill_and_cached_gval(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys, monkeypatch):
-    import scoring.influence as I
+    import prefsift.scoring.influence as I
     from prefsift.paths import runs_dir
 
     real = I.stream_directional
@@ -164,7 +164,7 @@ def test_influence_and_default_scores_match_the_policy_and_beta(
     """IF of θ_B is compared with LossDiff of θ_B, not with a newer LossDiff of another policy;
     get_scores' default reads one policy's runs (bug 15b)."""
     from prefsift.score import score_dataset
-    from scoring.models import ModelSpec
+    from prefsift.scoring.models import ModelSpec
 
     a, b = ModelSpec(str(tiny_model_dir), device="cpu"), ModelSpec(str(tiny_model_dir_b), device="cpu")
     of_b = score_dataset(tiny_db, "tiny", ref=a, policy=b, val=a)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from prefsift.paths import runs_dir
-from storage import connect, runs
+from prefsift.storage import connect, runs
 
 
 def _if(db) -> np.ndarray:

@@ -9,8 +9,8 @@ import pytest
 from prefsift import jobs
 from prefsift.errors import UserError
 from prefsift.joblock import job_lock
-from storage import connect
-from storage import jobs as jobs_store
+from prefsift.storage import connect
+from prefsift.storage import jobs as jobs_store
 from tests.conftest import write_jsonl
 
 

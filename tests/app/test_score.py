@@ -11,9 +11,9 @@ import pytest
 import prefsift.score as score_mod
 from prefsift.cli import main
 from prefsift.paths import runs_dir
-from scoring import metrics
-from scoring.models import ModelSpec
-from storage import connect, runs
+from prefsift.scoring import metrics
+from prefsift.scoring.models import ModelSpec
+from prefsift.storage import connect, runs
 
 
 def spec(path) -> ModelSpec:
@@ -50,12 +50,12 @@ def test_score_stores_irm_lossdiff_and_reruns_compute_nothing(
     def boom(*a, **k):
         raise AssertionError("a model was loaded for a cached run")
 
-    monkeypatch.setattr("scoring.models.load_model", boom)
+    monkeypatch.setattr("prefsift.scoring.models.load_model", boom)
     assert score_mod.score_dataset(tiny_db, "tiny", ref, pol, val, beta=0.2) == out
     other = score_mod.score_dataset(tiny_db, "tiny", ref, pol, val, beta=0.5)
     assert other["irm"] != out["irm"]
     # another tokenization (or another dtype) is a new log-prob run
-    from scoring.tokenize import TokenizeConfig
+    from prefsift.scoring.tokenize import TokenizeConfig
 
     with pytest.raises(AssertionError, match="model was loaded"):
         score_mod.ensure_logps(tiny_db, pol, "tiny", tok_config=TokenizeConfig(max_length=8))
@@ -72,9 +72,9 @@ def test_adapter_is_merged_for_scoring_with_the_same_numbers(tiny_db, tiny_model
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    import scoring.logprobs as lp_mod
-    from scoring.models import load_model, load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+    import prefsift.scoring.logprobs as lp_mod
+    from prefsift.scoring.models import load_model, load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     torch.manual_seed(3)
     lora = LoraConfig(
@@ -112,7 +112,7 @@ def test_crash_then_resume_equals_uninterrupted_run(tiny_db, tiny_model_dir, tmp
     clean_db = tmp_path / "clean.duckdb"
     shutil.copy(tiny_db, clean_db)
     monkeypatch.setattr(score_mod, "SHARD_PAIRS", 2)
-    import scoring.logprobs as lp_mod
+    import prefsift.scoring.logprobs as lp_mod
 
     real = lp_mod.pair_logps
     calls = {"n": 0}
@@ -201,7 +201,7 @@ def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b,
     # explain-pair: per-token rows whose sums equal the cached sequence log-probs
     with connect(tiny_db, read_only=True) as con:
         pair_id = con.execute("SELECT pair_id FROM pairs WHERE split = 'train' LIMIT 1").fetchone()[0]
-    import scoring.logprobs as lp_mod
+    import prefsift.scoring.logprobs as lp_mod
 
     packed_calls = []
     real_pack = lp_mod.pack_batches
@@ -239,7 +239,7 @@ def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b,
     cached = logps_frame(tiny_db, ex["run_id"]).loc[pair_id]
     assert ex["sides"]["chosen"]["logp"] == pytest.approx(cached["chosen_logp"], abs=1e-5)
     assert ex["sides"]["rejected"]["logp"] == pytest.approx(cached["rejected_logp"], abs=1e-5)
-    from storage.tokens import get_token_logps
+    from prefsift.storage.tokens import get_token_logps
 
     with connect(tiny_db, read_only=True) as con:
         rows = get_token_logps(con, pair_id).set_index("side")
@@ -298,7 +298,7 @@ def test_job_lock_refuses_a_second_job(tiny_db, tiny_model_dir):
 
 
 def test_resolve_model_by_registered_name(tiny_db, tiny_model_dir):
-    from storage import runs as sruns
+    from prefsift.storage import runs as sruns
 
     with connect(tiny_db) as con:
         sruns.register_model(con, "abc123", str(tiny_model_dir), name="theta", adapter_path="/some/adapter")
@@ -313,9 +313,9 @@ def test_smollm2_scores_a_few_pairs(tmp_path):
     import torch
 
     from prefsift.embedded import smollm2_path
-    from scoring.logprobs import pair_logps
-    from scoring.models import load_model, load_tokenizer
-    from scoring.tokenize import TokenizeConfig, tokenize_pairs
+    from prefsift.scoring.logprobs import pair_logps
+    from prefsift.scoring.models import load_model, load_tokenizer
+    from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     try:
         path = smollm2_path()
@@ -374,7 +374,7 @@ def test_score_says_when_prompts_merge_with_answers(tmp_path, tiny_model_dir, ca
 def test_info_says_which_dtype_each_run_used(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys):
     from dataclasses import replace
 
-    from storage import training as tstore
+    from prefsift.storage import training as tstore
 
     ref = replace(spec(tiny_model_dir), dtype="float64")
     score_mod.score_dataset(tiny_db, "tiny", ref, replace(spec(tiny_model_dir_b), dtype="float64"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage import connect, runs
+from prefsift.storage import connect, runs
 
 
 @pytest.mark.e2e

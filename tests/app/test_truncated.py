@@ -9,10 +9,10 @@ import json
 import pytest
 
 from prefsift.cli import main
-from storage import connect, runs
-from storage import rules as R
-from storage.exports import export_selection
-from storage.selections import create_selection, get_members
+from prefsift.storage import connect, runs
+from prefsift.storage import rules as R
+from prefsift.storage.exports import export_selection
+from prefsift.storage.selections import create_selection, get_members
 from tests.conftest import write_jsonl
 
 LONG_PROMPT = "what is the capital of france ? " * 12  # > 48 tokens of the tiny tokenizer

@@ -40,9 +40,9 @@ def _texts(rng: np.random.Generator, n: int, lo: int, hi: int) -> list[str]:
 
 def make_db(path, n: int = 400, seed: int = 0, dataset: str = "synth", payloads: bool = True) -> dict:
     """Create a scored database at `path`. Returns {dataset, runs: {name: run_id}, pair_ids, xss_pair}."""
-    from storage import connect
-    from storage.pairs import insert_pairs, upsert_dataset
-    from storage.runs import register_model, save_score_run
+    from prefsift.storage import connect
+    from prefsift.storage.pairs import insert_pairs, upsert_dataset
+    from prefsift.storage.runs import register_model, save_score_run
 
     rng = np.random.default_rng(seed)
     prompts = _texts(rng, n, 5, 20)
@@ -117,8 +117,8 @@ def make_db(path, n: int = 400, seed: int = 0, dataset: str = "synth", payloads:
 
 def _ledger(con, dataset: str, models: dict) -> None:
     """A finished training run and held-out evaluations, so the ledger has rows to show."""
-    from storage.runs import register_model
-    from storage.training import finish_run, save_evaluation, start_run
+    from prefsift.storage.runs import register_model
+    from prefsift.storage.training import finish_run, save_evaluation, start_run
 
     register_model(con, "m-trained", "/models/trained", name="trained-ldirm", role="trained")
     start_run(

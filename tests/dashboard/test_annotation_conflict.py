@@ -7,8 +7,8 @@ import threading
 import duckdb
 import pytest
 
-from storage import connect, explore
-from storage.errors import AnnotationConflict
+from prefsift.storage import connect, explore
+from prefsift.storage.errors import AnnotationConflict
 
 
 def test_stale_save_is_refused_with_the_current_values(seeded):

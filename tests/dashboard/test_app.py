@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from storage import connect
+from prefsift.storage import connect
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -125,7 +125,7 @@ def test_inspector_next_button_moves_to_the_next_pair(app, seeded):
 
 def test_export_writes_inside_the_exports_folder(app, seeded):
     with connect(seeded["db"]) as con:
-        from storage.selections import create_selection
+        from prefsift.storage.selections import create_selection
 
         create_selection(
             con, "exp-sel", seeded["dataset"], "irm:10-90", runs={"irm": seeded["runs"]["irm_a"]}, force=True
@@ -191,8 +191,8 @@ def test_dataset_without_scores_explains_scoring(tmp_path, monkeypatch):
 def test_busy_database_shows_a_notice_not_an_error(app, monkeypatch):
     import contextlib
 
-    import storage
-    from storage.errors import DatabaseLocked
+    from prefsift import storage
+    from prefsift.storage.errors import DatabaseLocked
 
     at = app().run()
     at.switch_page("views/overview.py")
@@ -239,9 +239,9 @@ def test_inspector_shows_token_logps_escaped(app, seeded):
 def test_write_under_a_held_lock_returns_busy_not_an_error(seeded, monkeypatch):
     import contextlib
 
-    import storage
-    from dashboard import data
-    from storage.errors import DatabaseLocked
+    from prefsift import storage
+    from prefsift.dashboard import data
+    from prefsift.storage.errors import DatabaseLocked
 
     @contextlib.contextmanager
     def locked(*a, **k):

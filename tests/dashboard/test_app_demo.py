@@ -30,7 +30,7 @@ def _page(at, name: str):
 
 
 def test_inspector_keeps_its_place_across_pages_and_asks_before_dropping_a_note(demo_app, demo_db):
-    from storage import connect
+    from prefsift.storage import connect
 
     at = _page(demo_app().run(), "inspector")
     first = at.text_input(key="inspect_pair").value
@@ -61,8 +61,8 @@ def test_inspector_keeps_its_place_across_pages_and_asks_before_dropping_a_note(
 
 
 def test_overview_scoring_defaults_come_from_the_roles(demo_app, demo_db):
-    from storage import connect
-    from storage import runs as rstore
+    from prefsift.storage import connect
+    from prefsift.storage import runs as rstore
 
     at = _page(demo_app().run(), "overview")
     with connect(demo_db, read_only=True) as con:

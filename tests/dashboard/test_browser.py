@@ -35,7 +35,7 @@ def browser_page():
 
 
 def test_every_page_band_save_export_and_inert_payloads(server, browser_page, tmp_path):
-    from storage import connect
+    from prefsift.storage import connect
 
     page = browser_page
     SHOTS = tmp_path

@@ -12,7 +12,7 @@ import re
 import pytest
 from browser import ARGS, CHROMIUM, TIMEOUT_MS, exceptions, needs_chromium, serve, settle
 
-from storage import connect, explore
+from prefsift.storage import connect, explore
 from tests.conftest import copy_demo_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]

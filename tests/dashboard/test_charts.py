@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard import charts
+from prefsift.dashboard import charts
 
 
 def test_histogram_fig_bars_and_band():

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from prefsift.cli import main
-from storage import connect
+from prefsift.storage import connect
 from tests.conftest import copy_demo_db
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -102,7 +102,7 @@ def test_without_an_experiment_the_page_gives_the_command_and_starts_the_job(dem
     db = copy_demo_db(demo_db, tmp_path / "empty")
     theta = theta_of(db)
     started = []
-    from dashboard import data
+    from prefsift.dashboard import data
 
     def fake_start(argv):
         started.append(argv)

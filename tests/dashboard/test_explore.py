@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import connect, explore
-from storage.explore import Filters
+from prefsift.storage import connect, explore
+from prefsift.storage.explore import Filters
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def snap(seeded):
 @pytest.fixture(scope="module")
 def wide(seeded):
     """The reference: pairs + every run as a column, by the storage layer's own get_scores."""
-    from storage.pairs import get_pairs
-    from storage.runs import get_scores
+    from prefsift.storage.pairs import get_pairs
+    from prefsift.storage.runs import get_scores
 
     with connect(seeded["db"], read_only=True) as con:
         pairs = get_pairs(con, seeded["dataset"]).to_pandas()
@@ -41,7 +41,7 @@ def test_snapshot_aligns_every_run(snap, wide, seeded):
 def test_partial_run_leaves_missing_as_nan(tmp_path):
     from synth import make_db
 
-    from storage.runs import save_score_run
+    from prefsift.storage.runs import save_score_run
 
     db = tmp_path / "p.duckdb"
     info = make_db(db, n=50, payloads=False)
@@ -154,7 +154,7 @@ def test_verdict_flips_counts(snap, seeded):
     ],
 )
 def test_tune_agrees_with_storage_rules(seeded, snap, bands):
-    from storage import rules as R
+    from prefsift.storage import rules as R
 
     r = seeded["runs"]
     run_of = {"lossdiff": r["lossdiff_a"], "irm": r["irm_a"], "if": r["if_a"]}
@@ -232,7 +232,7 @@ def test_filters_validate():
 
 
 def test_file_queries(seeded):
-    from storage.selections import create_selection
+    from prefsift.storage.selections import create_selection
 
     ds = seeded["dataset"]
     with connect(seeded["db"]) as con:

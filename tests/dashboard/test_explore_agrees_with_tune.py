@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from storage import connect, explore
+from prefsift.storage import connect, explore
 from tests.conftest import copy_demo_db
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from storage import connect
-from storage import jobs as jobs_store
+from prefsift.storage import connect
+from prefsift.storage import jobs as jobs_store
 from tests.conftest import copy_demo_db
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
 
 
 def _db_rows(db: Path, sql: str, params=()):
-    from storage import connect
+    from prefsift.storage import connect
 
     with connect(db, read_only=True, timeout_s=30) as con:
         return con.execute(sql, list(params)).fetchall()

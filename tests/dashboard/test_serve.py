@@ -41,7 +41,7 @@ def test_streamlit_config_defaults():
 
 @pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/b", "", ".hidden", "x" * 129])
 def test_export_path_refuses_names_that_escape(name, tmp_path, monkeypatch):
-    from dashboard import data
+    from prefsift.dashboard import data
 
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     with pytest.raises(ValueError):
@@ -49,7 +49,7 @@ def test_export_path_refuses_names_that_escape(name, tmp_path, monkeypatch):
 
 
 def test_export_path_is_confined(tmp_path, monkeypatch):
-    from dashboard import data
+    from prefsift.dashboard import data
 
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     p = data.export_path("my-sel_1.v2", "jsonl")
@@ -61,8 +61,8 @@ def test_export_path_is_confined(tmp_path, monkeypatch):
 def test_every_name_a_selection_may_have_can_be_exported(tmp_path, monkeypatch):
     """One name rule for save and export (#20 bug 5): a 100-character name saves, so it exports;
     a name the rule refuses is refused with the rule's words, not blamed on the format."""
-    from dashboard import data
-    from storage.selections import check_name
+    from prefsift.dashboard import data
+    from prefsift.storage.selections import check_name
 
     monkeypatch.setenv("PREFSIFT_DB", str(tmp_path / "w.duckdb"))
     long = "x" * 100

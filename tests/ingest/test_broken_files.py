@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefsift.cli import main
-from storage import connect, pairs
+from prefsift.storage import connect, pairs
 
 ROWS = [
     {"prompt": f"question {i} " + "x" * 40, "chosen": f"good {i}", "rejected": f"bad {i}"}

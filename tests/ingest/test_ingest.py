@@ -13,7 +13,7 @@ import pytest
 from prefsift.cli import main
 from prefsift.errors import UserError
 from prefsift.ingest import ingest
-from storage import connect, pairs
+from prefsift.storage import connect, pairs
 from tests.conftest import ALPACA_FILE, HH_FILE, requires_shared_data, write_jsonl
 
 HH_ROWS = [

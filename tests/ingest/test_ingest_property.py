@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefsift.ingest import ingest
-from storage import connect, pairs
+from prefsift.storage import connect, pairs
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
     lambda s: s.strip()

@@ -23,8 +23,8 @@ import pytest
 from prefsift.errors import UserError
 from prefsift.ingest import ingest
 from prefsift.joblock import job_lock
-from storage import connect, pairs
-from storage import runs as runs_store
+from prefsift.storage import connect, pairs
+from prefsift.storage import runs as runs_store
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PAIRS = 120

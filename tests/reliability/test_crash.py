@@ -55,7 +55,7 @@ def test_train_killed_between_model_file_and_registration(tiny_db, tiny_model_di
     the models row and prefsift_model.json (written last, after the commit) are not, and the run
     still says 'running'. The rerun a user would do must register the model and finish the run."""
     from prefsift.cli import main
-    from storage import connect
+    from prefsift.storage import connect
 
     argv = ["warmup", "--db", str(tiny_db), "--dataset", "tiny", "--model", str(tiny_model_dir),
             "--name", "theta", "--device", "cpu", "--max-length", "64"]  # fmt: skip
@@ -111,7 +111,7 @@ def test_train_killed_after_registration_registers_one_model(tiny_db, tiny_model
     must find the same fingerprint and leave ONE model, not two (seen in benchmarks/crash.py)."""
     import subprocess
 
-    from storage import connect
+    from prefsift.storage import connect
 
     argv = [sys.executable, "-m", "prefsift", "warmup", "--db", str(tiny_db), "--dataset", "tiny",
             "--model", str(tiny_model_dir), "--name", "theta", "--device", "cpu", "--max-length", "64"]  # fmt: skip

@@ -173,7 +173,7 @@ def _rows_on_disk(db: Path) -> int:
 
 @pytest.mark.parametrize("job", crash.JOBS)
 def test_killed_mid_run_resumes_to_the_uninterrupted_result(workspace, tmp_path, counted, job):
-    from storage import connect
+    from prefsift.storage import connect
 
     # 1. the uninterrupted run
     ref_db = crash.fresh_copy(workspace, tmp_path / "reference")

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 from prefsift.errors import UserError
 from prefsift.ingest import ingest
-from storage import connect, pairs
-from storage.exports import ExportError, export_selection
-from storage.selections import create_selection
+from prefsift.storage import connect, pairs
+from prefsift.storage.exports import ExportError, export_selection
+from prefsift.storage.selections import create_selection
 
 from .conftest import property_settings
 

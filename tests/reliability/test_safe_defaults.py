@@ -23,9 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prefsift.cli import build_parser, main
-from storage import connect
-from storage.errors import SchemaTooNew, StorageError
-from storage.schema import SCHEMA_VERSION
+from prefsift.storage import connect
+from prefsift.storage.errors import SchemaTooNew, StorageError
+from prefsift.storage.schema import SCHEMA_VERSION
 
 from .conftest import property_settings
 
@@ -219,10 +219,10 @@ def test_dashboard_builds_no_sql():
 def test_storage_functions_reject_unknown_identifiers(tiny_db):
     """Where a storage function the dashboard calls takes a name that becomes SQL text (a table,
     a column, a metric, a selection name), anything off its whitelist is refused."""
-    from storage import explore, pairs
-    from storage.explore_snapshot import Filters
-    from storage.rules import RuleError, parse_rule
-    from storage.selections import check_name
+    from prefsift.storage import explore, pairs
+    from prefsift.storage.explore_snapshot import Filters
+    from prefsift.storage.rules import RuleError, parse_rule
+    from prefsift.storage.selections import check_name
 
     evil = ["pairs; DROP TABLE pairs", "x' OR '1'='1", 'm"; DROP TABLE scores; --', "../etc", ""]
     with connect(tiny_db, read_only=True) as con:
@@ -245,7 +245,7 @@ def test_storage_functions_reject_unknown_identifiers(tiny_db):
 def test_sql_string_literals_round_trip(text):
     """Where storage inlines a value as a literal (`lit`), any text comes back as itself:
     quotes, backslashes, comment markers and semicolons cannot end the literal."""
-    from storage.scorepool import lit
+    from prefsift.storage.scorepool import lit
 
     con = duckdb.connect()
     try:
@@ -260,7 +260,7 @@ def dashboard_data(tmp_path, monkeypatch):
     db = tmp_path / "work" / "d.duckdb"
     monkeypatch.setenv("PREFSIFT_DB", str(db))
     monkeypatch.setattr(sys, "argv", ["app.py"])
-    from dashboard import data
+    from prefsift.dashboard import data
 
     return data, db
 
@@ -297,7 +297,7 @@ def test_export_path_never_escapes(dashboard_data, name, fmt):
 def test_trust_remote_code_defaults_off_and_is_passed_through(monkeypatch):
     import transformers
 
-    from scoring import models
+    from prefsift.scoring import models
 
     assert models.ModelSpec(path="x").trust_remote_code is False
     seen = []
@@ -338,7 +338,7 @@ def _evil_model(src: Path, dst: Path, marker: Path) -> Path:
 
 
 def test_remote_code_in_a_model_folder_does_not_run(tiny_model_dir, tmp_path):
-    from scoring.models import ModelLoadError, ModelSpec, load_model, load_tokenizer
+    from prefsift.scoring.models import ModelLoadError, ModelSpec, load_model, load_tokenizer
 
     marker = tmp_path / "REMOTE_CODE_RAN"
     path = _evil_model(tiny_model_dir, tmp_path / "evil_model", marker)
@@ -362,7 +362,7 @@ class _Evil:
 def test_pickled_weights_do_not_execute(tiny_model_dir, tmp_path):
     """A folder with only a pickle checkpoint (pytorch_model.bin) whose unpickling would run
     code: loading it must not run that code (torch's weights_only loader refuses it)."""
-    from scoring.models import ModelSpec, load_model
+    from prefsift.scoring.models import ModelSpec, load_model
 
     marker = tmp_path / "PICKLE_RAN"
     path = tmp_path / "pickled"

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
-from scoring import attention_jvp as A
-from scoring import influence as I
+from prefsift.scoring import attention_jvp as A
+from prefsift.scoring import influence as I
 
 
 def _cfg(cls=LlamaConfig, **kw):

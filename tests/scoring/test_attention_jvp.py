@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scoring import attention_jvp as A
+from prefsift.scoring import attention_jvp as A
 
 pytestmark = [
     pytest.mark.gpu,
@@ -58,7 +58,7 @@ def test_directional_logps_fused_equals_math_on_a_lora_llama():
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from scoring import influence as I
+    from prefsift.scoring import influence as I
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

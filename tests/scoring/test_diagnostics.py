@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring import diagnostics as D
+from prefsift.scoring import diagnostics as D
 
 # No subnormals or near-underflow values: there numpy's own corrcoef (the reference) loses precision.
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, allow_subnormal=False).filter(

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring import diagnostics as D
-from storage import chance as C
+from prefsift.scoring import diagnostics as D
+from prefsift.storage import chance as C
 
 
 def all_subsets(n: int, a: int):

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scoring import influence as I
-from scoring.logprobs import collate
-from scoring.tokenize import TokenizeConfig, tokenize_pairs
+from prefsift.scoring import influence as I
+from prefsift.scoring.logprobs import collate
+from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 from tests.conftest import TINY_PAIRS, build_tiny_model, build_tiny_tokenizer
 
 BETA = 0.1
@@ -113,7 +113,7 @@ def test_packed_pairs_gval_and_jvp_equal_the_per_pair_gradient_reference_float64
     against the padded layout and per-pair autograd gradients of the DPO loss."""
     import numpy as np
 
-    from scoring.packing import pack_batches
+    from prefsift.scoring.packing import pack_batches
 
     model = make_model(tok, attn=attn)
     logp_fn, params, g, train, ref_c, ref_r = setup(tok, toks, model)  # g_val from padded rows

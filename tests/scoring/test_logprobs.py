@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoring.logprobs import (
+from prefsift.scoring.logprobs import (
     collate,
     length_batches,
     packed_supported,
@@ -15,8 +15,8 @@ from scoring.logprobs import (
     pair_token_logps,
     sequence_logps,
 )
-from scoring.packing import pack, pack_batches, pack_rows, packed_tokens, unit_length
-from scoring.tokenize import TokenizeConfig, tokenize_pairs
+from prefsift.scoring.packing import pack, pack_batches, pack_rows, packed_tokens, unit_length
+from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
 EXTRA = [
     {"prompt": "", "chosen": "yes", "rejected": "no ."},  # empty prompt: the first token is never counted
@@ -167,7 +167,7 @@ def test_token_logps_packed_equal_padded_and_naive_float64(tok_and_model64, tiny
 
 def test_pack_layout_positions_mask_and_targets():
     """Prompt [1 2], chosen [3 4], rejected [5 6 7] in one row, then a pair with an empty prompt."""
-    from scoring.tokenize import TokenizedPair
+    from prefsift.scoring.tokenize import TokenizedPair
 
     a = TokenizedPair(prompt_ids=[1, 2], chosen_ids=[3, 4], rejected_ids=[5, 6, 7])
     b = TokenizedPair(prompt_ids=[], chosen_ids=[8, 9], rejected_ids=[10])
@@ -272,8 +272,8 @@ def test_margins_equal_trl_dpo_trainer(tiny_model_dir, tiny_model_dir_b, tiny_pa
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from scoring import metrics
-    from scoring.models import ModelSpec, load_model
+    from prefsift.scoring import metrics
+    from prefsift.scoring.models import ModelSpec, load_model
 
     beta, max_length = 0.1, 20  # several pairs get truncated
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

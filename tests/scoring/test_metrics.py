@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring import metrics
+from prefsift.scoring import metrics
 
 finite = st.floats(min_value=-500, max_value=0, allow_nan=False)
 

@@ -7,7 +7,7 @@ import json
 import torch
 from safetensors.torch import save_file
 
-from scoring.models import ModelSpec, fingerprint, hash_folder
+from prefsift.scoring.models import ModelSpec, fingerprint, hash_folder
 
 
 def _adapter(folder, modules: list[str], weight: float = 1.0) -> None:

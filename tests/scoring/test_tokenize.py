@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scoring.errors import TokenizationError
-from scoring.logprobs import collate
-from scoring.tokenize import TokenizeConfig, tokenize_pairs
+from prefsift.scoring.errors import TokenizationError
+from prefsift.scoring.logprobs import collate
+from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
 CONV_PAIRS = [
     {

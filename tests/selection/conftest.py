@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import connect
-from storage.pairs import insert_pairs, upsert_dataset
-from storage.runs import save_score_run
+from prefsift.storage import connect
+from prefsift.storage.pairs import insert_pairs, upsert_dataset
+from prefsift.storage.runs import save_score_run
 
 
 def seed_db(

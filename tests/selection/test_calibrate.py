@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prefsift.select import CalibrationConfig, calibrate, calibrate_arrays
-from storage import connect
+from prefsift.storage import connect
 
 
 def _brute(l_, i_, f, cfg):

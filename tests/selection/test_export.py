@@ -8,10 +8,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from storage import connect
-from storage import rules as R
-from storage.exports import ExportError, export_selection, list_exports, manifest_path
-from storage.selections import create_selection, get_members
+from prefsift.storage import connect
+from prefsift.storage import rules as R
+from prefsift.storage.exports import ExportError, export_selection, list_exports, manifest_path
+from prefsift.storage.selections import create_selection, get_members
 
 from .conftest import seed_db
 
@@ -83,7 +83,7 @@ def test_refuses_overwrite_unless_forced_and_bad_format(syn, tmp_path):
 def test_formula_like_text_stays_text(db_path, tmp_path):
     import pyarrow as pa
 
-    from storage.pairs import insert_pairs, upsert_dataset
+    from prefsift.storage.pairs import insert_pairs, upsert_dataset
 
     with connect(db_path) as con:
         upsert_dataset(con, "f", "t", "standard")
@@ -142,7 +142,7 @@ def test_trains_with_trl_dpo(syn, tmp_path, tiny_model_dir):
 
 
 def test_manifest_names_the_models_behind_the_scores(db_path, tmp_path):
-    from storage.runs import register_model
+    from prefsift.storage.runs import register_model
 
     seed_db(db_path, n=30)
     with connect(db_path) as con:

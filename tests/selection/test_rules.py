@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import connect
-from storage import rules as R
-from storage.pairs import assign_splits
+from prefsift.storage import connect
+from prefsift.storage import rules as R
+from prefsift.storage.pairs import assign_splits
 
 from .conftest import seed_db
 
@@ -250,7 +250,7 @@ def test_deterministic_and_cache_equals_subquery(syn):
     r1, i1 = _ev(syn["db"], R.DEFAULT_RULE)
     r2, i2 = _ev(syn["db"], R.DEFAULT_RULE)
     assert r1 == r2 and i1 == i2 and r1.cached
-    from storage.scorepool import drop_caches
+    from prefsift.storage.scorepool import drop_caches
 
     with connect(syn["db"]) as con:
         assert drop_caches(con) >= 1
@@ -263,7 +263,7 @@ def test_deterministic_and_cache_equals_subquery(syn):
 def test_cache_follows_split_changes_and_new_runs(syn):
     import pyarrow as pa
 
-    from storage.runs import save_score_run
+    from prefsift.storage.runs import save_score_run
 
     r1, _ = _ev(syn["db"], R.Band("irm", 0, 100))
     train = syn["ids"][syn["split"] == "train"]
@@ -282,7 +282,7 @@ def test_cache_follows_split_changes_and_new_runs(syn):
 
 
 def test_unknown_metric_and_run_are_clear_errors(syn):
-    from storage.errors import NotFound
+    from prefsift.storage.errors import NotFound
 
     with connect(syn["db"]) as con:
         with pytest.raises(NotFound, match="tif"):
@@ -312,7 +312,7 @@ def test_histograms_count_every_scored_pair(syn):
 def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
     import pyarrow as pa
 
-    from storage.runs import save_score_run
+    from prefsift.storage.runs import save_score_run
 
     info = seed_db(db_path, n=100, nan_rows=3)  # irm: 3 NaN + 3 absent (pairs 1-6)
     ids = info["ids"]
@@ -326,7 +326,7 @@ def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
     res, ids_kept = _ev(db_path, R.DEFAULT_RULE)
     assert res.cached and res.n_missing == lacking.sum() and res.missing == {"lossdiff": 4, "irm": 6}
     with connect(db_path, read_only=True) as con:
-        from storage.scorepool import get_pool
+        from prefsift.storage.scorepool import get_pool
 
         assert get_pool(con, "syn").cached
     # Swap one train and one val pair: same split sizes, the cache must notice.
@@ -342,7 +342,7 @@ def test_all_splits_and_read_only_histograms(syn):
     assert res_all.n_total == 200 and ids_all == set(syn["ids"])
     with connect(syn["db"]) as con:
         cached_res, cached_h = R.explore(con, "syn", "irm:10-90", ["if", "lossdiff"], bins=7, split=None)
-        from storage.scorepool import drop_caches
+        from prefsift.storage.scorepool import drop_caches
 
         drop_caches(con)
     with connect(syn["db"], read_only=True) as con:

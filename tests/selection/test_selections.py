@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage import connect
-from storage import rules as R
-from storage.diagnose import diagnose
-from storage.errors import NotFound
-from storage.selections import (
+from prefsift.storage import connect
+from prefsift.storage import rules as R
+from prefsift.storage.diagnose import diagnose
+from prefsift.storage.errors import NotFound
+from prefsift.storage.selections import (
     SelectionExists,
     create_selection,
     delete_selection,
@@ -52,7 +52,7 @@ def test_create_get_list_delete(syn):
 def test_stored_rule_on_stored_runs_reproduces_members(syn):
     import pyarrow as pa
 
-    from storage.runs import save_score_run
+    from prefsift.storage.runs import save_score_run
 
     with connect(syn["db"]) as con:
         sel = create_selection(con, "ld", "syn")

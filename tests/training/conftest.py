@@ -23,8 +23,8 @@ def split_db(db_path, tmp_path):
     import pyarrow as pa
 
     from prefsift.ingest import ingest
-    from storage import connect
-    from storage import pairs as pstore
+    from prefsift.storage import connect
+    from prefsift.storage import pairs as pstore
 
     ingest(write_jsonl(tmp_path / "pairs.jsonl", more_pairs()), name="tiny", db=db_path)
     with connect(db_path) as con:

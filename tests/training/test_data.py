@@ -46,8 +46,8 @@ def test_file_rows(tmp_path):
 
 
 def test_selection_of_other_dataset_refused(split_db):
-    from storage import connect
-    from storage import selections as sstore
+    from prefsift.storage import connect
+    from prefsift.storage import selections as sstore
 
     with connect(split_db) as con:
         sstore.create_selection(con, "half", "tiny", rule="random:0.5:seed=0")

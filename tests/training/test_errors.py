@@ -10,8 +10,8 @@ import pytest
 from prefsift.cli import main as cli_main
 from prefsift.config import build_config
 from prefsift.errors import UserError
+from prefsift.storage import connect
 from prefsift.train import register_reference, train
-from storage import connect
 from tests.conftest import write_jsonl
 
 
@@ -38,7 +38,7 @@ def test_cli_unknown_dpo_key_exits_2(split_db, tiny_model_dir, capsys):
 
 
 def test_empty_selection(split_db, tiny_model_dir):
-    from storage import selections as sstore
+    from prefsift.storage import selections as sstore
 
     ref = register_reference(split_db, str(tiny_model_dir))
     with connect(split_db) as con:

@@ -12,9 +12,9 @@ from prefsift import memory
 from prefsift.cli import main as cli_main
 from prefsift.config import build_config
 from prefsift.errors import UserError
+from prefsift.storage import connect
+from prefsift.storage import training as tstore
 from prefsift.train import register_reference, train
-from storage import connect
-from storage import training as tstore
 from tests.training.conftest import FAST
 
 # SmolLM2-135M's shape, for the arithmetic (nothing is loaded)

@@ -18,10 +18,10 @@ from prefsift.cli import main as cli_main
 from prefsift.config import build_config
 from prefsift.evaluate import evaluate
 from prefsift.progress import read_status
+from prefsift.storage import connect
+from prefsift.storage import runs as rstore
+from prefsift.storage import training as tstore
 from prefsift.train import inherit_beta, train
-from storage import connect
-from storage import runs as rstore
-from storage import training as tstore
 from tests.training.conftest import FAST
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +85,7 @@ def test_warmup_fitval_train_evaluate(split_db, tiny_model_dir, capsys, monkeypa
     assert abs(ours["mean_margin"]) > 1e-4  # θ differs from π_ref, so the check has teeth
 
     # 3. final training on a selection, from θ, 2 epochs
-    from storage import selections as sstore
+    from prefsift.storage import selections as sstore
 
     with connect(db) as con:
         sstore.create_selection(con, "half", "tiny", rule="random:0.5:seed=0")

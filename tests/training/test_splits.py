@@ -7,9 +7,9 @@ import pytest
 
 from prefsift.errors import UserError
 from prefsift.splits import assign, make_splits, unit_hash
-from storage import connect
-from storage import pairs as pstore
-from storage import training as tstore
+from prefsift.storage import connect
+from prefsift.storage import pairs as pstore
+from prefsift.storage import training as tstore
 
 
 def _splits(db) -> dict:

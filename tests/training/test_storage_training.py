@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from storage import connect
-from storage import runs as rstore
-from storage import training as tstore
+from prefsift.storage import connect
+from prefsift.storage import runs as rstore
+from prefsift.storage import training as tstore
 
 
 def test_run_lifecycle_and_metrics(split_db):
@@ -34,7 +34,7 @@ def test_run_lifecycle_and_metrics(split_db):
 
 
 def test_ledger_joins_runs_selections_evaluations(split_db):
-    from storage import selections as sstore
+    from prefsift.storage import selections as sstore
 
     with connect(split_db) as con:
         sstore.create_selection(con, "half", "tiny", rule="random:0.5:seed=0")
