@@ -14,6 +14,7 @@ ORDER = [
     "ingest",
     "scoring",
     "influence",
+    "influence_packed",
     "influence_gpu",
     "training",
     "selection",

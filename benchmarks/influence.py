@@ -13,12 +13,19 @@ theta = SmolLM2-135M-Instruct + a LoRA adapter (r 16, all linear layers) whose B
 are randomly initialised (nonzero, std --lora-std), not trained: a stand-in for the warm-up
 policy that a CPU run cannot afford. pi_ref = the same model with the adapter disabled.
 
-    python benchmarks/influence.py --pairs 128 --val 64 --out benchmarks/results/influence.md
+Layouts as prefsift runs them (--layout packed, the default): IRM scoring as `prefsift score`
+(the adapter merged into θ, --irm-attn attention, pairs packed: prompt once, several pairs a
+row, scoring/packing.py); g_val, the JVP and FD as `prefsift influence` (PEFT θ, eager
+attention, the same packed batches); the per-sequence gradients slice rows, so they keep one
+padded row per sequence. --layout padded runs everything in padded rows (the earlier layout).
+
+    python benchmarks/influence.py --data ../shared/data --pairs 128 --val 64 --out benchmarks/results/influence.md
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import gzip
 import json
@@ -38,10 +45,11 @@ from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the scr
 
 from prefsift.scoring import diagnostics as D  # noqa: E402
 from prefsift.scoring import influence as I  # noqa: E402
-from prefsift.scoring.logprobs import collate, length_batches, pair_logps  # noqa: E402
+from prefsift.scoring.logprobs import ROW_TOKENS, collate, pair_batches, pair_logps  # noqa: E402
+from prefsift.scoring.packing import packed_tokens  # noqa: E402
 from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs  # noqa: E402
 
-HH = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
+HH_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"  # in --data
 MARK = "\n\nAssistant:"
 
 
@@ -57,11 +65,6 @@ def hh_pairs(path: Path) -> list[dict]:
                 continue
             out.append({"prompt": c[:cut], "chosen": c[cut:], "rejected": j[cut:]})
     return out
-
-
-def seq_batches(seqs, lengths, batch_tokens, pad_id, order=None):
-    for idx in length_batches(lengths, batch_tokens):
-        yield idx, collate([seqs[i] for i in idx], pad_id)
 
 
 CPU: dict[str, float] = {}  # process CPU seconds per step: robust to other jobs sharing the cores
@@ -91,23 +94,28 @@ def timed(T: dict, key: str, fn):
     return out
 
 
-def directional_all(logp_fn, params, v, seqs, lengths, args, method, pad_id, limit=None):
-    f = np.full(len(seqs), np.nan)
-    df = np.full(len(seqs), np.nan)
-    batches = list(seq_batches(seqs, lengths, args.batch_tokens, pad_id))[:limit]
-    for idx, fb, dfb, _ in I.stream_directional(logp_fn, params, v, batches, method=method, fallback=False):
-        f[idx], df[idx] = fb.numpy(), dfb.numpy()
+def directional_all(logp_fn, params, v, batches, n, method, limit=None):
+    """(f, D_v f) of every training sequence, laid out [chosen of the n pairs; rejected of them],
+    over pair batches (`pair_batches`: each batch's outputs [chosen of its k pairs; rejected])."""
+    f = np.full(2 * n, np.nan)
+    df = np.full(2 * n, np.nan)
+    for idx, fb, dfb, _ in I.stream_directional(
+        logp_fn, params, v, batches[:limit], method=method, fallback=False
+    ):
+        idx, k = np.asarray(idx), len(idx)
+        f[idx], f[n + idx] = fb[:k].numpy(), fb[k:].numpy()
+        df[idx], df[n + idx] = dfb[:k].numpy(), dfb[k:].numpy()
     return f, df
 
 
-def attention_timings(T, base, logp_fn, params, g, seqs, lengths, args, pad) -> None:
+def attention_timings(T, base, logp_fn, params, g, batches, n, args) -> None:
     """JVP on the first batches with eager attention, then with SDPA (math kernel forced)."""
     for impl in ("eager", "sdpa"):
         base.set_attn_implementation(impl)
         timed(
             T,
             f"jvp_{impl}_sub",
-            lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "jvp", pad, args.attn_batches),
+            lambda: directional_all(logp_fn, params, g, batches, n, "jvp", args.attn_batches),
         )
     base.set_attn_implementation("eager")
 
@@ -119,6 +127,23 @@ def pairs_if(f, df, ref_c, ref_r, beta, n):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "data"),
+        help=f"folder holding {HH_FILE} (default: ../shared/data beside the repository)",
+    )
+    ap.add_argument(
+        "--layout",
+        default="packed",
+        choices=["packed", "padded"],
+        help="batches of IRM scoring, g_val, JVP and FD: packed pairs (what prefsift runs) or padded rows",
+    )
+    ap.add_argument(
+        "--irm-attn",
+        default="sdpa",
+        choices=["sdpa", "eager"],
+        help="attention of the IRM forwards (prefsift score loads the model's default, sdpa)",
+    )
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--val", type=int, default=64)
     ap.add_argument("--max-length", type=int, default=512)
@@ -128,12 +153,16 @@ def main() -> None:
     ap.add_argument("--lora-std", type=float, default=0.02)
     ap.add_argument("--val-lr", type=float, default=5e-4)
     ap.add_argument("--val-batch", type=int, default=8)
-    ap.add_argument("--attn-batches", type=int, default=2, help="batches for the eager-vs-SDPA JVP timing")
+    ap.add_argument(
+        "--attn-batches", type=int, default=2, help="batches for the eager-vs-SDPA JVP timing (0: none)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the results section to this markdown file")
     ap.add_argument("--json-out", default=None, help="also write the raw figures as JSON here")
     ap.add_argument(
-        "--quick", action="store_true", help="only IRM, g_val and JVP (no attention/FD/grad/theta_val)"
+        "--quick",
+        action="store_true",
+        help="only IRM, g_val and JVP, and the attention timing (no FD/grad/theta_val)",
     )
     ap.add_argument(
         "--model", default=None, help="model folder (default: the embedded SmolLM2-135M-Instruct)"
@@ -165,7 +194,7 @@ def main() -> None:
     model_dir = args.model or smollm2_path()
     tok = AutoTokenizer.from_pretrained(model_dir)
     cfg = TokenizeConfig(max_length=args.max_length)
-    rows = hh_pairs(HH)
+    rows = hh_pairs(Path(args.data) / HH_FILE)
     toks = tokenize_pairs(tok, rows, cfg)
     fit = [i for i, t in enumerate(toks) if not t.truncated and t.chosen_ids and t.rejected_ids]
     train_i, val_i = fit[: args.pairs], fit[::-1][: args.val]
@@ -176,7 +205,14 @@ def main() -> None:
     seqs = [t.chosen_seq() for t in train] + [t.rejected_seq() for t in train]
     lengths = [len(p) + len(c) for p, c in seqs]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    print(f"{n} train pairs ({sum(lengths)} tokens, mean seq {np.mean(lengths):.0f}), {len(val)} val pairs")
+    work = {
+        "padded_real": sum(lengths),
+        "packed": packed_tokens(train, args.batch_tokens, ROW_TOKENS),
+    }
+    print(
+        f"{n} train pairs ({sum(lengths)} tokens, mean seq {np.mean(lengths):.0f}; packed: "
+        f"{work['packed']} tokens through the transformer), {len(val)} val pairs"
+    )
 
     # 2. theta = base + LoRA with random nonzero B; pi_ref = adapter disabled
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
@@ -200,10 +236,22 @@ def main() -> None:
     logp_fn = I.make_logp_fn(model)
     T: dict[str, float] = {}
 
-    # 3. IRM scoring alone: reference and policy log-probs of the training pairs
-    with model.disable_adapter():
-        ref = timed(T, "irm_ref", lambda: pair_logps(model, train, pad, args.batch_tokens))
-    pol = timed(T, "irm_policy", lambda: pair_logps(model, train, pad, args.batch_tokens))
+    def batches(pairs, layout=None):
+        return list(pair_batches(model, pairs, pad, args.batch_tokens, layout or args.layout))
+
+    # 3. IRM scoring alone, as `prefsift score` runs it: pi_ref's and theta's log-probs of the
+    # training pairs, theta with its adapter merged (one plain forward), --irm-attn attention
+    def score_with(m):
+        m.set_attn_implementation(args.irm_attn)
+        return pair_logps(m, train, pad, args.batch_tokens, layout=args.layout)
+
+    # pi_ref: the base weights with the LoRA layers removed; theta: the adapter merged (copies: the
+    # PEFT model itself stays as `prefsift influence` loads it)
+    irm_model = copy.deepcopy(model).unload()
+    ref = timed(T, "irm_ref", lambda: score_with(irm_model))
+    irm_model = copy.deepcopy(model).merge_and_unload()
+    pol = timed(T, "irm_policy", lambda: score_with(irm_model))
+    irm_model = None  # free it before the forward-mode passes
     T["irm"] = T["irm_ref"] + T["irm_policy"]
     irm = args.beta * (
         (pol["chosen_logp"] - ref["chosen_logp"]) - (pol["rejected_logp"] - ref["rejected_logp"])
@@ -213,15 +261,11 @@ def main() -> None:
     # 4. g_val (reference log-probs of the validation pairs are part of its cost)
     def gval():
         with model.disable_adapter():
-            vref = pair_logps(model, val, pad, args.batch_tokens)
-        vb = []
-        for idx in length_batches(
-            [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in val],
-            args.batch_tokens // 2,
-        ):
-            sub = [val[i] for i in idx]
-            b = collate([t.chosen_seq() for t in sub] + [t.rejected_seq() for t in sub], pad)
-            vb.append((b, torch.tensor(vref["chosen_logp"][idx]), torch.tensor(vref["rejected_logp"][idx])))
+            vref = pair_logps(model, val, pad, args.batch_tokens, layout=args.layout)
+        vb = [
+            (b, torch.tensor(vref["chosen_logp"][idx]), torch.tensor(vref["rejected_logp"][idx]))
+            for idx, b in batches(val)
+        ]
         return I.validation_gradient(logp_fn, params, vb, len(val), args.beta), vb
 
     ((g, val_loss), vb) = timed(T, "gval", gval)
@@ -229,24 +273,26 @@ def main() -> None:
 
     nan = float("nan")
     nan_seq = np.full(2 * n, nan)
-    skipped = ("jvp_eager_sub", "jvp_sdpa_sub", "fd", "grad", "theta_val") if args.quick else ()
+    skipped = (("fd", "grad", "theta_val") if args.quick else ()) + (
+        ("jvp_eager_sub", "jvp_sdpa_sub") if args.attn_batches <= 0 else ()
+    )
     for k in skipped:
         T[k] = CPU[k] = nan
     # 5. attention implementation for forward AD: eager vs SDPA (math backend), a few batches
-    if not args.quick:
-        attention_timings(T, base, logp_fn, params, g, seqs, lengths, args, pad)
+    train_batches = batches(train)
+    if args.attn_batches > 0:
+        attention_timings(T, base, logp_fn, params, g, train_batches, n, args)
 
     # 6. IF three ways over every training sequence
-    (fj, dj) = timed(T, "jvp", lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "jvp", pad))
+    (fj, dj) = timed(T, "jvp", lambda: directional_all(logp_fn, params, g, train_batches, n, "jvp"))
     print(f"IF by JVP: {T['jvp']:.1f} s")
     ff = dfd = fg = dg = nan_seq
     if not args.quick:
-        (ff, dfd) = timed(
-            T, "fd", lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "fd", pad)
-        )
+        (ff, dfd) = timed(T, "fd", lambda: directional_all(logp_fn, params, g, train_batches, n, "fd"))
         print(f"IF by FD: {T['fd']:.1f} s")
+        # the per-sequence gradients slice rows: one padded row per sequence, as prefsift runs them
         (fg, dg) = timed(
-            T, "grad", lambda: directional_all(logp_fn, params, g, seqs, lengths, args, "grad", pad)
+            T, "grad", lambda: directional_all(logp_fn, params, g, batches(train, "padded"), n, "grad")
         )
         print(f"IF by per-sequence gradients: {T['grad']:.1f} s")
     if_j, m_j = pairs_if(fj, dj, ref["chosen_logp"], ref["rejected_logp"], args.beta, n)
@@ -292,7 +338,7 @@ def main() -> None:
     saved = {k: t.clone() for k, t in params.items()}
     pv = {"chosen_logp": nan_seq[:n], "rejected_logp": nan_seq[:n]}
     if not args.quick:
-        pv = timed(T, "theta_val", fit_val)
+        pv = timed(T, "theta_val", fit_val)  # its training batches stay padded rows
     with torch.no_grad():
         for k, t in dict(model.named_parameters()).items():
             if k in saved:
@@ -318,10 +364,15 @@ def main() -> None:
             "rss_gib": RSS,
             "diagnostics": diag,
             "val_loss": val_loss,
+            "tokens": work,
+            "n": n,
+            "n_val": len(val),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_avg": os.getloadavg(),
             "argv": sys.argv[1:],
         }
         Path(args.json_out).write_text(json.dumps(raw, indent=1))
-    report(args, n, len(val), sum(lengths), T, fid, diag, val_loss)
+    report(args, n, len(val), work, T, fid, diag, val_loss)
 
 
 def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
@@ -339,7 +390,7 @@ def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
         ("fd", "central FD (two forwards), per training pair"),
         ("grad", "per-sequence gradients (chosen + rejected), per training pair"),
     ):
-        if k in cpu:
+        if cpu.get(k) == cpu.get(k):  # absent or nan: the step did not run (--quick)
             lines.append(f"| {label} | {cpu[k] / n:.2f} ({cpu[k] / n / fwd:.1f} forwards) |")
     lines.append(f"| g_val, per validation pair | {cpu['gval'] / n_val:.2f} |")
     ratio = cpu["if_total_cached_ref"] / cpu["irm"]
@@ -351,13 +402,13 @@ def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
         f"log-probs reused); {cpu['if_total_with_ref'] / cpu['irm']:.2f}x with the reference forward too | "
         f"{'yes' if ratio <= 2 else 'no'} |",
     ]
-    if "grad" in cpu:
+    if cpu.get("grad") == cpu.get("grad"):  # absent or nan: not run
         j, f = cpu["jvp"] / cpu["grad"], cpu.get("fd", float("nan")) / cpu["grad"]
         lines.append(
             f"| IF no slower than per-pair gradients | JVP {j:.2f}x the per-sequence gradients' time; FD {f:.2f}x | "
             f"{'yes' if j <= 1 else 'no'} for the JVP, {'yes' if f <= 1 else 'no'} for FD |"
         )
-    if fid:
+    if fid and fid.get("pearson_jvp_grad") == fid.get("pearson_jvp_grad"):
         lines.append(
             f"| Pearson >= 0.999 between the two IFs | JVP vs gradients 1 - {1 - fid['pearson_jvp_grad']:.1e} "
             f"(relative error {fid['relerr_jvp_grad']:.1e}); FD vs gradients 1 - {1 - fid['pearson_fd_grad']:.1e} | "
@@ -366,7 +417,7 @@ def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
     return lines + [""]
 
 
-def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
+def report(args, n, n_val, work, T, fid, diag, val_loss) -> None:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     theta = (
@@ -379,16 +430,26 @@ def report(args, n, n_val, tokens, T, fid, diag, val_loss) -> None:
         return f"| {label} | {T[k]:.1f} | {T[k] / T['irm']:.2f} | {CPU[k]:.1f} | {CPU[k] / CPU['irm']:.2f} |"
 
     lines = [
-        "## Exact influence (IF/TIF): cost and fidelity on CPU",
+        f"## Exact influence (IF/TIF): cost and fidelity on CPU ({args.layout} layout)",
         "",
         f"- Date: {now}. Machine: {cpu_name()}, {torch.get_num_threads()} threads, no GPU; torch {torch.__version__}; "
         f"load average at the end (1/5/15 min): {load}.",
         f"- Command: `python benchmarks/influence.py {' '.join(sys.argv[1:])}`",
-        f"- Model: {args.model or 'SmolLM2-135M-Instruct'} fp32, eager attention; {theta}; "
-        f"pi_ref = adapter disabled. beta = {args.beta}.",
-        f"- Data: {n} HH-RLHF harmless test pairs (prompt = dialogue up to the last Assistant turn, untruncated at "
-        f"max_length {args.max_length}; {tokens} tokens over {2 * n} sequences), {n_val} other HH pairs as validation; "
-        f"batches of <= {args.batch_tokens} tokens, length-sorted.",
+        f"- Model: {args.model or 'SmolLM2-135M-Instruct'} fp32; {theta}; pi_ref = the base weights. "
+        f"IRM scoring as `prefsift score` runs it: the adapter merged into theta, {args.irm_attn} attention; "
+        f"g_val, JVP and FD as `prefsift influence` runs them: the PEFT model, eager attention. beta = {args.beta}.",
+        f"- Data: {n} HH-RLHF harmless test pairs (`{HH_FILE}` in --data; prompt = dialogue up to "
+        f"the last Assistant turn, untruncated at max_length {args.max_length}; {work['padded_real']} tokens over "
+        f"{2 * n} sequences), {n_val} other HH pairs as validation.",
+        "- Layout: "
+        + (
+            f"**packed** (scoring/packing.py: each pair one sequence, the prompt once, several pairs a row of "
+            f"<= {ROW_TOKENS} tokens, batches of <= {args.batch_tokens} tokens; {work['packed']} tokens through "
+            f"the transformer per pass over the training pairs, against {work['padded_real']} real tokens in "
+            "padded rows) for IRM, g_val, JVP and FD; the per-sequence gradients in padded rows."
+            if args.layout == "packed"
+            else f"padded rows (one per sequence, length-sorted, batches of <= {args.batch_tokens} tokens)."
+        ),
         "",
         "| step | wall s | x IRM | process CPU s | x IRM (CPU) |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -18,8 +18,17 @@ over the LoRA adapter (r 16, all linear layers; the default in prefsift) and ove
 parameter (full fine-tuning). Each time is the median of --reps runs after a warm-up, with
 CUDA events; peak memory from torch.cuda.max_memory_allocated.
 
+The packed section (--layouts packed; scoring/packing.py, what `prefsift score` and `prefsift
+influence` run by default) takes the same pairs packed, each pair one sequence with its prompt
+once, and times the scoring pass (a plain forward: θ's LoRA is merged for scoring, so π_ref and θ
+cost one base forward each) with its tokens/s and model FLOP utilisation (MFU: the useful FLOPs
+of the forward, counted from the batch, over the time, against the bf16 dense peak and against
+a bf16 matmul timed in the same run), and the IF passes on the packed batch (g_val, JVP, FD)
+with their cost relative to IRM scoring.
+
     python benchmarks/influence_gpu.py --shape llama-1b --rows 16 --seq 1024 --out DIR
-    python benchmarks/influence_gpu.py --shape tiny --device cpu --rows 4 --seq 64   # smoke test
+    python benchmarks/influence_gpu.py --shape llama-1b --modes lora --layouts packed --rows 32 --out DIR
+    python benchmarks/influence_gpu.py --shape tiny --device cpu --rows 4 --seq 64 --prompt 16   # smoke test
 """
 
 from __future__ import annotations
@@ -42,7 +51,11 @@ sys.path.insert(0, str(ROOT))
 
 from prefsift.scoring import attention_jvp as A  # noqa: E402
 from prefsift.scoring import influence as I  # noqa: E402
-from prefsift.scoring.logprobs import sequence_logps  # noqa: E402
+from prefsift.scoring.logprobs import ROW_TOKENS, sequence_logps  # noqa: E402
+from prefsift.scoring.packing import pack, pack_rows, unit_length  # noqa: E402
+from prefsift.scoring.tokenize import TokenizedPair  # noqa: E402
+
+BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16, the vendor's datasheet (SXM)
 
 SHAPES = {
     # Llama-3.2-1B (1.24B parameters, tied embeddings)
@@ -293,6 +306,202 @@ def run_mode(model, base, mode: str, batch: dict, args, clock: Clock) -> dict:
     return res
 
 
+# ---------------------------------------------------------------- the packed path
+def batch_pairs(batch: dict, prompt: int) -> list[TokenizedPair]:
+    """The pairs of a `make_batch` batch (rows i and R/2+i share a P-token prompt) as token ids."""
+    ids, n = batch["input_ids"].cpu(), batch["attention_mask"].cpu().sum(1)
+    k = ids.shape[0] // 2
+    return [
+        TokenizedPair(
+            prompt_ids=ids[i, :prompt].tolist(),
+            chosen_ids=ids[i, prompt : int(n[i])].tolist(),
+            rejected_ids=ids[k + i, prompt : int(n[k + i])].tolist(),
+        )
+        for i in range(k)
+    ]
+
+
+def forward_flops(cfg, batch: dict, real_tokens: int) -> float:
+    """Useful FLOPs of one forward over `batch` as prefsift runs it: the linear layers over every
+    real token, attention over the (query, key) pairs the mask allows among real tokens, the LM
+    head only at the counted positions. Padding slots count nothing."""
+    layers, hidden, vocab = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = getattr(cfg, "head_dim", None) or hidden // heads
+    linear = (
+        2 * layers * (2 * hidden * heads * hd + 2 * hidden * kv * hd + 3 * hidden * cfg.intermediate_size)
+    )
+    if "target_pos" in batch:  # packed: a padding slot attends to itself only
+        pads = batch["input_ids"].numel() - real_tokens
+        attn_pairs = int(batch["attention_mask"].sum()) - pads
+        targets = int(batch["target_ids"].numel())
+    else:  # right-padded rows, causal
+        n = batch["attention_mask"].sum(1).double()
+        attn_pairs = int((n * (n + 1) / 2).sum())
+        targets = int(batch["completion_mask"][:, 1:].sum())
+    return float(linear * real_tokens + 4 * layers * heads * hd * attn_pairs + 2 * hidden * vocab * targets)
+
+
+def matmul_tflops(device: str, n: int = 8192, reps: int = 10) -> float:
+    """bf16 n x n x n matmul rate on this device (TFLOP/s): the attainable ceiling, measured."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
+
+
+def run_packed(model, plain, mode: str, batch: dict, args, clock: Clock) -> dict:
+    """The same pairs packed: the scoring pass (plain forwards) packed vs padded with tokens/s and
+    MFU, and the IF passes on the packed batch, relative to IRM scoring on it."""
+    pairs = batch_pairs(batch, args.prompt)
+    lengths = [unit_length(t) for t in pairs]
+    packed = pack(pairs, pack_rows(lengths, args.row_tokens), device=args.device)
+    k = len(pairs)
+    real = {"packed": sum(lengths), "padded": int(batch["attention_mask"].sum())}
+    res: dict = {
+        "mode": mode,
+        "dtype": args.dtype,
+        "pairs": k,
+        "row_tokens": args.row_tokens,
+        "real_tokens": real,
+        "slots": {"packed": packed["input_ids"].numel(), "padded": batch["input_ids"].numel()},
+        "packed_rows": list(packed["input_ids"].shape),
+    }
+    layouts = {"packed": packed, "padded": batch}
+    outs = {}
+    for name, b in layouts.items():
+
+        def fwd(b=b):
+            with torch.inference_mode():
+                return sequence_logps(plain, b)
+
+        def irm(b=b):  # pi_ref and the merged theta: one plain forward each
+            with torch.inference_mode():
+                return sequence_logps(plain, b), sequence_logps(plain, b)
+
+        t, m, outs[name] = clock.time(fwd)
+        res[f"forward_{name}"] = (t, m)
+        res[f"irm_{name}"] = clock.time(irm)[:2]
+        res[f"flops_{name}"] = forward_flops(plain.config, b, real[name])
+    res["packed_vs_padded_logp_max_abs"] = float(
+        (outs["packed"].double() - outs["padded"].double()).abs().max()
+    )
+
+    logp_fn, params = I.make_logp_fn(model), I.select_params(model)
+    res["params"] = sum(t.numel() for t in params.values())
+    ref = outs["packed"].double()
+    ref_c, ref_r = ref[:k], ref[k:]
+    t, m, (g, _) = clock.time(
+        lambda: I.validation_gradient(logp_fn, params, [(packed, ref_c, ref_r)], k, args.beta)
+    )
+    res["g_val_packed"] = (t, m)
+    g = {n: x.detach() for n, x in g.items()}
+    results = {}
+    for name, b, method in (
+        ("jvp_packed", packed, "jvp"),  # a 4D mask: the math SDPA kernel (the fused one takes none)
+        ("jvp_padded", batch, "jvp"),  # right-padded rows: the fused Triton kernel where it applies
+        ("fd_packed", packed, "fd"),
+    ):
+        try:
+            t, m, results[name] = clock.time(
+                lambda b=b, method=method: I.directional_logps(logp_fn, params, g, b, method=method)
+            )
+            res[name] = (t, m)
+        except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as exc:
+            res[name] = (float("nan"), float("nan"))
+            res[f"{name}_error"] = str(exc).splitlines()[0][:160]
+            if clock.cuda:
+                torch.cuda.empty_cache()
+    res["fused_attention_padded"] = A.supports(model, batch)
+
+    def pair_if(f, df):
+        mrg = I.dpo_margin(f[:k], f[k:], ref_c, ref_r, args.beta)
+        return I.influence_from_directional(mrg, df[:k], df[k:], args.beta)
+
+    if "jvp_packed" in results and "jvp_padded" in results:
+        a, b = pair_if(*results["jvp_packed"]), pair_if(*results["jvp_padded"])
+        res["pearson_if_packed_padded"] = pearson(a, b)
+        res["relerr_if_packed_padded"] = rel_err(a, b)
+    return res
+
+
+def packed_report(r: dict, peaks: dict[str, float]) -> list[str]:
+    """Markdown for one `run_packed` result; peaks: {label: TFLOP/s} the MFU is taken against."""
+    lines = [
+        f"### {r['shape']}, {r['mode']}: the packed path ({r['pairs']} pairs; packed rows {r['packed_rows'][0]} x "
+        f"{r['packed_rows'][1]} (row target {r['row_tokens']}), {r['slots']['packed']:,} slots for "
+        f"{r['real_tokens']['packed']:,} unique tokens; padded rows {r['slots']['padded']:,} slots for "
+        f"{r['real_tokens']['padded']:,} real tokens)",
+        "",
+        "Scoring pass (one plain forward: π_ref, or θ with its LoRA merged, as `prefsift score` runs it); "
+        "tokens/s counts the pairs' unique tokens (prompt once), the same number for both layouts; MFU = the "
+        "forward's useful FLOPs (linear layers on real tokens, attention over the allowed pairs, LM head at "
+        "the counted positions) / time / peak, each layout's own work (the padded rows' second copy of each "
+        "prompt counts as work there).",
+        "",
+        "| "
+        + " | ".join(["layout", "one forward ms", "pair tokens/s", "model TFLOP/s"])
+        + "".join(f" | MFU vs {k}" for k in peaks)
+        + " | IRM (2 forwards) ms | peak GiB |",
+        "| --- | ---: | ---: | ---:" + " | ---:" * len(peaks) + " | ---: | ---: |",
+    ]
+    unique = r["real_tokens"]["packed"]
+    for name in ("packed", "padded"):
+        t, mem = r[f"forward_{name}"]
+        tf = r[f"flops_{name}"] / t / 1e12
+        lines.append(
+            f"| {name} | {t * 1e3:,.1f} | {unique / t:,.0f} | {tf:,.1f}"
+            + "".join(f" | {tf / p:.1%}" for p in peaks.values())
+            + f" | {r[f'irm_{name}'][0] * 1e3:,.1f} | {mem:.1f} |"
+        )
+    irm = r["irm_packed"][0]
+    lines += [
+        "",
+        f"IF passes on the same pairs ({r['params'] / 1e6:,.1f}M parameters in the direction v), against IRM "
+        f"scoring on the packed path ({irm * 1e3:,.1f} ms):",
+        "",
+        "| step | ms | x IRM (packed) | peak GiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, label in (
+        ("g_val_packed", "g_val, one batch (forward + backward), packed"),
+        ("jvp_packed", "**D_v log-probs by JVP, packed** (math SDPA: the fused kernel takes no 4D mask)"),
+        (
+            "jvp_padded",
+            "D_v log-probs by JVP, padded rows ("
+            + ("fused Triton attention JVP" if r.get("fused_attention_padded") else "math SDPA")
+            + ")",
+        ),
+        ("fd_packed", "D_v log-probs by central FD (2 forwards), packed"),
+    ):
+        t, mem = r[key]
+        lines.append(f"| {label} | {t * 1e3:,.1f} | {t / irm:.2f} | {mem:.1f} |")
+    best = min(r["jvp_packed"][0], r["jvp_padded"][0])
+    lines += [
+        "",
+        f"IF/IRM (JVP, reference log-probs reused, g_val amortised): **{r['jvp_packed'][0] / irm:.2f}x on the "
+        f"packed path** (goal <= 1.5x); {best / irm:.2f}x with the cheaper JVP layout against packed IRM. "
+        f"Packed vs padded sequence log-probs ({r['dtype']} forward): max |Δ| {r['packed_vs_padded_logp_max_abs']:.3g}.",
+    ]
+    if "pearson_if_packed_padded" in r:
+        lines.append(
+            f"IF from the packed JVP vs the padded JVP: Pearson {r['pearson_if_packed_padded']:.6f}, relative "
+            f"difference {r['relerr_if_packed_padded']:.2e}."
+        )
+    for key in ("jvp_packed_error", "jvp_padded_error", "fd_packed_error"):
+        if key in r:
+            lines.append(f"`{key}`: {r[key]}")
+    return lines + [""]
+
+
 def profile(fn, label: str, args) -> None:
     """Print the ops that take the most device time in one call of fn."""
     from torch.profiler import ProfilerActivity
@@ -314,7 +523,7 @@ def fmt_row(label: str, t: float, m: float, tokens: int, irm: float) -> str:
     return f"| {label} | {t * 1e3:,.0f} | {tps:,.0f} | {t / irm:.2f} | {m:.1f} |"
 
 
-def report(all_res: list[dict], args, device_name: str) -> str:
+def report(all_res: list[dict], args, device_name: str, packed_res=(), peaks=None) -> str:
     lines = [
         "## Exact influence on a GPU (random-weight models of real shapes)",
         "",
@@ -401,6 +610,8 @@ def report(all_res: list[dict], args, device_name: str) -> str:
                 f"Sequence log-probs, prefsift vs naive: max abs difference {r['naive_vs_ours_max_abs']:.3g}."
             )
         lines.append("")
+    for r in packed_res:
+        lines += packed_report(r, peaks or {})
     return "\n".join(lines)
 
 
@@ -421,6 +632,23 @@ def main() -> None:
     ap.add_argument("--adapter-dtype", default="fp32", choices=["fp32", "base"], help="LoRA weights' dtype")
     ap.add_argument("--profile", action="store_true", help="print the top ops of one JVP and one forward")
     ap.add_argument("--profile-rows", type=int, default=25)
+    ap.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["padded", "packed"],
+        choices=["padded", "packed"],
+        help="padded: the full table on right-padded rows; packed: the scoring pass (tokens/s, MFU) and "
+        "the IF passes on the same pairs packed (default both)",
+    )
+    ap.add_argument(
+        "--row-tokens", type=int, default=ROW_TOKENS, help="packed row length (prefsift's default)"
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="bf16 dense peak for the MFU (default: the datasheet's for an H100/H200, 989.4)",
+    )
     ap.add_argument("--out", default=None, help="folder for influence_gpu.md and influence_gpu.json")
     args = ap.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -430,28 +658,47 @@ def main() -> None:
     else:
         device_name = f"CPU ({platform.processor() or platform.machine()})"
     clock = Clock(args.device, args.reps)
-    all_res = []
+    peaks = {}
+    if clock.cuda:
+        spec = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items() if k in device_name), None)
+        if spec:
+            peaks["bf16 peak " + (f"{spec:g}" if args.peak_tflops else f"{spec:g} (datasheet)")] = spec
+        here = matmul_tflops(args.device)
+        peaks[f"bf16 matmul here {here:.0f}"] = here
+        print(f"MFU against: {peaks}", flush=True)
+    all_res, packed_res = [], []
     for shape in args.shape:
         for mode in args.modes:
             t0 = time.perf_counter()
             base = build(shape, dtype, args.device, args.attn)
             model = add_lora(base, args.lora_r, 0.02, args.adapter_dtype) if mode == "lora" else base
             batch = make_batch(args.rows, args.seq, args.prompt, base.config.vocab_size, args.device)
-            r = run_mode(model, base, mode, batch, args, clock)
-            r["shape"] = shape
-            all_res.append(r)
-            print(json.dumps(r), flush=True)
+            if "padded" in args.layouts:
+                r = run_mode(model, base, mode, batch, args, clock)
+                r["shape"] = shape
+                all_res.append(r)
+                print(json.dumps(r), flush=True)
+            if "packed" in args.layouts:
+                # the scoring pass runs a plain model (LoRA merged): the same seed gives the base weights
+                plain = build(shape, dtype, args.device, args.attn) if mode == "lora" else base
+                r = run_packed(model, plain, mode, batch, args, clock)
+                r["shape"] = shape
+                packed_res.append(r)
+                print(json.dumps(r), flush=True)
+                del plain
             print(f"[{shape}/{mode}] {time.perf_counter() - t0:.1f} s", flush=True)
             del model, base
             if clock.cuda:
                 torch.cuda.empty_cache()
-    text = report(all_res, args, device_name)
+    text = report(all_res, args, device_name, packed_res, peaks)
     print(text)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "influence_gpu.md").write_text(text + "\n")
-        (out / "influence_gpu.json").write_text(json.dumps(all_res, indent=1))
+        (out / "influence_gpu.json").write_text(
+            json.dumps({"padded": all_res, "packed": packed_res}, indent=1)
+        )
 
 
 if __name__ == "__main__":

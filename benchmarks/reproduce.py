@@ -90,8 +90,9 @@ class Run:
         tmp.replace(self.state_path)
         write_report(self.state, Path(self.args.out))
 
-    def cli(self, *argv: str) -> dict:
-        """`python -m prefsift ARGV --db DB --json`; returns its JSON summary (+ wall_s)."""
+    def cli(self, *argv: str, timeout: float | None = None) -> dict:
+        """`python -m prefsift ARGV --db DB --json`; returns its JSON summary (+ wall_s). A command
+        still running after `timeout` seconds is killed (StageError)."""
         env = dict(
             os.environ,
             HF_HUB_OFFLINE="1",
@@ -106,7 +107,14 @@ class Run:
         shown = "prefsift " + " ".join(shlex.quote(a) for a in argv)
         print(f"[{now()}] $ {shown}", flush=True)
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.state["commands"].append(
+                {"cmd": shown, "wall_s": round(time.perf_counter() - t0, 1), "rc": "timeout"}
+            )
+            self.save()
+            raise StageError(f"{shown} stopped after {timeout:.0f} s (its time budget)") from exc
         wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
         # CPU seconds (user + system) as well: on a shared machine wall time depends on the other jobs
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -181,13 +189,14 @@ def machine() -> dict:
 
 
 # ---------------------------------------------------------------- stage 1: data
-def read_pairs(data: str):
-    """(raw row count, [(row index, Pair)], rows that are not a pair) of a shared data file, read and
-    format-detected as `prefsift ingest` does (AlpacaEval's ties are not a pair: no preference)."""
+def read_pairs(data: str, shared: Path = SHARED):
+    """(raw row count, [(row index, Pair)], rows that are not a pair) of a shared data file in the
+    folder `shared`, read and format-detected as `prefsift ingest` does (AlpacaEval's ties are not
+    a pair: no preference)."""
     from prefsift.formats import Bad, ColumnMap, normalise, vote_format
     from prefsift.sources import RawError, read_rows
 
-    rows = list(read_rows(str(SHARED / DATASETS[data]["file"])))
+    rows = list(read_rows(str(Path(shared) / DATASETS[data]["file"])))
     fmt, cmap = vote_format([r for _, r in rows if isinstance(r, dict)], ColumnMap())
     good, n_bad = [], 0
     for i, r in rows:
@@ -206,7 +215,7 @@ def prepare_data(run: Run) -> dict:
 
     a = run.args
     tok = AutoTokenizer.from_pretrained(model_path(a))
-    n_rows, good, n_bad = read_pairs(a.data)
+    n_rows, good, n_bad = read_pairs(a.data, Path(a.shared))
     # one batched call per side (the Rust tokenizer is much faster on a list than string by string)
     ids_c = tok([p.prompt + p.chosen for _, p in good])["input_ids"]
     ids_r = tok([p.prompt + p.rejected for _, p in good])["input_ids"]
@@ -463,6 +472,11 @@ def main() -> int:
         default="hh",
         help="shared data set: hh (HH-RLHF harmless test) or alpaca (AlpacaEval GPT-4-judged pairs)",
     )
+    p.add_argument(
+        "--shared",
+        default=str(SHARED),
+        help="folder holding the shared data files (default: ../shared/data beside the repository)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke sizes: " + json.dumps(PRESETS["quick"]))
     p.add_argument("--train", type=int)
     p.add_argument("--val", type=int)
@@ -523,7 +537,7 @@ def main() -> int:
         str(Path(args.work) / "REPRODUCTION.md") if args.quick else str(ROOT / DATASETS[args.data]["report"])
     )
     args.command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    source = SHARED / DATASETS[args.data]["file"]
+    source = Path(args.shared) / DATASETS[args.data]["file"]
     if not source.exists():
         print(f"{source} not found: the shared data folder is needed", file=sys.stderr)
         return 2

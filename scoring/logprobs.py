@@ -1,6 +1,6 @@
 """Sequence log-probs of completions: log π(y|x) = Σ log p(y_t | x, y_<t) over completion tokens.
 
-Two entry points:
+Three entry points:
 - `sequence_logps(model, batch)`: differentiable (autograd, `torch.func.jvp`), used by the
   influence code and the tests. `batch` is either padded rows (`collate`: one sequence a row)
   or packed pairs (`scoring.packing.pack`: prompt once, then chosen, then rejected, several
@@ -9,8 +9,10 @@ Two entry points:
   default (every unique token through the transformer once, see `scoring/packing.py`); the
   padded layout (length-sorted rows under a token budget) serves models whose attention cannot
   take a 4D mask with position ids.
+- `pair_token_logps(model, tokenized, ...)`: the same pass, each counted token's log-prob kept
+  (what `prefsift explain-pair` shows).
 
-Both apply the LM head only at the positions whose next token is a counted completion token
+All apply the LM head only at the positions whose next token is a counted completion token
 and take `logit[target] - logsumexp(logits)` there, so the (B, T, V) logits tensor of a full
 forward is never built. In a 135M model with a 49k vocabulary the head is ~25% of the FLOPs
 of a full forward, and the prompt positions (often most of the sequence) don't need it.
@@ -206,6 +208,18 @@ def _packed_token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     return token_logps(head, h, targets, lm.config), batch["target_out"]
 
 
+def _token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs of the counted tokens (N,), their output sequence (N,)) of a packed batch or of
+    padded rows; a sequence's tokens come in the order of its positions."""
+    if "target_pos" in batch:
+        return _packed_token_logps(model, batch)
+    return _completion_token_logps(model, batch)
+
+
+def _n_out(batch: dict) -> int:
+    return batch["n_out"] if "target_pos" in batch else batch["input_ids"].shape[0]
+
+
 def sequence_logps(model, batch: dict, params: dict | None = None) -> torch.Tensor:
     """Σ completion-token log-probs per output sequence, differentiable: (B,) for padded rows,
     (2k,) [chosen; rejected] for k packed pairs.
@@ -218,26 +232,8 @@ def sequence_logps(model, batch: dict, params: dict | None = None) -> torch.Tens
         return torch.func.functional_call(
             wrapped, {f"m.{k}": v for k, v in params.items()}, (batch,), strict=False
         )
-    if "target_pos" in batch:
-        tok, row = _packed_token_logps(model, batch)
-        n = batch["n_out"]
-    else:
-        tok, row = _completion_token_logps(model, batch)
-        n = batch["input_ids"].shape[0]
-    return torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, row, tok)
-
-
-def per_token_logps(
-    model, seqs: Sequence[tuple[list[int], list[int]]], pad_token_id: int
-) -> list[np.ndarray]:
-    """Log-prob of each counted completion token of each (prompt, completion), for inspection."""
-    if not seqs:
-        return []
-    with torch.inference_mode():
-        batch = collate(seqs, pad_token_id, "right", model_device(model))
-        tok, row = _completion_token_logps(model, batch)
-    tok, row = tok.double().cpu().numpy(), row.cpu().numpy()
-    return [tok[row == i] for i in range(len(seqs))]
+    tok, row = _token_logps(model, batch)
+    return torch.zeros(_n_out(batch), dtype=tok.dtype, device=tok.device).index_add(0, row, tok)
 
 
 # ---------------------------------------------------------------- the fast path
@@ -305,6 +301,33 @@ def pair_batches(
     for idx in length_batches(widths, max(batch_tokens // 2, 1)):
         rows = [seqs[i][0] for i in idx] + [seqs[i][1] for i in idx]
         yield idx, collate(rows, pad_token_id, "right", device)
+
+
+def pair_token_logps(
+    model,
+    tokenized: Sequence[TokenizedPair],
+    pad_token_id: int,
+    batch_tokens: int = 8192,
+    layout: str = "auto",
+    row_tokens: int = ROW_TOKENS,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(chosen, rejected) log-probs of each counted response token of each pair, float64, in input
+    order, for inspection (`prefsift explain-pair`): the terms whose sums `pair_logps` returns,
+    computed in the same layout (`pair_batches`: packed where the model supports it)."""
+    out: list = [None] * len(tokenized)
+    if not tokenized:
+        return out
+    batches = pair_batches(
+        model, tokenized, pad_token_id, batch_tokens, layout, row_tokens, model_device(model)
+    )
+    with torch.inference_mode():
+        for idx, batch in batches:
+            tok, seq = _token_logps(model, batch)
+            tok, seq = tok.double().cpu().numpy(), seq.cpu().numpy()
+            k = len(idx)
+            for j, i in enumerate(idx):  # outputs [chosen of the k pairs; rejected of them]
+                out[i] = (tok[seq == j], tok[seq == k + j])
+    return out
 
 
 def pair_logps(

@@ -42,7 +42,7 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
 
     from prefsift.errors import UserError
     from prefsift.score import logp_run_key
-    from prefsift.scoring.logprobs import per_token_logps
+    from prefsift.scoring.logprobs import pair_token_logps, use_packed
     from prefsift.scoring.models import fingerprint, load_model, load_tokenizer
     from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
     from prefsift.storage import connect, pairs, tokens
@@ -76,10 +76,14 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
         sig = tokenizer_signature(tok if spec is policy else load_tokenizer(spec))
         return logp_run_key(spec, dataset, row["split"], chash, tok_config, sig)[0]
 
-    values = {}
+    # The scoring pass itself, as `prefsift score` runs it (an adapter merged, pairs packed where
+    # the model takes them), each counted token's log-prob kept: the rows sum to the pair's
+    # cached sequence log-probs.
+    values, layouts = {}, {}
     for who, spec in (("policy", policy), ("ref", ref)):
-        model = load_model(spec)
-        values[who] = per_token_logps(model, seqs, tok.pad_token_id)
+        model = load_model(spec, merge_adapter=bool(spec.adapter))
+        layouts[who] = "packed" if use_packed(model, "auto") else "padded"
+        values[who] = pair_token_logps(model, [tp], tok.pad_token_id)[0]
         del model
     run_id, ref_run = key(policy, "policy"), key(ref, "ref")
     out_rows, sides = [], {}
@@ -97,7 +101,14 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
         }
     with connect(db) as con:
         tokens.save_token_logps(con, run_id, ref_run, pair_id, out_rows)
-    return {"run_id": run_id, "ref_run": ref_run, "truncated": tp.truncated, "sides": sides, "rows": out_rows}
+    return {
+        "run_id": run_id,
+        "ref_run": ref_run,
+        "truncated": tp.truncated,
+        "layout": layouts,
+        "sides": sides,
+        "rows": out_rows,
+    }
 
 
 def run(args):

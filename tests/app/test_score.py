@@ -150,7 +150,7 @@ def test_crash_then_resume_equals_uninterrupted_run(tiny_db, tiny_model_dir, tmp
     np.testing.assert_allclose(a.rejected_logp, b.rejected_logp, atol=1e-5)
 
 
-def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys):
+def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys, monkeypatch):
     db = str(tiny_db)
     assert (
         main(
@@ -201,6 +201,16 @@ def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b,
     # explain-pair: per-token rows whose sums equal the cached sequence log-probs
     with connect(tiny_db, read_only=True) as con:
         pair_id = con.execute("SELECT pair_id FROM pairs WHERE split = 'train' LIMIT 1").fetchone()[0]
+    import prefsift.scoring.logprobs as lp_mod
+
+    packed_calls = []
+    real_pack = lp_mod.pack_batches
+
+    def spy(tokenized, *a, **k):  # explain-pair runs the scoring pass's packed layout
+        packed_calls.append(len(tokenized))
+        return real_pack(tokenized, *a, **k)
+
+    monkeypatch.setattr(lp_mod, "pack_batches", spy)
     assert (
         main(
             [
@@ -223,8 +233,12 @@ def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b,
         == 0
     )
     ex = json.loads(capsys.readouterr().out)
+    assert packed_calls == [1, 1] and ex["layout"] == {"policy": "packed", "ref": "packed"}
     # keyed like the policy's log-prob run on that split, so the dashboard can join the model name
     assert ex["run_id"] in {r["run_id"] for r in info["logp_runs"]}
+    cached = logps_frame(tiny_db, ex["run_id"]).loc[pair_id]
+    assert ex["sides"]["chosen"]["logp"] == pytest.approx(cached["chosen_logp"], abs=1e-5)
+    assert ex["sides"]["rejected"]["logp"] == pytest.approx(cached["rejected_logp"], abs=1e-5)
     from prefsift.storage.tokens import get_token_logps
 
     with connect(tiny_db, read_only=True) as con:

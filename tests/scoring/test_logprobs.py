@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from prefsift.scoring.logprobs import collate, length_batches, packed_supported, pair_logps, sequence_logps
+from prefsift.scoring.logprobs import (
+    collate,
+    length_batches,
+    packed_supported,
+    pair_logps,
+    pair_token_logps,
+    sequence_logps,
+)
 from prefsift.scoring.packing import pack, pack_batches, pack_rows, packed_tokens, unit_length
 from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
@@ -116,6 +123,46 @@ def test_packed_equals_padded_per_pair_float64(tok_and_model64, tiny_pairs, conf
     assert unique <= packed_tokens(tp, 96, 48)
     if config.truncation_mode == "keep_start":  # every prompt shared: run once instead of twice
         assert packed_tokens(tp, 96, 48) < padded_work
+
+
+def naive_token_logps(model, prompt: list[int], completion: list[int]) -> np.ndarray:
+    """Each counted completion token's log-prob: one sequence, full logits, float64 log-softmax."""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    logp = torch.log_softmax(logits[:-1], dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+    return logp[max(len(prompt), 1) - 1 :].numpy()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TokenizeConfig(max_length=None),
+        TokenizeConfig(max_length=16),
+        TokenizeConfig(max_length=16, truncation_mode="keep_end"),  # sides keep different prompts
+        TokenizeConfig(max_length=8, truncation_mode="keep_end"),  # some prompts cut away entirely
+    ],
+)
+def test_token_logps_packed_equal_padded_and_naive_float64(tok_and_model64, tiny_pairs, config):
+    """explain-pair's per-token log-probs on the packed path (several pairs a row) are the padded
+    path's and a naive one-sequence loop's, token by token, and sum to pair_logps' sequence log-probs."""
+    tok, model = tok_and_model64
+    tp = tokenize_pairs(tok, tiny_pairs + EXTRA, config)
+    assert len(list(pack_batches(tp, batch_tokens=96, row_tokens=48))) < len(tp)  # rows hold several pairs
+    packed = pair_token_logps(model, tp, tok.pad_token_id, batch_tokens=96, layout="packed", row_tokens=48)
+    padded = pair_token_logps(model, tp, tok.pad_token_id, batch_tokens=96, layout="padded")
+    sums = pair_logps(model, tp, tok.pad_token_id, layout="packed", batch_tokens=96, row_tokens=48)
+    for i, t in enumerate(tp):
+        for side, seq in enumerate((t.chosen_seq(), t.rejected_seq())):
+            naive = naive_token_logps(model, *seq)
+            assert packed[i][side].dtype == np.float64 and len(packed[i][side]) == len(naive)
+            assert len(padded[i][side]) == len(naive)
+            if len(naive):
+                assert np.abs(packed[i][side] - padded[i][side]).max() < 1e-9, (i, side)
+                assert np.abs(packed[i][side] - naive).max() < 1e-9, (i, side)
+        assert abs(packed[i][0].sum() - sums["chosen_logp"][i]) < 1e-9
+        assert abs(packed[i][1].sum() - sums["rejected_logp"][i]) < 1e-9
+    assert pair_token_logps(model, [], tok.pad_token_id) == []
 
 
 def test_pack_layout_positions_mask_and_targets():
