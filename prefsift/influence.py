@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefsift.errors import UserError
-from prefsift.paths import runs_dir
 from prefsift.progress import Progress
 from prefsift.shards import Dist, durable_replace, write_table_atomic
+from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
 

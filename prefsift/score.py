@@ -31,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.paths import runs_dir
 from prefsift.scoring.models import ModelSpec, fingerprint
 from prefsift.scoring.tokenize import TokenizeConfig
 from prefsift.shards import Dist, read_shards, write_shard
+from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def resolve_model(
         return ModelSpec(path=str(ref_or_path), adapter=adapter, dtype=dtype, device=device)
     row = _registered(db, ref_or_path)
     if row is not None:
-        from prefsift.paths import resolve_stored_path
+        from prefsift.storage.paths import resolve_stored_path
 
         return ModelSpec(
             path=resolve_stored_path(db, row["path"]),
@@ -263,8 +263,8 @@ def ensure_logps(
 
 
 def _register(con, db, spec: ModelSpec, model_id: str, name: str | None, role: str | None) -> None:
-    from prefsift.paths import stored_path
     from prefsift.storage import runs
+    from prefsift.storage.paths import stored_path
 
     adapter = stored_path(db, spec.adapter) if spec.adapter else None
     runs.register_model(

@@ -76,7 +76,7 @@ def resolve(db, ref: str) -> Resolved:
         ref_id = lin.get("reference") or (
             m["model_id"] if not m["adapter_path"] else fingerprint(_spec(ref_path))
         )
-        from prefsift.paths import resolve_stored_path
+        from prefsift.storage.paths import resolve_stored_path
 
         return Resolved(
             m["model_id"],
@@ -168,9 +168,9 @@ def default_reference(db) -> str:
 
 def register_reference(db, model: str) -> str:
     """Register a raw model folder as a reference (once); return its model id."""
-    from prefsift.paths import stored_path
     from prefsift.storage import connect
     from prefsift.storage import runs as rstore
+    from prefsift.storage.paths import stored_path
 
     r = resolve(db, model)
     if r.name is None:  # not registered yet
@@ -313,9 +313,9 @@ def train(
 ) -> dict:
     """Run one DPO training and register its model. Returns a summary dict."""
     from prefsift.joblock import job_lock
-    from prefsift.paths import models_dir
     from prefsift.storage import connect
     from prefsift.storage import training as tstore
+    from prefsift.storage.paths import models_dir
 
     kind = cfg.kind
     start = resolve(db, start_ref)
@@ -518,7 +518,7 @@ def _register(db, out: Path, start: Resolved, cfg: TrainConfig, name: str, role:
         indent=2,
         default=str,
     )
-    from prefsift.paths import stored_path
+    from prefsift.storage.paths import stored_path
 
     # Recorded relative to the database (or absolute), never to the folder this command runs in.
     with connect(db) as con:

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from prefsift.paths import runs_dir
 from prefsift.storage import connect, runs
+from prefsift.storage.paths import runs_dir
 
 
 def _if(db) -> np.ndarray:

@@ -10,10 +10,10 @@ import pytest
 
 import prefsift.score as score_mod
 from prefsift.cli import main
-from prefsift.paths import runs_dir
 from prefsift.scoring import metrics
 from prefsift.scoring.models import ModelSpec
 from prefsift.storage import connect, runs
+from prefsift.storage.paths import runs_dir
 
 
 def spec(path) -> ModelSpec:

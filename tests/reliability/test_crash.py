@@ -83,7 +83,7 @@ def test_train_resumes_past_a_half_written_checkpoint(tiny_db, tiny_model_dir):
 
     from prefsift.cli import build_parser, main
     from prefsift.config import config_from_args
-    from prefsift.paths import models_dir
+    from prefsift.storage.paths import models_dir
     from prefsift.train import register_reference, train
 
     class Crash(TrainerCallback):
