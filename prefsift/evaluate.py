@@ -59,11 +59,11 @@ def pair_margins(
 ) -> tuple[list[str], np.ndarray, dict]:
     """(pair ids sorted, each pair's margin m vs the reference, what was used): the per-pair
     numbers behind `evaluate` (paired comparisons of models need them pair by pair)."""
+    from prefsift.models import resolve, resolve_reference
     from prefsift.scoring.metrics import margin
     from prefsift.scoring.models import ModelSpec
     from prefsift.storage import connect
     from prefsift.storage import pairs as pstore
-    from prefsift.train import _lineage, resolve, resolve_reference
 
     with connect(db, read_only=True) as con:
         n = pstore.count_pairs(con, dataset, split)
@@ -71,7 +71,7 @@ def pair_margins(
         raise UserError(f"dataset {dataset!r} has no {split!r} pairs (run `prefsift split` or pass --split)")
     pol = resolve(db, model)
     ref = resolve(db, reference) if reference else resolve_reference(db, pol)
-    lineage = _lineage(db, model)
+    lineage = pol.lineage
     if beta is None:
         beta = float(((lineage.get("config") or {}).get("dpo") or {}).get("beta", 0.1))
     tok_config = _tok_config(lineage, max_length)

@@ -201,7 +201,8 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
 def compute_influence(db, cfg: InfluenceConfig) -> dict:
     """Run (or resume) an influence run and store IF, TIF and diagnostics. Returns a summary."""
 
-    from prefsift.score import ensure_logps, resolve_model
+    from prefsift.models import resolve_model
+    from prefsift.score import ensure_logps
     from prefsift.scoring import diagnostics as D
     from prefsift.scoring import influence as I
     from prefsift.scoring.logprobs import pair_batches

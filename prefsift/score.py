@@ -43,45 +43,6 @@ SCORE_VERSION = 2  # 2: fully truncated pairs are left out (version 1 scored the
 SHARD_PAIRS = 64  # pairs per shard: at most this much work is lost to a crash
 
 
-# ---------------------------------------------------------------- models
-def resolve_model(
-    db, ref_or_path: str, adapter: str | None = None, dtype: str = "float32", device: str = "auto"
-) -> ModelSpec:
-    """A ModelSpec from a local path, a model registered in storage (by name or id), or a hub id."""
-    if Path(ref_or_path).exists():
-        return ModelSpec(path=str(ref_or_path), adapter=adapter, dtype=dtype, device=device)
-    row = _registered(db, ref_or_path)
-    if row is not None:
-        from prefsift.storage.paths import resolve_stored_path
-
-        return ModelSpec(
-            path=resolve_stored_path(db, row["path"]),
-            revision=row.get("revision"),
-            adapter=adapter or resolve_stored_path(db, row.get("adapter_path")),
-            dtype=dtype,
-            device=device,
-        )
-    if "/" not in ref_or_path or ref_or_path.startswith((".", "/", "~")):
-        raise UserError(
-            f"model {ref_or_path!r} is neither a local path, a registered model (see `prefsift info`), "
-            "nor a hub id (org/name)"
-        )
-    return ModelSpec(path=ref_or_path, adapter=adapter, dtype=dtype, device=device)
-
-
-def _registered(db, ref: str) -> dict | None:
-    from prefsift.storage import connect, runs
-    from prefsift.storage.errors import NotFound, StorageError
-
-    try:
-        with connect(db, read_only=True) as con:
-            return runs.get_model(con, ref)
-    except NotFound:
-        return None
-    except StorageError:  # no database yet
-        return None
-
-
 # ---------------------------------------------------------------- log-prob runs
 def _read_pairs(db, dataset: str, split: str | None) -> tuple[list[dict], str]:
     from prefsift.storage import connect, pairs

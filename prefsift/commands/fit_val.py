@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
 
 def run(args):
     from prefsift.config import config_from_args
-    from prefsift.train import inherit_beta, role_model, train
+    from prefsift.models import role_model
+    from prefsift.train import inherit_beta, train
 
     policy = role_model(args.db, args.dataset, "policy", args.policy)
     cfg = inherit_beta(args.db, policy, config_from_args("fit-val", args))

@@ -79,9 +79,10 @@ def add_arguments(p) -> None:
 
 
 def run(args):
-    from prefsift.commands.score import lock, policy_ref_val, tok_config_from
+    from prefsift.commands.score import lock, tok_config_from
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
+    from prefsift.models import policy_ref_val
     from prefsift.storage import resolve_db_path
 
     tok_cfg = tok_config_from(args)

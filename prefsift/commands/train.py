@@ -36,14 +36,8 @@ def run(args):
     from pathlib import Path
 
     from prefsift.config import config_from_args
-    from prefsift.train import (
-        has_split,
-        inherit_beta,
-        reference_of,
-        role_model,
-        selection_dataset,
-        train,
-    )
+    from prefsift.models import reference_of, role_model
+    from prefsift.train import has_split, inherit_beta, selection_dataset, train
 
     dataset = args.dataset or (selection_dataset(args.db, args.selection) if args.selection else None)
     policy = role_model(args.db, dataset, "policy", args.policy)

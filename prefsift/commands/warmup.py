@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
 
 def run(args):
     from prefsift.config import config_from_args
-    from prefsift.train import default_reference, register_reference, train
+    from prefsift.models import default_reference, register_reference
+    from prefsift.train import train
 
     cfg = config_from_args("warmup", args)
     ref = register_reference(args.db, args.model) if args.model else default_reference(args.db)

@@ -35,7 +35,7 @@ def _one_pair(db) -> str:
 
 
 def test_registered_adapters_resolve_from_any_folder(elsewhere):
-    from prefsift.score import resolve_model
+    from prefsift.models import resolve_model
 
     with connect(elsewhere, read_only=True) as con:
         name, adapter = con.execute(
