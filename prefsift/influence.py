@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prefsift.errors import UserError
 from prefsift.progress import Progress
-from prefsift.shards import Dist, durable_replace, write_table_atomic
+from prefsift.shards import Dist, durable_replace, read_shards, write_shard
 from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
 
+SIDES = ("pair_id", "side")  # an influence shard holds one row per pair and side
 SHARD_SCHEMA = pa.schema(
     [
         ("pair_id", pa.string()),
@@ -108,13 +108,6 @@ def _records(table: pa.Table) -> list[dict]:
         conv = r.get("kind") == "conversational"
         out.append({k: (json.loads(r[k]) if conv else r[k]) for k in ("prompt", "chosen", "rejected")})
     return out
-
-
-def _read_shards(folder: Path) -> pa.Table:
-    files = sorted(folder.glob("shard-*.parquet"))
-    if not files:
-        return SHARD_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f).cast(SHARD_SCHEMA) for f in files])
 
 
 def _ref_logps(con, run_id: str, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -201,10 +194,13 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
 def compute_influence(db, cfg: InfluenceConfig) -> dict:
     """Run (or resume) an influence run and store IF, TIF and diagnostics. Returns a summary."""
 
+    import torch
+
     from prefsift.models import resolve_model
     from prefsift.score import ensure_logps
     from prefsift.scoring import diagnostics as D
     from prefsift.scoring import influence as I
+    from prefsift.scoring import metrics
     from prefsift.scoring.logprobs import pair_batches
     from prefsift.scoring.models import fingerprint, load_model, load_tokenizer
     from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
@@ -297,8 +293,10 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps({**run_key, "dataset": cfg.dataset}, sort_keys=True))
     dist.barrier()
-    done = _read_shards(folder)
-    done_keys = set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist()))
+    done = read_shards(folder, SIDES)
+    done_keys = (
+        set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist())) if done else set()
+    )
     toks = tokenize_pairs(tok, _records(train_t), tok_cfg)
     # a pair is redone unless both of its sides are in the shards
     todo = [i for i, pid in enumerate(train_ids) if not {(pid, "chosen"), (pid, "rejected")} <= done_keys]
@@ -313,9 +311,6 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     batches = pair_batches(
         model, [toks[i] for i in todo], tok.pad_token_id, cfg.batch_tokens, layout, device=device
     )
-    # Next free shard number (never overwrite a shard of an earlier, interrupted attempt).
-    # Each rank numbers its own shards (shard-NNNNNN-rRRR).
-    shard_no = 1 + max((int(f.stem.split("-")[1]) for f in folder.glob("shard-*.parquet")), default=-1)
     quiet = None if dist.main else True
     with Progress(n_seqs, "influence: D_v log-probs", unit="seq", initial=n_resumed, disable=quiet) as prog:
         for idx, f, df, used in I.stream_directional(logp_fn, params, g, batches, cfg.method, step=step):
@@ -330,9 +325,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
                 },
                 schema=SHARD_SCHEMA,
             )
-            # a reader or a resumed run sees the whole shard or none of it
-            write_table_atomic(shard, folder / f"shard-{shard_no:06d}-r{dist.rank:03d}.parquet")
-            shard_no += 1
+            write_shard(folder, dist.rank, shard)  # whole or absent, never overwriting an earlier one
             prog.update(2 * len(pids) * dist.world)  # every rank advances at about the same pace
     del model
     dist.barrier()
@@ -340,12 +333,12 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         return {"run_id": run_id, "rank": dist.rank}
 
     # 5. IF per pair, TIF, diagnostics
-    allt = _read_shards(folder).to_pandas().drop_duplicates(["pair_id", "side"], keep="last")
+    allt = read_shards(folder, SIDES).to_pandas()
     wide = allt.pivot(index="pair_id", columns="side", values=["logp", "dlogp"]).loc[train_ids]
     pc, pr = wide[("logp", "chosen")].to_numpy(), wide[("logp", "rejected")].to_numpy()
-    dc, dr = wide[("dlogp", "chosen")].to_numpy(), wide[("dlogp", "rejected")].to_numpy()
-    margin = cfg.beta * ((pc - rc) - (pr - rr))
-    influence = -cfg.beta / (1.0 + np.exp(margin)) * (dc - dr)  # sigmoid(-m) = 1 / (1 + e^m)
+    dc, dr = (torch.as_tensor(wide[("dlogp", side)].to_numpy()) for side in ("chosen", "rejected"))
+    margin = metrics.margin(pc, pr, rc, rr, cfg.beta)  # the scoring maths, not a copy of it
+    influence = I.influence_from_directional(torch.as_tensor(margin), dc, dr, cfg.beta).numpy()
     from prefsift.storage.engine import band
 
     tif = band(influence, np.ones(len(influence), bool), *cfg.band)[2]  # the selection engine's band
