@@ -92,35 +92,30 @@ def pair_margins(
 
     m = margin(pc, pr, rc, rr, beta)
     used = {"model": pol.name or model, "model_id": pol.model_id, "reference": ref.model_id, "beta": beta}
-    return ids, m, {**used, "tokenize": tok_config.to_dict()}
+    return ids, m, {**used, "tokenize": tok_config.to_dict(), "dtype": dtype}
 
 
-def evaluate(
-    db,
-    model: str,
-    dataset: str,
-    split: str = "eval",
-    beta: float | None = None,
-    reference: str | None = None,
-    max_length: int | None = None,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    device: str = "auto",
-    dtype: str = "float32",
-) -> dict:
+def evaluate(db, model: str, dataset: str, split: str = "eval", **options) -> dict:
+    """The ledger row of `model` on `split`: DPO loss, reward accuracy and mean margin vs its
+    reference. `options`: those of `pair_margins` (beta, reference, max_length, batch_tokens,
+    device, dtype)."""
     from prefsift.scoring.metrics import dpo_loss, reward_accuracy
     from prefsift.storage import connect
     from prefsift.storage import training as tstore
 
-    ids, m, used = pair_margins(
-        db, model, dataset, split, beta, reference, max_length, batch_tokens, device, dtype
-    )
+    ids, m, used = pair_margins(db, model, dataset, split, **options)
     beta = used["beta"]
 
     # 2. the numbers TRL would log on this split
     loss = float(dpo_loss(m).mean())
     acc = reward_accuracy(m)
     mean_margin = float(m.mean())
-    config = {"beta": beta, "reference": used["reference"], "tokenize": used["tokenize"], "dtype": dtype}
+    config = {
+        "beta": beta,
+        "reference": used["reference"],
+        "tokenize": used["tokenize"],
+        "dtype": used["dtype"],
+    }
     with connect(db) as con:
         tstore.save_evaluation(
             con, used["model_id"], dataset, split, len(ids), loss, acc, mean_margin, config
