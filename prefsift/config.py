@@ -235,7 +235,21 @@ def build_config(
     )
 
 
-# ---------------------------------------------------------------- CLI (shared by warmup, fit-val, train)
+# ---------------------------------------------------------------- CLI
+def from_args(cls, args, rename: Mapping[str, str] | None = None, **given):
+    """A config dataclass from parsed options: each field from the option of its name (or
+    rename[field]), `given` for what the command works out itself. The dataclass holds each default
+    (the option's default is read from it), so the two cannot drift apart."""
+    rename = rename or {}
+    kwargs = {
+        f.name: getattr(args, rename.get(f.name, f.name))
+        for f in dataclasses.fields(cls)
+        if hasattr(args, rename.get(f.name, f.name))
+    }
+    return cls(**{**kwargs, **given})
+
+
+# (shared by warmup, fit-val, train)
 def add_training_arguments(p) -> None:
     g = p.add_argument_group("training (any trl.DPOConfig field via --config [dpo] or --set)")
     g.add_argument("--config", help="TOML file: seed, lora, dtype, [dpo] -> DPOConfig, [lora] -> LoraConfig")

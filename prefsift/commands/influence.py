@@ -80,6 +80,7 @@ def add_arguments(p) -> None:
 
 def run(args):
     from prefsift.commands.score import lock, tok_config_from
+    from prefsift.config import from_args
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
     from prefsift.models import policy_ref_val
@@ -90,27 +91,15 @@ def run(args):
     policy, ref, _ = policy_ref_val(db, args.dataset, args.policy, args.ref, "none")
 
     try:
-        cfg = InfluenceConfig(
-            dataset=args.dataset,
+        cfg = from_args(
+            InfluenceConfig,
+            args,
+            {"fd_rel_step": "fd_step"},
             policy=policy,
             ref=ref,
-            adapter=args.adapter,
-            split=args.split,
-            val_split=args.val_split,
-            beta=args.beta,
-            method=args.method,
             band=tuple(args.band),
-            params=args.params,
-            dtype=args.dtype,
-            device=args.device,
-            batch_tokens=args.batch_tokens,
-            grad_batch_tokens=args.grad_batch_tokens,
             max_length=tok_cfg.max_length,
             truncation_mode=tok_cfg.truncation_mode,
-            fd_rel_step=args.fd_step,
-            precondition=args.precondition,
-            damping=args.damping,
-            cg_iters=args.cg_iters,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
