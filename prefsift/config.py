@@ -227,8 +227,8 @@ def build_config(
     return TrainConfig(
         kind=kind,
         lora=lora_flag,
-        seed=int(seed if seed is not None else data.get("seed", 0)),
-        dtype=dtype or data.get("dtype", "float32"),
+        seed=int(seed if seed is not None else data.get("seed", TrainConfig.seed)),
+        dtype=dtype or data.get("dtype", TrainConfig.dtype),
         batch_tokens=batch_tokens or data.get("batch_tokens", TrainConfig.batch_tokens),
         dpo=dpo,
         lora_config=lora_cfg,
@@ -254,28 +254,35 @@ def add_training_arguments(p) -> None:
     g = p.add_argument_group("training (any trl.DPOConfig field via --config [dpo] or --set)")
     g.add_argument("--config", help="TOML file: seed, lora, dtype, [dpo] -> DPOConfig, [lora] -> LoraConfig")
     g.add_argument("--full", action="store_true", default=None, help="full fine-tuning instead of LoRA")
-    g.add_argument("--beta", type=float, help="DPO beta (default 0.1)")
+    g.add_argument("--beta", type=float, help=f"DPO beta (default {DEFAULT_DPO['beta']})")
     g.add_argument("--lr", type=float, help="learning rate (default 5e-5 LoRA, 1e-6 full)")
     g.add_argument(
         "--batch-size",
         type=int,
-        help="pairs per optimizer step and device (per_device_train_batch_size, default 4)",
+        help="pairs per optimizer step and device (per_device_train_batch_size, default "
+        f"{DEFAULT_DPO['per_device_train_batch_size']})",
     )
     g.add_argument(
         "--batch-tokens",
         type=int,
-        help="memory: at most this many tokens per forward (default 1024); the batch is split into "
+        help=f"memory: at most this many tokens per forward (default {TrainConfig.batch_tokens}); the batch is split into "
         "micro-batches and gradient accumulation keeps it whole",
     )
     g.add_argument("--epochs", type=float, help="num_train_epochs")
-    g.add_argument("--max-length", type=int, help="max tokens of prompt + completion (default 512)")
+    g.add_argument(
+        "--max-length",
+        type=int,
+        help=f"max tokens of prompt + completion (default {DEFAULT_DPO['max_length']})",
+    )
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="any DPOConfig field, repeatable")
     g.add_argument(
         "--lora-set", action="append", metavar="KEY=VALUE", help="any LoraConfig field, repeatable"
     )
-    g.add_argument("--seed", type=int, help="seed (default 0)")
+    g.add_argument("--seed", type=int, help=f"seed (default {TrainConfig.seed})")
     g.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)"
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help=f"weights dtype (default {TrainConfig.dtype})",
     )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     g.add_argument(
