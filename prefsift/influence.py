@@ -23,12 +23,12 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from prefsift.config import InfluenceConfig
 from prefsift.errors import UserError
 from prefsift.progress import Progress
 from prefsift.shards import Dist, durable_replace, read_shards, write_shard
@@ -46,55 +46,6 @@ SHARD_SCHEMA = pa.schema(
         ("method", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class InfluenceConfig:
-    """One influence run. Every field except batch_tokens/grad_batch_tokens/device changes the numbers."""
-
-    dataset: str
-    policy: str  # model path or registered name (theta)
-    ref: str  # model path or registered name (pi_ref)
-    adapter: str | None = None  # PEFT adapter folder for the policy (or registered with it)
-    split: str = "train"  # the pairs that get IF
-    val_split: str = "val"  # the pairs whose mean DPO loss defines g_val
-    beta: float = 0.1
-    method: str = "jvp"  # jvp | fd | grad (jvp falls back to fd if the model has no forward AD)
-    band: tuple[float, float] = (10.0, 90.0)  # TIF = IF inside these percentiles (inclusive)
-    params: str | None = None  # regex over parameter names (default: LoRA adapters, else all)
-    dtype: str = "float32"
-    device: str = "auto"
-    batch_tokens: int = 4096
-    # Padded tokens per backward pass of g_val: a backward keeps every activation (about 1.7 MB a
-    # token for SmolLM2-135M in float32), so it gets smaller batches than the forward-mode passes.
-    grad_batch_tokens: int = 1024
-    max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
-    truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
-    fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd
-    precondition: str | None = None  # None | "cg": query v = (H_val + damping I)^-1 g_val
-    damping: float = 0.01
-    cg_iters: int = 10
-
-    def __post_init__(self) -> None:
-        from prefsift.scoring.influence import METHODS
-
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not (self.beta > 0 and np.isfinite(self.beta)):
-            raise ValueError(f"beta must be positive, got {self.beta}")
-        lo, hi = self.band
-        if not 0 <= lo < hi <= 100:
-            raise ValueError(f"band must satisfy 0 <= lo < hi <= 100, got {lo} {hi}")
-        if self.batch_tokens < 1 or self.grad_batch_tokens < 1:
-            raise ValueError("batch_tokens and grad_batch_tokens must be positive")
-        if not self.fd_rel_step > 0:
-            raise ValueError("fd_rel_step must be positive")
-        if self.precondition not in (None, "cg"):
-            raise ValueError(f"precondition must be 'cg' or unset, got {self.precondition!r}")
-        if self.damping < 0 or self.cg_iters < 1:
-            raise ValueError("need damping >= 0 and cg_iters >= 1")
-        if self.split == self.val_split:
-            raise ValueError("the validation split must differ from the scored split")
 
 
 def _hash(obj) -> str:
