@@ -41,8 +41,7 @@ from prefsift.scoring import influence as I  # noqa: E402
 from prefsift.scoring.logprobs import collate, length_batches, pair_logps  # noqa: E402
 from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"  # ../shared/data beside the repository (or --data)
-HH_NAME = "hh-rlhf-harmless-base-test.jsonl.gz"
+HH = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
 MARK = "\n\nAssistant:"
 
 
@@ -146,9 +145,6 @@ def main() -> None:
         "default: a random LoRA (B ~ N(0, lora_std^2))",
     )
     ap.add_argument(
-        "--data", type=Path, default=DATA, help=f"folder holding {HH_NAME} (default ../shared/data)"
-    )
-    ap.add_argument(
         "--reading-from-json",
         metavar="JSON",
         help="only print the 'Reading' section (per-pair costs, targets) of a finished run's --json-out",
@@ -169,7 +165,7 @@ def main() -> None:
     model_dir = args.model or smollm2_path()
     tok = AutoTokenizer.from_pretrained(model_dir)
     cfg = TokenizeConfig(max_length=args.max_length)
-    rows = hh_pairs(args.data / HH_NAME)
+    rows = hh_pairs(HH)
     toks = tokenize_pairs(tok, rows, cfg)
     fit = [i for i, t in enumerate(toks) if not t.truncated and t.chosen_ids and t.rejected_ids]
     train_i, val_i = fit[: args.pairs], fit[::-1][: args.val]
