@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_name  # benchmarks/ is on sys.path: the script's folder
 
 WORDS = (
     "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
@@ -47,16 +48,6 @@ def make_input(path: Path, n: int, seed: int = 0) -> int:
                 + "\n"
             )
     return bad
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:

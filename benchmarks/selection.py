@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
+
 from prefsift.storage import connect  # noqa: E402
 from prefsift.storage import rules as R  # noqa: E402
 from prefsift.storage.pairs import insert_pairs, upsert_dataset  # noqa: E402
@@ -39,16 +40,6 @@ from prefsift.storage.runs import save_score_run  # noqa: E402
 WORDS = np.array(
     "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
 )
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _texts(rng, n: int, head: str, lo: int, hi: int) -> list[str]:

@@ -29,6 +29,7 @@ from prefsift.dashboard import identity
 from prefsift.storage import annotations, audit, engine, explore, pair_lists
 from prefsift.storage import selections as selections_store
 from prefsift.storage.errors import DatabaseLocked, StorageError
+from prefsift.storage.paths import exports_dir
 
 TTL = 600  # seconds; the version key already invalidates on every commit
 
@@ -52,15 +53,6 @@ def db_version(db: Path) -> tuple:
         except OSError:
             out += [0, 0]
     return tuple(out)
-
-
-def work_dir(db: Path) -> Path:
-    """`<db stem>.prefsift/` next to the database (the layout of prefsift.paths)."""
-    return db.with_name(db.stem + ".prefsift")
-
-
-def exports_dir(db: Path) -> Path:
-    return work_dir(db) / "exports"
 
 
 # ---------------------------------------------------------------- reading

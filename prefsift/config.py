@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,41 +228,111 @@ def build_config(
     return TrainConfig(
         kind=kind,
         lora=lora_flag,
-        seed=int(seed if seed is not None else data.get("seed", 0)),
-        dtype=dtype or data.get("dtype", "float32"),
+        seed=int(seed if seed is not None else data.get("seed", TrainConfig.seed)),
+        dtype=dtype or data.get("dtype", TrainConfig.dtype),
         batch_tokens=batch_tokens or data.get("batch_tokens", TrainConfig.batch_tokens),
         dpo=dpo,
         lora_config=lora_cfg,
     )
 
 
-# ---------------------------------------------------------------- CLI (shared by warmup, fit-val, train)
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """One influence run. Every field except batch_tokens/grad_batch_tokens/device changes the numbers."""
+
+    dataset: str
+    policy: str  # model path or registered name (theta)
+    ref: str  # model path or registered name (pi_ref)
+    adapter: str | None = None  # PEFT adapter folder for the policy (or registered with it)
+    split: str = "train"  # the pairs that get IF
+    val_split: str = "val"  # the pairs whose mean DPO loss defines g_val
+    beta: float = 0.1
+    method: str = "jvp"  # jvp | fd | grad (jvp falls back to fd if the model has no forward AD)
+    band: tuple[float, float] = (10.0, 90.0)  # TIF = IF inside these percentiles (inclusive)
+    params: str | None = None  # regex over parameter names (default: LoRA adapters, else all)
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_tokens: int = 4096
+    # Padded tokens per backward pass of g_val: a backward keeps every activation (about 1.7 MB a
+    # token for SmolLM2-135M in float32), so it gets smaller batches than the forward-mode passes.
+    grad_batch_tokens: int = 1024
+    max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
+    truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
+    fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd
+    precondition: str | None = None  # None | "cg": query v = (H_val + damping I)^-1 g_val
+    damping: float = 0.01
+    cg_iters: int = 10
+
+    def __post_init__(self) -> None:
+        from prefsift.scoring.influence import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        lo, hi = self.band
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"band must satisfy 0 <= lo < hi <= 100, got {lo} {hi}")
+        if self.batch_tokens < 1 or self.grad_batch_tokens < 1:
+            raise ValueError("batch_tokens and grad_batch_tokens must be positive")
+        if not self.fd_rel_step > 0:
+            raise ValueError("fd_rel_step must be positive")
+        if self.precondition not in (None, "cg"):
+            raise ValueError(f"precondition must be 'cg' or unset, got {self.precondition!r}")
+        if self.damping < 0 or self.cg_iters < 1:
+            raise ValueError("need damping >= 0 and cg_iters >= 1")
+        if self.split == self.val_split:
+            raise ValueError("the validation split must differ from the scored split")
+
+
+# ---------------------------------------------------------------- CLI
+def from_args(cls, args, rename: Mapping[str, str] | None = None, **given):
+    """A config dataclass from parsed options: each field from the option of its name (or
+    rename[field]), `given` for what the command works out itself. The dataclass holds each default
+    (the option's default is read from it), so the two cannot drift apart."""
+    rename = rename or {}
+    kwargs = {
+        f.name: getattr(args, rename.get(f.name, f.name))
+        for f in dataclasses.fields(cls)
+        if hasattr(args, rename.get(f.name, f.name))
+    }
+    return cls(**{**kwargs, **given})
+
+
+# (shared by warmup, fit-val, train)
 def add_training_arguments(p) -> None:
     g = p.add_argument_group("training (any trl.DPOConfig field via --config [dpo] or --set)")
     g.add_argument("--config", help="TOML file: seed, lora, dtype, [dpo] -> DPOConfig, [lora] -> LoraConfig")
     g.add_argument("--full", action="store_true", default=None, help="full fine-tuning instead of LoRA")
-    g.add_argument("--beta", type=float, help="DPO beta (default 0.1)")
+    g.add_argument("--beta", type=float, help=f"DPO beta (default {DEFAULT_DPO['beta']})")
     g.add_argument("--lr", type=float, help="learning rate (default 5e-5 LoRA, 1e-6 full)")
     g.add_argument(
         "--batch-size",
         type=int,
-        help="pairs per optimizer step and device (per_device_train_batch_size, default 4)",
+        help="pairs per optimizer step and device (per_device_train_batch_size, default "
+        f"{DEFAULT_DPO['per_device_train_batch_size']})",
     )
     g.add_argument(
         "--batch-tokens",
         type=int,
-        help="memory: at most this many tokens per forward (default 1024); the batch is split into "
+        help=f"memory: at most this many tokens per forward (default {TrainConfig.batch_tokens}); the batch is split into "
         "micro-batches and gradient accumulation keeps it whole",
     )
     g.add_argument("--epochs", type=float, help="num_train_epochs")
-    g.add_argument("--max-length", type=int, help="max tokens of prompt + completion (default 512)")
+    g.add_argument(
+        "--max-length",
+        type=int,
+        help=f"max tokens of prompt + completion (default {DEFAULT_DPO['max_length']})",
+    )
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="any DPOConfig field, repeatable")
     g.add_argument(
         "--lora-set", action="append", metavar="KEY=VALUE", help="any LoraConfig field, repeatable"
     )
-    g.add_argument("--seed", type=int, help="seed (default 0)")
+    g.add_argument("--seed", type=int, help=f"seed (default {TrainConfig.seed})")
     g.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)"
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help=f"weights dtype (default {TrainConfig.dtype})",
     )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     g.add_argument(

@@ -75,6 +75,11 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
     ml = ["--max-length", str(cfg.max_length)]
     dev = ["--device", cfg.device]
     chat = ["--chat"] if chat else []
+
+    def score(policy: str, val: str) -> list[str]:
+        head = ["score", "--dataset", cfg.name, "--ref", model, "--policy", policy, "--val", val]
+        return [*head, *ml, "--dtype", cfg.dtype, *dev, *common]
+
     out = [
         (
             "ingest the data",
@@ -144,41 +149,11 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
             # π_ref's log-probs are the ones the next stage reuses for LossDiff. Scored first, so
             # that θ's runs are the newest (the pages' defaults). IRM only.
             "score IRM under θ_val too (a second model for Compare models)",
-            [
-                "score",
-                "--dataset",
-                cfg.name,
-                "--ref",
-                model,
-                "--policy",
-                val_name,
-                "--val",
-                "none",
-                *ml,
-                "--dtype",
-                cfg.dtype,
-                *dev,
-                *common,
-            ],
+            score(val_name, "none"),
         ),
         (
             "score: log-probs, IRM, LossDiff",
-            [
-                "score",
-                "--dataset",
-                cfg.name,
-                "--ref",
-                model,
-                "--policy",
-                theta,
-                "--val",
-                val_name,
-                *ml,
-                "--dtype",
-                cfg.dtype,
-                *dev,
-                *common,
-            ],
+            score(theta, val_name),
         ),
     ]
     if cfg.influence:

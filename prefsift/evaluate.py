@@ -59,11 +59,11 @@ def pair_margins(
 ) -> tuple[list[str], np.ndarray, dict]:
     """(pair ids sorted, each pair's margin m vs the reference, what was used): the per-pair
     numbers behind `evaluate` (paired comparisons of models need them pair by pair)."""
+    from prefsift.models import resolve, resolve_reference
     from prefsift.scoring.metrics import margin
     from prefsift.scoring.models import ModelSpec
     from prefsift.storage import connect
     from prefsift.storage import pairs as pstore
-    from prefsift.train import _lineage, resolve, resolve_reference
 
     with connect(db, read_only=True) as con:
         n = pstore.count_pairs(con, dataset, split)
@@ -71,7 +71,7 @@ def pair_margins(
         raise UserError(f"dataset {dataset!r} has no {split!r} pairs (run `prefsift split` or pass --split)")
     pol = resolve(db, model)
     ref = resolve(db, reference) if reference else resolve_reference(db, pol)
-    lineage = _lineage(db, model)
+    lineage = pol.lineage
     if beta is None:
         beta = float(((lineage.get("config") or {}).get("dpo") or {}).get("beta", 0.1))
     tok_config = _tok_config(lineage, max_length)
@@ -92,35 +92,30 @@ def pair_margins(
 
     m = margin(pc, pr, rc, rr, beta)
     used = {"model": pol.name or model, "model_id": pol.model_id, "reference": ref.model_id, "beta": beta}
-    return ids, m, {**used, "tokenize": tok_config.to_dict()}
+    return ids, m, {**used, "tokenize": tok_config.to_dict(), "dtype": dtype}
 
 
-def evaluate(
-    db,
-    model: str,
-    dataset: str,
-    split: str = "eval",
-    beta: float | None = None,
-    reference: str | None = None,
-    max_length: int | None = None,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    device: str = "auto",
-    dtype: str = "float32",
-) -> dict:
+def evaluate(db, model: str, dataset: str, split: str = "eval", **options) -> dict:
+    """The ledger row of `model` on `split`: DPO loss, reward accuracy and mean margin vs its
+    reference. `options`: those of `pair_margins` (beta, reference, max_length, batch_tokens,
+    device, dtype)."""
     from prefsift.scoring.metrics import dpo_loss, reward_accuracy
     from prefsift.storage import connect
     from prefsift.storage import training as tstore
 
-    ids, m, used = pair_margins(
-        db, model, dataset, split, beta, reference, max_length, batch_tokens, device, dtype
-    )
+    ids, m, used = pair_margins(db, model, dataset, split, **options)
     beta = used["beta"]
 
     # 2. the numbers TRL would log on this split
     loss = float(dpo_loss(m).mean())
     acc = reward_accuracy(m)
     mean_margin = float(m.mean())
-    config = {"beta": beta, "reference": used["reference"], "tokenize": used["tokenize"], "dtype": dtype}
+    config = {
+        "beta": beta,
+        "reference": used["reference"],
+        "tokenize": used["tokenize"],
+        "dtype": used["dtype"],
+    }
     with connect(db) as con:
         tstore.save_evaluation(
             con, used["model_id"], dataset, split, len(ids), loss, acc, mean_margin, config

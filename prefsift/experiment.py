@@ -195,8 +195,8 @@ def run_experiment(db, cfg: ExperimentConfig, train_cfg, device: str = "auto", e
 
 
 def _save(db, summary: dict) -> None:
-    from prefsift.paths import runs_dir
     from prefsift.storage import connect
+    from prefsift.storage.paths import runs_dir
     from prefsift.storage.runs import save_diagnostics
 
     folder = runs_dir(db) / summary["experiment"]

@@ -23,20 +23,20 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from prefsift.config import InfluenceConfig
 from prefsift.errors import UserError
-from prefsift.paths import runs_dir
 from prefsift.progress import Progress
-from prefsift.shards import Dist, durable_replace, write_table_atomic
+from prefsift.shards import Dist, durable_replace, read_shards, write_shard
+from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
 
+SIDES = ("pair_id", "side")  # an influence shard holds one row per pair and side
 SHARD_SCHEMA = pa.schema(
     [
         ("pair_id", pa.string()),
@@ -46,55 +46,6 @@ SHARD_SCHEMA = pa.schema(
         ("method", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class InfluenceConfig:
-    """One influence run. Every field except batch_tokens/grad_batch_tokens/device changes the numbers."""
-
-    dataset: str
-    policy: str  # model path or registered name (theta)
-    ref: str  # model path or registered name (pi_ref)
-    adapter: str | None = None  # PEFT adapter folder for the policy (or registered with it)
-    split: str = "train"  # the pairs that get IF
-    val_split: str = "val"  # the pairs whose mean DPO loss defines g_val
-    beta: float = 0.1
-    method: str = "jvp"  # jvp | fd | grad (jvp falls back to fd if the model has no forward AD)
-    band: tuple[float, float] = (10.0, 90.0)  # TIF = IF inside these percentiles (inclusive)
-    params: str | None = None  # regex over parameter names (default: LoRA adapters, else all)
-    dtype: str = "float32"
-    device: str = "auto"
-    batch_tokens: int = 4096
-    # Padded tokens per backward pass of g_val: a backward keeps every activation (about 1.7 MB a
-    # token for SmolLM2-135M in float32), so it gets smaller batches than the forward-mode passes.
-    grad_batch_tokens: int = 1024
-    max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
-    truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
-    fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd
-    precondition: str | None = None  # None | "cg": query v = (H_val + damping I)^-1 g_val
-    damping: float = 0.01
-    cg_iters: int = 10
-
-    def __post_init__(self) -> None:
-        from prefsift.scoring.influence import METHODS
-
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not (self.beta > 0 and np.isfinite(self.beta)):
-            raise ValueError(f"beta must be positive, got {self.beta}")
-        lo, hi = self.band
-        if not 0 <= lo < hi <= 100:
-            raise ValueError(f"band must satisfy 0 <= lo < hi <= 100, got {lo} {hi}")
-        if self.batch_tokens < 1 or self.grad_batch_tokens < 1:
-            raise ValueError("batch_tokens and grad_batch_tokens must be positive")
-        if not self.fd_rel_step > 0:
-            raise ValueError("fd_rel_step must be positive")
-        if self.precondition not in (None, "cg"):
-            raise ValueError(f"precondition must be 'cg' or unset, got {self.precondition!r}")
-        if self.damping < 0 or self.cg_iters < 1:
-            raise ValueError("need damping >= 0 and cg_iters >= 1")
-        if self.split == self.val_split:
-            raise ValueError("the validation split must differ from the scored split")
 
 
 def _hash(obj) -> str:
@@ -108,13 +59,6 @@ def _records(table: pa.Table) -> list[dict]:
         conv = r.get("kind") == "conversational"
         out.append({k: (json.loads(r[k]) if conv else r[k]) for k in ("prompt", "chosen", "rejected")})
     return out
-
-
-def _read_shards(folder: Path) -> pa.Table:
-    files = sorted(folder.glob("shard-*.parquet"))
-    if not files:
-        return SHARD_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f).cast(SHARD_SCHEMA) for f in files])
 
 
 def _ref_logps(con, run_id: str, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -201,9 +145,13 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
 def compute_influence(db, cfg: InfluenceConfig) -> dict:
     """Run (or resume) an influence run and store IF, TIF and diagnostics. Returns a summary."""
 
-    from prefsift.score import ensure_logps, resolve_model
+    import torch
+
+    from prefsift.models import resolve_model
+    from prefsift.score import ensure_logps
     from prefsift.scoring import diagnostics as D
     from prefsift.scoring import influence as I
+    from prefsift.scoring import metrics
     from prefsift.scoring.logprobs import pair_batches
     from prefsift.scoring.models import fingerprint, load_model, load_tokenizer
     from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs, tokenizer_signature
@@ -296,8 +244,10 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps({**run_key, "dataset": cfg.dataset}, sort_keys=True))
     dist.barrier()
-    done = _read_shards(folder)
-    done_keys = set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist()))
+    done = read_shards(folder, SIDES)
+    done_keys = (
+        set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist())) if done else set()
+    )
     toks = tokenize_pairs(tok, _records(train_t), tok_cfg)
     # a pair is redone unless both of its sides are in the shards
     todo = [i for i, pid in enumerate(train_ids) if not {(pid, "chosen"), (pid, "rejected")} <= done_keys]
@@ -312,9 +262,6 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     batches = pair_batches(
         model, [toks[i] for i in todo], tok.pad_token_id, cfg.batch_tokens, layout, device=device
     )
-    # Next free shard number (never overwrite a shard of an earlier, interrupted attempt).
-    # Each rank numbers its own shards (shard-NNNNNN-rRRR).
-    shard_no = 1 + max((int(f.stem.split("-")[1]) for f in folder.glob("shard-*.parquet")), default=-1)
     quiet = None if dist.main else True
     with Progress(n_seqs, "influence: D_v log-probs", unit="seq", initial=n_resumed, disable=quiet) as prog:
         for idx, f, df, used in I.stream_directional(logp_fn, params, g, batches, cfg.method, step=step):
@@ -329,9 +276,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
                 },
                 schema=SHARD_SCHEMA,
             )
-            # a reader or a resumed run sees the whole shard or none of it
-            write_table_atomic(shard, folder / f"shard-{shard_no:06d}-r{dist.rank:03d}.parquet")
-            shard_no += 1
+            write_shard(folder, dist.rank, shard)  # whole or absent, never overwriting an earlier one
             prog.update(2 * len(pids) * dist.world)  # every rank advances at about the same pace
     del model
     dist.barrier()
@@ -339,12 +284,12 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         return {"run_id": run_id, "rank": dist.rank}
 
     # 5. IF per pair, TIF, diagnostics
-    allt = _read_shards(folder).to_pandas().drop_duplicates(["pair_id", "side"], keep="last")
+    allt = read_shards(folder, SIDES).to_pandas()
     wide = allt.pivot(index="pair_id", columns="side", values=["logp", "dlogp"]).loc[train_ids]
     pc, pr = wide[("logp", "chosen")].to_numpy(), wide[("logp", "rejected")].to_numpy()
-    dc, dr = wide[("dlogp", "chosen")].to_numpy(), wide[("dlogp", "rejected")].to_numpy()
-    margin = cfg.beta * ((pc - rc) - (pr - rr))
-    influence = -cfg.beta / (1.0 + np.exp(margin)) * (dc - dr)  # sigmoid(-m) = 1 / (1 + e^m)
+    dc, dr = (torch.as_tensor(wide[("dlogp", side)].to_numpy()) for side in ("chosen", "rejected"))
+    margin = metrics.margin(pc, pr, rc, rr, cfg.beta)  # the scoring maths, not a copy of it
+    influence = I.influence_from_directional(torch.as_tensor(margin), dc, dr, cfg.beta).numpy()
     from prefsift.storage.engine import band
 
     tif = band(influence, np.ones(len(influence), bool), *cfg.band)[2]  # the selection engine's band

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from prefsift.errors import UserError
-from prefsift.paths import jobs_dir
 from prefsift.progress import read_status, write_status
 from prefsift.storage import connect, resolve_db_path
 from prefsift.storage import jobs as jobs_store
+from prefsift.storage.paths import jobs_dir
 
 
 def start_job(db, argv: list[str]) -> dict:

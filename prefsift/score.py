@@ -31,55 +31,16 @@ import numpy as np
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.paths import runs_dir
 from prefsift.scoring.models import ModelSpec, fingerprint
 from prefsift.scoring.tokenize import TokenizeConfig
 from prefsift.shards import Dist, read_shards, write_shard
+from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
 
 LOGP_VERSION = 1  # bump when the log-prob maths changes, so old caches are not reused
 SCORE_VERSION = 2  # 2: fully truncated pairs are left out (version 1 scored them 0)
 SHARD_PAIRS = 64  # pairs per shard: at most this much work is lost to a crash
-
-
-# ---------------------------------------------------------------- models
-def resolve_model(
-    db, ref_or_path: str, adapter: str | None = None, dtype: str = "float32", device: str = "auto"
-) -> ModelSpec:
-    """A ModelSpec from a local path, a model registered in storage (by name or id), or a hub id."""
-    if Path(ref_or_path).exists():
-        return ModelSpec(path=str(ref_or_path), adapter=adapter, dtype=dtype, device=device)
-    row = _registered(db, ref_or_path)
-    if row is not None:
-        from prefsift.paths import resolve_stored_path
-
-        return ModelSpec(
-            path=resolve_stored_path(db, row["path"]),
-            revision=row.get("revision"),
-            adapter=adapter or resolve_stored_path(db, row.get("adapter_path")),
-            dtype=dtype,
-            device=device,
-        )
-    if "/" not in ref_or_path or ref_or_path.startswith((".", "/", "~")):
-        raise UserError(
-            f"model {ref_or_path!r} is neither a local path, a registered model (see `prefsift info`), "
-            "nor a hub id (org/name)"
-        )
-    return ModelSpec(path=ref_or_path, adapter=adapter, dtype=dtype, device=device)
-
-
-def _registered(db, ref: str) -> dict | None:
-    from prefsift.storage import connect, runs
-    from prefsift.storage.errors import NotFound, StorageError
-
-    try:
-        with connect(db, read_only=True) as con:
-            return runs.get_model(con, ref)
-    except NotFound:
-        return None
-    except StorageError:  # no database yet
-        return None
 
 
 # ---------------------------------------------------------------- log-prob runs
@@ -263,8 +224,8 @@ def ensure_logps(
 
 
 def _register(con, db, spec: ModelSpec, model_id: str, name: str | None, role: str | None) -> None:
-    from prefsift.paths import stored_path
     from prefsift.storage import runs
+    from prefsift.storage.paths import stored_path
 
     adapter = stored_path(db, spec.adapter) if spec.adapter else None
     runs.register_model(

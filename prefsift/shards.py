@@ -1,7 +1,8 @@
 """Run folders of resumable jobs: atomic Parquet shards, and the ranks of a multi-process run.
 
 A shard is written to a temporary name, flushed to disk and renamed, so it is either whole or
-absent after a crash or a power cut. Reading merges all shards and keeps one row per pair_id.
+absent after a crash or a power cut. Reading merges all shards and keeps one row per pair_id
+(or per pair and side). Shards are named here, shard-r<rank>-<random>.parquet, for every run.
 """
 
 from __future__ import annotations
@@ -65,14 +66,16 @@ class Dist:
         return spec
 
 
-def read_shards(run_dir: Path) -> pa.Table | None:
+def read_shards(run_dir: Path, keys: tuple[str, ...] = ("pair_id",)) -> pa.Table | None:
+    """Every shard of a run folder, one row per `keys` (a pair; a pair's side for influence)."""
     files = sorted(run_dir.glob("shard-*.parquet"))
     if not files:
         return None
     table = pa.concat_tables([pq.read_table(f) for f in files])
-    # Dedupe on pair_id: a pair written twice (crash between shard write and bookkeeping,
-    # overlapping ranks after a resume with another world size) counts once.
-    _, first = np.unique(np.asarray(table.column("pair_id").to_pylist(), dtype=object), return_index=True)
+    # Dedupe: a row written twice (crash between shard write and bookkeeping, overlapping ranks
+    # after a resume with another world size) counts once.
+    key = ["\0".join(k) for k in zip(*(table.column(c).to_pylist() for c in keys))]
+    _, first = np.unique(np.asarray(key, dtype=object), return_index=True)
     return table.take(pa.array(np.sort(first)))
 
 

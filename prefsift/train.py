@@ -26,6 +26,7 @@ from pathlib import Path
 
 from prefsift.config import TrainConfig
 from prefsift.errors import UserError
+from prefsift.models import Resolved, _spec, lineage, resolve
 from prefsift.train_data import check_chat_template, load_rows, prompt_boundary_note
 
 log = logging.getLogger(__name__)
@@ -34,102 +35,6 @@ ROLES = {"warmup": "policy", "fit-val": "validation", "train": "trained"}
 SPLITS = {"warmup": "train", "fit-val": "val"}
 MODEL_FILE = "prefsift_model.json"
 RUN_FILE = "prefsift_run.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Resolved:
-    """A model as training sees it: weights (path [+ adapter]) and the reference it was made against."""
-
-    model_id: str
-    name: str | None
-    path: str
-    adapter: str | None
-    reference_path: str
-    reference_id: str
-
-
-# ---------------------------------------------------------------- models
-def _spec(path: str, adapter: str | None = None, dtype: str = "float32"):
-    from prefsift.scoring.models import ModelSpec
-
-    return ModelSpec(path=str(path), adapter=str(adapter) if adapter else None, dtype=dtype)
-
-
-def resolve(db, ref: str) -> Resolved:
-    """A registered model (name, fingerprint or path) or, failing that, a local folder / hub id."""
-    from prefsift.scoring.models import fingerprint
-    from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
-    from prefsift.storage.errors import NotFound
-
-    # A folder is looked up by its fingerprint: by path it is ambiguous, since every LoRA model
-    # trained on it is registered with the same base path.
-    key = fingerprint(_spec(ref)) if Path(ref).exists() else ref
-    with connect(db) as con:
-        try:
-            m = rstore.get_model(con, key)
-        except NotFound:
-            m = None
-    if m is not None:
-        lin = m["lineage"] or {}
-        ref_path = lin.get("reference_path") or m["path"]
-        ref_id = lin.get("reference") or (
-            m["model_id"] if not m["adapter_path"] else fingerprint(_spec(ref_path))
-        )
-        from prefsift.paths import resolve_stored_path
-
-        return Resolved(
-            m["model_id"],
-            m["name"],
-            resolve_stored_path(db, m["path"]),
-            resolve_stored_path(db, m["adapter_path"]),
-            resolve_stored_path(db, ref_path),
-            ref_id,
-        )
-    if not Path(ref).exists():
-        raise UserError(f"model {ref!r} not found: not a registered name (see `prefsift info`) nor a folder")
-    return Resolved(key, None, str(ref), None, str(ref), key)
-
-
-def resolve_reference(db, model: Resolved) -> Resolved:
-    """The reference π_ref that `model` was trained against (by id when registered)."""
-    try:
-        return resolve(db, model.reference_id)
-    except UserError:
-        return resolve(db, model.reference_path)
-
-
-_HOW = {
-    "reference": "pass --model PATH (the SFT model to start from) to `prefsift warmup`",
-    "policy": "warm one up with `prefsift warmup --dataset {d} --model REF`, or name it with --policy",
-    "validation": "train one with `prefsift fit-val --dataset {d}`, or name it with --val",
-}
-
-
-def role_model(
-    db, dataset: str | None, role: str, given: str | None = None, required: bool = True
-) -> str | None:
-    """The model to use in `role` ('reference' | 'policy' | 'validation') for `dataset`: the one the
-    user named (`given`, any name, id or path) or else the one the dataset's lineage says
-    (storage.runs.model_roles, the one owner of this rule; the dashboard reads it too).
-    Returns a model id; None when absent and not `required`."""
-    if given:
-        return given
-    from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
-    from prefsift.storage.errors import StorageError
-
-    try:
-        with connect(db, read_only=True) as con:
-            found = rstore.model_roles(con, dataset).get(role)
-    except StorageError:  # no database yet
-        found = None
-    if found is not None:
-        return str(found["model_id"])
-    if not required:
-        return None
-    where = f" for dataset {dataset!r}" if dataset else ""
-    raise UserError(f"no {role} model{where}: " + _HOW[role].format(d=dataset or "D"))
 
 
 def selection_dataset(db, selection: str) -> str:
@@ -153,65 +58,12 @@ def has_split(db, dataset: str, split: str) -> bool:
         return tstore.split_counts(con, dataset).get(split, 0) > 0
 
 
-def default_reference(db) -> str:
-    """The newest registered reference (warm-up without --model)."""
-    from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
-
-    with connect(db, read_only=True) as con:
-        models = rstore.list_models(con)
-    refs = models[models["role"] == "reference"]
-    if refs.empty:
-        raise UserError("no reference model: " + _HOW["reference"])
-    return str(refs.iloc[-1]["model_id"])
-
-
-def register_reference(db, model: str) -> str:
-    """Register a raw model folder as a reference (once); return its model id."""
-    from prefsift.paths import stored_path
-    from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
-
-    r = resolve(db, model)
-    if r.name is None:  # not registered yet
-        with connect(db) as con:
-            rstore.register_model(
-                con,
-                r.model_id,
-                stored_path(db, r.path),
-                name="ref",
-                role="reference",
-                lineage={"source": "user"},
-            )
-    return r.model_id
-
-
-def reference_of(db, policy: str) -> str:
-    return resolve(db, policy).reference_path
-
-
 def inherit_beta(db, policy: str, cfg: TrainConfig) -> TrainConfig:
     """θ_val and the final training use θ's β and max_length unless the user sets them (docs/METHOD.md)."""
-    lin = _lineage(db, policy)
+    lin = lineage(db, policy)
     dpo = (lin.get("config") or {}).get("dpo") or {}
     extra = {k: dpo[k] for k in ("beta", "max_length", "truncation_mode") if k in dpo and k not in cfg.dpo}
     return dataclasses.replace(cfg, dpo={**extra, **cfg.dpo}) if extra else cfg
-
-
-def _lineage(db, ref: str) -> dict:
-    from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
-    from prefsift.storage.errors import NotFound
-
-    try:
-        model_id = resolve(db, ref).model_id
-    except UserError:
-        return {}
-    with connect(db) as con:
-        try:
-            return rstore.get_model(con, model_id)["lineage"] or {}
-        except NotFound:
-            return {}
 
 
 def _load(spec, trainable: bool, merge: bool = False):
@@ -313,9 +165,9 @@ def train(
 ) -> dict:
     """Run one DPO training and register its model. Returns a summary dict."""
     from prefsift.joblock import job_lock
-    from prefsift.paths import models_dir
     from prefsift.storage import connect
     from prefsift.storage import training as tstore
+    from prefsift.storage.paths import models_dir
 
     kind = cfg.kind
     start = resolve(db, start_ref)
@@ -518,7 +370,7 @@ def _register(db, out: Path, start: Resolved, cfg: TrainConfig, name: str, role:
         indent=2,
         default=str,
     )
-    from prefsift.paths import stored_path
+    from prefsift.storage.paths import stored_path
 
     # Recorded relative to the database (or absolute), never to the folder this command runs in.
     with connect(db) as con:

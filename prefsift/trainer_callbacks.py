@@ -37,14 +37,18 @@ class MetricsCallback(TrainerCallback):
         self.stage = stage
         self.rows_written = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def _status(self, state, **extra) -> None:
         write_status(
             self.status_path,
             stage=self.stage,
             run_id=self.run_id,
             done=state.global_step,
             total=state.max_steps,
+            **extra,
         )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._status(state)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -58,14 +62,7 @@ class MetricsCallback(TrainerCallback):
         except Exception as exc:  # noqa: BLE001 - reporting must not kill the run
             log.warning("could not record metrics of step %d: %s", state.global_step, exc)
         extra = {k.replace("/", "_"): logs[k] for k in STATUS_KEYS if k in logs}
-        write_status(
-            self.status_path,
-            stage=self.stage,
-            run_id=self.run_id,
-            done=state.global_step,
-            total=state.max_steps,
-            **extra,
-        )
+        self._status(state, **extra)
 
 
 class StopAfterSteps(TrainerCallback):

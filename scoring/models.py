@@ -29,7 +29,12 @@ DTYPES = {
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # Trainer state saved beside the weights: not part of what a model computes.
 NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"})
-CACHE_DIR = Path(os.environ.get("PREFSIFT_CACHE", Path.home() / ".cache" / "prefsift"))
+
+
+def cache_dir() -> Path:
+    """prefsift's cache root, the one owner: $PREFSIFT_CACHE or ~/.cache/prefsift (file hashes,
+    the embedded model's folder)."""
+    return Path(os.environ.get("PREFSIFT_CACHE", Path.home() / ".cache" / "prefsift"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def _hash_file(path: Path) -> str:
     """sha256 of a file, cached by (path, size, mtime) so big checkpoints are hashed once."""
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = CACHE_DIR / "file_hashes.json"
+    cache_file = cache_dir() / "file_hashes.json"
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):

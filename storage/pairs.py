@@ -130,11 +130,6 @@ def list_datasets(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
-def dataset_format(con: duckdb.DuckDBPyConnection, dataset: str) -> str:
-    require_dataset(con, dataset)
-    return con.execute("SELECT format FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]
-
-
 def quarantine_summary(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
     where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
     return con.execute(

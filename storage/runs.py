@@ -164,24 +164,33 @@ def save_logp_run(
     logps: pa.Table,
 ) -> None:
     """Store a finished log-prob run and its rows in one transaction (idempotent)."""
-    logps = logps.select(LOGP_SCHEMA.names).cast(LOGP_SCHEMA)
-    con.register("_logps_in", logps)
+    _replace_run(
+        con,
+        "logp_runs",
+        "INSERT INTO logp_runs (run_id, model_id, dataset, config, n_pairs, status) VALUES (?, ?, ?, ?, ?, 'done')",
+        [run_id, model_id, dataset, json.dumps(dict(config), sort_keys=True), logps.num_rows],
+        "logps",
+        logps.select(LOGP_SCHEMA.names).cast(LOGP_SCHEMA),
+    )
+
+
+def _replace_run(
+    con, runs_table: str, insert_run: str, run_row: list, rows_table: str, rows: pa.Table
+) -> None:
+    """A run's row and its rows (columns in the table's order after run_id), replacing any earlier
+    ones, in one transaction."""
+    run_id = run_row[0]
+    con.register("_rows_in", rows)
     try:
         with transaction(con):
-            con.execute("DELETE FROM logps WHERE run_id = ?", [run_id])
-            con.execute("DELETE FROM logp_runs WHERE run_id = ?", [run_id])
+            con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run_id])
+            con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run_id])
+            con.execute(insert_run, run_row)
             con.execute(
-                "INSERT INTO logp_runs (run_id, model_id, dataset, config, n_pairs, status) "
-                "VALUES (?, ?, ?, ?, ?, 'done')",
-                [run_id, model_id, dataset, json.dumps(dict(config), sort_keys=True), logps.num_rows],
-            )
-            con.execute(
-                "INSERT INTO logps SELECT ?, pair_id, chosen_logp, rejected_logp, prompt_tokens, "
-                "chosen_tokens, rejected_tokens, truncated FROM _logps_in",
-                [run_id],
+                f"INSERT INTO {rows_table} SELECT ?, {', '.join(rows.column_names)} FROM _rows_in", [run_id]
             )
     finally:
-        con.unregister("_logps_in")
+        con.unregister("_rows_in")
 
 
 def get_logps(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
@@ -265,19 +274,14 @@ def save_score_run(
     scores: pa.Table,
 ) -> None:
     """Store a finished score run (pair_id, value) in one transaction (idempotent)."""
-    scores = scores.select(SCORE_SCHEMA.names).cast(SCORE_SCHEMA)
-    con.register("_scores_in", scores)
-    try:
-        with transaction(con):
-            con.execute("DELETE FROM scores WHERE run_id = ?", [run_id])
-            con.execute("DELETE FROM score_runs WHERE run_id = ?", [run_id])
-            con.execute(
-                "INSERT INTO score_runs (run_id, dataset, metric, config, n_pairs) VALUES (?, ?, ?, ?, ?)",
-                [run_id, dataset, metric, json.dumps(dict(config), sort_keys=True), scores.num_rows],
-            )
-            con.execute("INSERT INTO scores SELECT ?, pair_id, value FROM _scores_in", [run_id])
-    finally:
-        con.unregister("_scores_in")
+    _replace_run(
+        con,
+        "score_runs",
+        "INSERT INTO score_runs (run_id, dataset, metric, config, n_pairs) VALUES (?, ?, ?, ?, ?)",
+        [run_id, dataset, metric, json.dumps(dict(config), sort_keys=True), scores.num_rows],
+        "scores",
+        scores.select(SCORE_SCHEMA.names).cast(SCORE_SCHEMA),
+    )
 
 
 def list_score_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:

@@ -52,9 +52,3 @@ def get_token_logps(con: duckdb.DuckDBPyConnection, pair_id: str, run_id: str | 
         sql += " AND run_id = ?"
         params.append(run_id)
     return con.execute(sql + " ORDER BY run_id, side", params).df()
-
-
-def token_runs(con: duckdb.DuckDBPyConnection, pair_id: str) -> list[str]:
-    """The run ids that have token rows for a pair."""
-    rows = con.execute("SELECT DISTINCT run_id FROM token_logps WHERE pair_id = ? ORDER BY run_id", [pair_id])
-    return [r[0] for r in rows.fetchall()]

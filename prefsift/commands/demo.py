@@ -15,18 +15,30 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
+    from prefsift.demo import DemoConfig as D  # light: the defaults' one owner
+
     p.add_argument("--model", help="a hub id or local folder instead of the embedded SmolLM2-135M-Instruct")
     p.add_argument("--dataset", help="a file or hub dataset id instead of the bundled demo pairs")
-    p.add_argument("--name", default="demo", help="dataset name in the database (default demo)")
+    p.add_argument("--name", default=D.name, help=f"dataset name in the database (default {D.name})")
     p.add_argument("--limit", type=int, help="use only the first N rows (a quick look)")
-    p.add_argument("--max-length", type=int, default=256, help="max prompt+completion tokens (default 256)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--epochs", type=float, default=1.0, help="warm-up epochs (default 1, as in the paper)")
     p.add_argument(
-        "--lr", type=float, default=5e-4, help="LoRA learning rate of warm-up and θ_val (default 5e-4)"
+        "--max-length",
+        type=int,
+        default=D.max_length,
+        help=f"max prompt+completion tokens (default {D.max_length})",
     )
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=D.batch_size)
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=D.epochs,
+        help=f"warm-up epochs (default {D.epochs:g}, as in the paper)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=D.lr, help="LoRA learning rate of warm-up and θ_val (default 5e-4)"
+    )
+    p.add_argument("--dtype", default=D.dtype, choices=["float32", "bfloat16"])
+    p.add_argument("--device", default=D.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-influence", action="store_true", help="skip exact IF/TIF")
     p.add_argument(
         "--no-serve", action="store_true", help="stop after the pipeline (do not start the dashboard)"
@@ -58,22 +70,10 @@ def pipeline_argv(args, db: str) -> list[str]:
 
 
 def run(args):
+    from prefsift.config import from_args
     from prefsift.demo import DEMO_DB, DemoConfig, run_demo, summary_text
 
-    cfg = DemoConfig(
-        db=args.db or DEMO_DB,
-        model=args.model,
-        dataset=args.dataset,
-        name=args.name,
-        limit=args.limit,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        dtype=args.dtype,
-        device=args.device,
-        lr=args.lr,
-        influence=not args.no_influence,
-    )
+    cfg = from_args(DemoConfig, args, db=args.db or DEMO_DB, influence=not args.no_influence)
     if args.no_serve:
         out = run_demo(cfg)
         print(summary_text(out))

@@ -18,19 +18,11 @@ def add_arguments(p) -> None:
 
 
 def run(args):
+    from prefsift.commands.train import run_options
     from prefsift.config import config_from_args
-    from prefsift.train import inherit_beta, role_model, train
+    from prefsift.models import role_model
+    from prefsift.train import inherit_beta, train
 
     policy = role_model(args.db, args.dataset, "policy", args.policy)
     cfg = inherit_beta(args.db, policy, config_from_args("fit-val", args))
-    return train(
-        args.db,
-        cfg,
-        policy,
-        args.name,
-        dataset=args.dataset,
-        device=args.device,
-        resume=args.resume,
-        force=args.force,
-        wait=args.wait,
-    )
+    return train(args.db, cfg, policy, args.name, dataset=args.dataset, **run_options(args))

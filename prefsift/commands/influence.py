@@ -13,6 +13,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
+    from prefsift.config import InfluenceConfig as D  # the defaults' one owner
+
     p.add_argument("--dataset", required=True, help="dataset name")
     p.add_argument(
         "--policy", help="θ: model path or registered name (default: the dataset's warm-up policy)"
@@ -21,13 +23,15 @@ def add_arguments(p) -> None:
         "--ref", help="π_ref: model path or registered name (default: the one θ was trained against)"
     )
     p.add_argument("--adapter", help="PEFT adapter folder for the policy (if not registered with it)")
-    p.add_argument("--split", default="train", help="the pairs that get IF (default train)")
-    p.add_argument("--val-split", default="val", help="the pairs that define g_val (default val)")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
+    p.add_argument("--split", default=D.split, help=f"the pairs that get IF (default {D.split})")
+    p.add_argument(
+        "--val-split", default=D.val_split, help=f"the pairs that define g_val (default {D.val_split})"
+    )
+    p.add_argument("--beta", type=float, default=D.beta, help=f"DPO beta (default {D.beta})")
     p.add_argument(
         "--method",
         choices=("jvp", "fd", "grad"),
-        default="jvp",
+        default=D.method,
         help="jvp: forward-mode AD (exact, default; on CUDA with a fused attention kernel, 1.4-1.9x "
         "the cost of IRM scoring; falls back to fd if unsupported); fd: central finite differences "
         "(two forwards; on a CPU the cheapest, relative error ~1e-3 in float32); grad: per-sequence "
@@ -37,9 +41,9 @@ def add_arguments(p) -> None:
         "--band",
         nargs=2,
         type=float,
-        default=(10.0, 90.0),
+        default=D.band,
         metavar=("LO", "HI"),
-        help="TIF percentile band (default 10 90)",
+        help=f"TIF percentile band (default {D.band[0]:g} {D.band[1]:g})",
     )
     p.add_argument(
         "--params",
@@ -48,40 +52,51 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--dtype",
-        default="float32",
+        default=D.dtype,
         choices=("float32", "bfloat16", "float16", "float64"),
-        help="model dtype (default float32)",
+        help=f"model dtype (default {D.dtype})",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default=D.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument(
-        "--batch-tokens", type=int, default=4096, help="tokens per batch, padding included (default 4096)"
+        "--batch-tokens",
+        type=int,
+        default=D.batch_tokens,
+        help=f"tokens per batch, padding included (default {D.batch_tokens})",
     )
     p.add_argument(
         "--grad-batch-tokens",
         type=int,
-        default=1024,
-        help="padded tokens per backward pass of g_val (default 1024; a backward keeps every activation, "
+        default=D.grad_batch_tokens,
+        help=f"padded tokens per backward pass of g_val (default {D.grad_batch_tokens}; a backward keeps every activation, "
         "so memory grows with it; the total cost does not)",
     )
     p.add_argument(
-        "--max-length", default="1024", help="max prompt+completion tokens, or 'none' (as `prefsift score`)"
+        "--max-length",
+        default=str(D.max_length),
+        help="max prompt+completion tokens, or 'none' (as `prefsift score`)",
     )
-    p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
-    p.add_argument("--fd-step", type=float, default=1e-3, help="fd: ||h v|| / ||theta_sel|| (default 1e-3)")
+    p.add_argument("--truncation-mode", default=D.truncation_mode, choices=["keep_start", "keep_end"])
+    p.add_argument(
+        "--fd-step", type=float, default=D.fd_rel_step, help="fd: ||h v|| / ||theta_sel|| (default 1e-3)"
+    )
     p.add_argument(
         "--precondition",
         choices=("cg",),
         help="query vector (H_val + damping I)^-1 g_val by conjugate gradients",
     )
-    p.add_argument("--damping", type=float, default=0.01, help="CG damping lambda (default 0.01)")
-    p.add_argument("--cg-iters", type=int, default=10, help="CG iterations (default 10)")
+    p.add_argument(
+        "--damping", type=float, default=D.damping, help=f"CG damping lambda (default {D.damping})"
+    )
+    p.add_argument("--cg-iters", type=int, default=D.cg_iters, help=f"CG iterations (default {D.cg_iters})")
     p.add_argument("--wait", action="store_true", help="queue behind another running job instead of failing")
 
 
 def run(args):
-    from prefsift.commands.score import lock, policy_ref_val, tok_config_from
+    from prefsift.commands.score import lock, tok_config_from
+    from prefsift.config import from_args
     from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
+    from prefsift.models import policy_ref_val
     from prefsift.storage import resolve_db_path
 
     tok_cfg = tok_config_from(args)
@@ -89,27 +104,15 @@ def run(args):
     policy, ref, _ = policy_ref_val(db, args.dataset, args.policy, args.ref, "none")
 
     try:
-        cfg = InfluenceConfig(
-            dataset=args.dataset,
+        cfg = from_args(
+            InfluenceConfig,
+            args,
+            {"fd_rel_step": "fd_step"},
             policy=policy,
             ref=ref,
-            adapter=args.adapter,
-            split=args.split,
-            val_split=args.val_split,
-            beta=args.beta,
-            method=args.method,
             band=tuple(args.band),
-            params=args.params,
-            dtype=args.dtype,
-            device=args.device,
-            batch_tokens=args.batch_tokens,
-            grad_batch_tokens=args.grad_batch_tokens,
             max_length=tok_cfg.max_length,
             truncation_mode=tok_cfg.truncation_mode,
-            fd_rel_step=args.fd_step,
-            precondition=args.precondition,
-            damping=args.damping,
-            cg_iters=args.cg_iters,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc

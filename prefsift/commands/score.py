@@ -67,26 +67,10 @@ def model_arg(db, value: str, adapter, args):
     """(ModelSpec, name to register or None): a name only when the user referred to one."""
     from pathlib import Path
 
-    from prefsift.score import resolve_model
+    from prefsift.models import resolve_model
 
     spec = resolve_model(db, value, adapter=adapter, dtype=args.dtype, device=args.device)
     return spec, (None if Path(value).exists() else value)
-
-
-def policy_ref_val(db, dataset: str, policy: str | None, ref: str | None, val: str | None):
-    """θ, π_ref and θ_val for a scoring command: what the user named, else the dataset's roles.
-    θ_val is looked up only when θ was too (a named policy scores IRM alone unless --val is given)."""
-    from prefsift.train import reference_of, role_model
-
-    named_policy = policy is not None
-    policy = role_model(db, dataset, "policy", policy)
-    if ref is None:
-        ref = reference_of(db, policy)
-    if val is not None and val.lower() == "none":
-        val = None
-    elif val is None and not named_policy:
-        val = role_model(db, dataset, "validation", required=False)
-    return policy, ref, val
 
 
 def lock(args, what: str):
@@ -105,6 +89,7 @@ def lock(args, what: str):
 def run(args):
     import os
 
+    from prefsift.models import policy_ref_val
     from prefsift.score import score_dataset
     from prefsift.storage import connect, resolve_db_path, runs
 

@@ -32,18 +32,17 @@ def add_arguments(p) -> None:
     add_training_arguments(p)
 
 
+def run_options(args) -> dict:
+    """What every training command (warmup, fit-val, train) passes on to prefsift.train.train."""
+    return {"device": args.device, "resume": args.resume, "force": args.force, "wait": args.wait}
+
+
 def run(args):
     from pathlib import Path
 
     from prefsift.config import config_from_args
-    from prefsift.train import (
-        has_split,
-        inherit_beta,
-        reference_of,
-        role_model,
-        selection_dataset,
-        train,
-    )
+    from prefsift.models import reference_of, role_model
+    from prefsift.train import has_split, inherit_beta, selection_dataset, train
 
     dataset = args.dataset or (selection_dataset(args.db, args.selection) if args.selection else None)
     policy = role_model(args.db, dataset, "policy", args.policy)
@@ -58,10 +57,7 @@ def run(args):
         dataset=dataset,
         selection=args.selection,
         data_file=args.data,
-        device=args.device,
-        resume=args.resume,
-        force=args.force,
-        wait=args.wait,
+        **run_options(args),
     )
     if not args.no_evaluate and dataset and out.get("model_id") and has_split(args.db, dataset, "eval"):
         from prefsift.evaluate import evaluate

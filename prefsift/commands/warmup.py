@@ -20,19 +20,11 @@ def add_arguments(p) -> None:
 
 
 def run(args):
+    from prefsift.commands.train import run_options
     from prefsift.config import config_from_args
-    from prefsift.train import default_reference, register_reference, train
+    from prefsift.models import default_reference, register_reference
+    from prefsift.train import train
 
     cfg = config_from_args("warmup", args)
     ref = register_reference(args.db, args.model) if args.model else default_reference(args.db)
-    return train(
-        args.db,
-        cfg,
-        ref,
-        args.name,
-        dataset=args.dataset,
-        device=args.device,
-        resume=args.resume,
-        force=args.force,
-        wait=args.wait,
-    )
+    return train(args.db, cfg, ref, args.name, dataset=args.dataset, **run_options(args))

@@ -111,9 +111,9 @@ def _watch_computation(monkeypatch) -> list[str]:
 def test_demo_models_are_found_by_role_and_runs_labelled_by_their_policy(demo_db):
     """θ, θ_val and π_ref come from the lineage the demo wrote (names carry a settings hash), a
     θ_val scored as a second policy keeps its role, and IF/TIF are labelled with θ, not π_ref."""
+    from prefsift.models import role_model
     from prefsift.storage import explore
     from prefsift.storage import runs as rstore
-    from prefsift.train import role_model
 
     with connect(demo_db, read_only=True) as con:
         roles = rstore.model_roles(con, "demo")
@@ -133,7 +133,7 @@ def test_demo_models_are_found_by_role_and_runs_labelled_by_their_policy(demo_db
 
 def test_role_model_says_how_to_make_a_missing_role(tiny_db):
     from prefsift.errors import UserError
-    from prefsift.train import role_model
+    from prefsift.models import role_model
 
     with pytest.raises(UserError, match="prefsift warmup --dataset tiny"):
         role_model(tiny_db, "tiny", "policy")

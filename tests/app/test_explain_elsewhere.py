@@ -35,7 +35,7 @@ def _one_pair(db) -> str:
 
 
 def test_registered_adapters_resolve_from_any_folder(elsewhere):
-    from prefsift.score import resolve_model
+    from prefsift.models import resolve_model
 
     with connect(elsewhere, read_only=True) as con:
         name, adapter = con.execute(
@@ -49,7 +49,7 @@ def test_registered_adapters_resolve_from_any_folder(elsewhere):
 
 def test_old_rows_relative_to_another_folder_are_rebased(elsewhere):
     """Rows written before the fix hold `<stem>.prefsift/...` relative to wherever the command ran."""
-    from prefsift.paths import resolve_stored_path, work_dir
+    from prefsift.storage.paths import resolve_stored_path, work_dir
 
     old = (
         "some/other/place/prefsift-demo.prefsift/models/"
@@ -89,7 +89,7 @@ def test_explain_pair_from_another_folder_links_to_the_scoring_run(elsewhere, ca
 
 
 def test_stored_path_is_relative_to_the_database_or_absolute(tmp_path, monkeypatch):
-    from prefsift.paths import resolve_stored_path, stored_path
+    from prefsift.storage.paths import resolve_stored_path, stored_path
 
     db = tmp_path / "work" / "hh.duckdb"
     inside = tmp_path / "work" / "hh.prefsift" / "models" / "theta"

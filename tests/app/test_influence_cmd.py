@@ -84,7 +84,7 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
 
 def test_resume_after_a_kill_and_cached_gval(tiny_db, tiny_model_dir, tiny_model_dir_b, capsys, monkeypatch):
     import prefsift.scoring.influence as I
-    from prefsift.paths import runs_dir
+    from prefsift.storage.paths import runs_dir
 
     real = I.stream_directional
 

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from prefsift.paths import runs_dir
 from prefsift.storage import connect, runs
+from prefsift.storage.paths import runs_dir
 
 
 def _if(db) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_two_processes_equal_one_and_resume(tiny_db, tiny_model_dir, tiny_model_
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-6
     # each rank computed a slice of the pairs into its own shards
     folder = runs_dir(tiny_db) / first["run_id"]
-    by_rank = {r: list(folder.glob(f"shard-*-r00{r}.parquet")) for r in (0, 1)}
+    by_rank = {r: list(folder.glob(f"shard-r00{r}-*.parquet")) for r in (0, 1)}
     assert by_rank[0] and by_rank[1]
     # resume: rank 1's shards lost (a killed run), g_val cached; only the lost pairs are redone
     for f in by_rank[1]:

@@ -8,12 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
+import prefsift.models as models_mod
 import prefsift.score as score_mod
 from prefsift.cli import main
-from prefsift.paths import runs_dir
+from prefsift.errors import UserError
 from prefsift.scoring import metrics
 from prefsift.scoring.models import ModelSpec
 from prefsift.storage import connect, runs
+from prefsift.storage.paths import runs_dir
 
 
 def spec(path) -> ModelSpec:
@@ -302,9 +304,13 @@ def test_resolve_model_by_registered_name(tiny_db, tiny_model_dir):
 
     with connect(tiny_db) as con:
         sruns.register_model(con, "abc123", str(tiny_model_dir), name="theta", adapter_path="/some/adapter")
-    s = score_mod.resolve_model(tiny_db, "theta", dtype="bfloat16", device="cpu")
+    s = models_mod.resolve_model(tiny_db, "theta", dtype="bfloat16", device="cpu")
     assert s.path == str(tiny_model_dir) and s.adapter == "/some/adapter" and s.dtype == "bfloat16"
-    assert score_mod.resolve_model(tiny_db, "org/model").path == "org/model"
+    assert models_mod.resolve_model(tiny_db, "org/model").path == "org/model"
+    # one resolver: training accepts the same hub id, and a typo is refused the same way
+    assert models_mod.resolve(tiny_db, "org/model").path == "org/model"
+    with pytest.raises(UserError, match="nor a hub id"):
+        models_mod.resolve(tiny_db, "no-such-model")
 
 
 @pytest.mark.slow

@@ -83,8 +83,9 @@ def test_train_resumes_past_a_half_written_checkpoint(tiny_db, tiny_model_dir):
 
     from prefsift.cli import build_parser, main
     from prefsift.config import config_from_args
-    from prefsift.paths import models_dir
-    from prefsift.train import register_reference, train
+    from prefsift.models import register_reference
+    from prefsift.storage.paths import models_dir
+    from prefsift.train import train
 
     class Crash(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):

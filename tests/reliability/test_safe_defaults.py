@@ -266,7 +266,7 @@ def dashboard_data(tmp_path, monkeypatch):
 
 
 def test_dashboard_exports_folder_is_prefsifts(dashboard_data):
-    from prefsift.paths import exports_dir
+    from prefsift.storage.paths import exports_dir
 
     data, db = dashboard_data
     assert data.exports_dir(data.db_path()) == exports_dir(db).resolve()

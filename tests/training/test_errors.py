@@ -10,8 +10,9 @@ import pytest
 from prefsift.cli import main as cli_main
 from prefsift.config import build_config
 from prefsift.errors import UserError
+from prefsift.models import register_reference
 from prefsift.storage import connect
-from prefsift.train import register_reference, train
+from prefsift.train import train
 from tests.conftest import write_jsonl
 
 

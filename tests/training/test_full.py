@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from prefsift.config import build_config
+from prefsift.models import register_reference
 from prefsift.storage import connect
 from prefsift.storage import runs as rstore
-from prefsift.train import register_reference, train
+from prefsift.train import train
 
 
 def test_full_finetune_warmup(split_db, tiny_model_dir):

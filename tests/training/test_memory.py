@@ -12,9 +12,10 @@ from prefsift import memory
 from prefsift.cli import main as cli_main
 from prefsift.config import build_config
 from prefsift.errors import UserError
+from prefsift.models import register_reference
 from prefsift.storage import connect
 from prefsift.storage import training as tstore
-from prefsift.train import register_reference, train
+from prefsift.train import train
 from tests.training.conftest import FAST
 
 # SmolLM2-135M's shape, for the arithmetic (nothing is loaded)

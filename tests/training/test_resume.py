@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from prefsift.config import build_config
+from prefsift.models import register_reference
 from prefsift.storage import connect
 from prefsift.storage import training as tstore
-from prefsift.train import register_reference, train
+from prefsift.train import train
 from prefsift.trainer_callbacks import SimulatedKill, StopAfterSteps
 
 # 8 pairs, batch 2: 4 steps, a checkpoint after each

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prefsift.storage import resolve_db_path
+from prefsift.storage.db import resolve_db_path
 
 
 def work_dir(db: str | os.PathLike | None) -> Path:
