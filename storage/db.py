@@ -125,7 +125,8 @@ def connect(
     read_only: bool = False,
     timeout_s: float | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection. Writers migrate the schema; readers refuse unknown versions.
+    """A short-lived connection. Writers migrate the schema; a reader of an older schema migrates
+    it first (one short write); readers refuse newer versions.
 
     A read-only open of a file that does not exist yet raises `StorageError` (nothing to read).
     """
@@ -137,6 +138,12 @@ def connect(
     if not read_only:
         p.parent.mkdir(parents=True, exist_ok=True)
     con = _open(p, read_only, timeout_s)
+    if read_only and 0 < schema_version(con) < SCHEMA_VERSION:
+        # An older database read by a newer prefsift: migrate it once (a short write), then read.
+        con.close()
+        with connect(p, timeout_s=timeout_s):
+            pass
+        con = _open(p, read_only, timeout_s)
     try:
         key = str(p.resolve())
         if read_only:

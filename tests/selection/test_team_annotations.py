@@ -151,9 +151,7 @@ def test_selection_uses_the_effective_decision(syn):
     assert (res.forced_keep, res.forced_drop) == (1, 1)
 
 
-def test_migration_of_schema_1_annotations(tmp_path):
-    """A schema-1 database's single-row annotations become '(unattributed)' curator decisions with a
-    'migrated' history row, and select exactly the same pairs as before."""
+def _schema_1_db(tmp_path):
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)")  # fmt: skip
@@ -169,7 +167,17 @@ def test_migration_of_schema_1_annotations(tmp_path):
         "('old', 'a', 'harmful', 'bad', 'drop', TIMESTAMP '2026-01-02 03:04:05'), ('old', 'b', NULL, 'fine', NULL, NULL)"
     )
     con.close()
-    with connect(db) as con:
+    return db
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_migration_of_schema_1_annotations(tmp_path, read_only):
+    """A schema-1 database's single-row annotations become '(unattributed)' curator decisions with a
+    'migrated' history row, and select exactly the same pairs as before. A reader migrates it too
+    (the dashboard, or `prefsift score` looking up its models before it writes): before, a read-only
+    open refused it and the model lookup said "not a registered model"."""
+    db = _schema_1_db(tmp_path)
+    with connect(db, read_only=read_only) as con:
         assert con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 2
         dec = A.decisions(con, "old").set_index("pair_id")
         eff = A.effective(con, "old").set_index("pair_id")
