@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import charts, data, identity
 
 st.title("Tune & select")
 dataset = data.require_dataset()
@@ -166,6 +166,11 @@ st.dataframe(
 st.subheader("Save as a selection")
 rule_text = data.rule_text(parts)
 st.code(rule_text, language=None)
+me = identity.current()
+if me is not None and not me.is_curator:
+    # the server refuses it too (dashboard/data.py): the page does not offer what it will refuse
+    st.info(f"Saving selections is for curators: you ({me.name}) can tune and look, not save.")
+    st.stop()
 sc = st.columns([3, 1, 1])
 name = sc[0].text_input("selection name", key="tune_name", placeholder="e.g. ldirm-10-90")
 overwrite = sc[1].checkbox("replace if it exists", key="tune_force")
