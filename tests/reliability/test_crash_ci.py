@@ -66,15 +66,14 @@ def _arm(job: str, at: int) -> None:
             count()
 
         prefsift.score.write_shard = write_shard
-    elif job == "influence":
-        inner_atomic = prefsift.influence.write_table_atomic
+    elif job == "influence":  # influence writes its shards through prefsift.shards.write_shard too
+        inner_inf = prefsift.influence.write_shard
 
-        def write_table_atomic(table, path):
-            inner_atomic(table, path)
-            if path.name.startswith("shard-"):
-                count()
+        def write_inf_shard(*a, **k):
+            inner_inf(*a, **k)
+            count()
 
-        prefsift.influence.write_table_atomic = write_table_atomic
+        prefsift.influence.write_shard = write_inf_shard
     else:
         inner_save = Trainer._save_checkpoint
 
@@ -132,19 +131,17 @@ def counted(monkeypatch):
     monkeypatch.setenv("PREFSIFT_NO_PROGRESS", "1")
     monkeypatch.setattr(prefsift.score, "SHARD_PAIRS", SHARD_PAIRS)
     rows = [0]
-    inner_shard, inner_atomic = prefsift.score.write_shard, prefsift.influence.write_table_atomic
 
-    def write_shard(run_dir, rank, table):
-        inner_shard(run_dir, rank, table)
-        rows[0] += table.num_rows
-
-    def write_table_atomic(table, path):
-        inner_atomic(table, path)
-        if path.name.startswith("shard-"):
+    def counting(inner):
+        def write_shard(run_dir, rank, table):
+            inner(run_dir, rank, table)
             rows[0] += table.num_rows
 
-    monkeypatch.setattr(prefsift.score, "write_shard", write_shard)
-    monkeypatch.setattr(prefsift.influence, "write_table_atomic", write_table_atomic)
+        return write_shard
+
+    # score and influence both write their result shards through prefsift.shards.write_shard
+    monkeypatch.setattr(prefsift.score, "write_shard", counting(prefsift.score.write_shard))
+    monkeypatch.setattr(prefsift.influence, "write_shard", counting(prefsift.influence.write_shard))
     from transformers import Trainer
 
     inner_train = Trainer.train
