@@ -39,3 +39,37 @@ def shm_dir():
     base = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="prefsift-rel-", dir=base) as d:
         yield Path(d)
+
+
+def scored_synthetic_db(tmp_path: Path, n_pairs: int, name: str) -> tuple[Path, list[str]]:
+    """`n_pairs` synthetic pairs ingested as dataset 'syn' into tmp_path/name, one IRM score run
+    ('seed', value = row number); writes their ids to tmp_path/ids.json for subprocesses."""
+    import json
+
+    import pyarrow as pa
+
+    from prefsift.ingest import ingest
+    from prefsift.storage import connect, pairs
+    from prefsift.storage import runs as runs_store
+
+    src = tmp_path / "syn.jsonl"
+    src.write_text(
+        "\n".join(
+            json.dumps({"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"})
+            for i in range(n_pairs)
+        )
+    )
+    db = tmp_path / name
+    ingest(src, "syn", db=db)
+    with connect(db) as con:
+        ids = pairs.get_pairs(con, "syn", columns=("pair_id",)).column("pair_id").to_pylist()
+        runs_store.save_score_run(
+            con,
+            "seed",
+            "syn",
+            "irm",
+            {},
+            pa.table({"pair_id": ids, "value": [float(i) for i in range(len(ids))]}),
+        )
+    (tmp_path / "ids.json").write_text(json.dumps(ids))
+    return db, ids

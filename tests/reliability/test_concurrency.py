@@ -17,14 +17,13 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from prefsift.errors import UserError
-from prefsift.ingest import ingest
 from prefsift.joblock import job_lock
-from prefsift.storage import connect, pairs
+from prefsift.storage import connect
 from prefsift.storage import runs as runs_store
+from tests.reliability.conftest import scored_synthetic_db
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PAIRS = 120
@@ -34,7 +33,7 @@ READER_ROUNDS = 16
 WRITER = """
 import json, random, sys, time
 import pyarrow as pa
-from storage import connect, runs
+from prefsift.storage import connect, runs
 db, ids, n, out = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), sys.argv[4]
 random.seed(0)
 done = []
@@ -51,8 +50,8 @@ READER = """
 import json, os, sys, time, traceback, warnings
 warnings.simplefilter("ignore")
 import logging; logging.disable(logging.WARNING)   # streamlit's "no runtime" chatter
-from dashboard import data
-from storage import explore, pairs, runs, selections
+from prefsift.dashboard import data
+from prefsift.storage import explore, pairs, runs, selections
 ids, rounds, out = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
 BUSY = object()
 stats = {"reads": 0, "busy_retries": 0, "selections": [], "annotations": 0, "errors": []}
@@ -104,27 +103,7 @@ def _env(db: Path) -> dict:
 
 @pytest.fixture()
 def syn_db(tmp_path) -> tuple[Path, list[str]]:
-    src = tmp_path / "syn.jsonl"
-    src.write_text(
-        "\n".join(
-            json.dumps({"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"})
-            for i in range(N_PAIRS)
-        )
-    )
-    db = tmp_path / "c.duckdb"
-    ingest(src, "syn", db=db)
-    with connect(db) as con:
-        ids = pairs.get_pairs(con, "syn", columns=("pair_id",)).column("pair_id").to_pylist()
-        runs_store.save_score_run(
-            con,
-            "seed",
-            "syn",
-            "irm",
-            {},
-            pa.table({"pair_id": ids, "value": [float(i) for i in range(len(ids))]}),
-        )
-    (tmp_path / "ids.json").write_text(json.dumps(ids))
-    return db, ids
+    return scored_synthetic_db(tmp_path, N_PAIRS, "c.duckdb")
 
 
 def test_dashboard_reads_and_saves_while_a_job_commits(tmp_path, syn_db):
@@ -169,7 +148,7 @@ LOCKER = """
 import json, os, sys, time
 from prefsift.joblock import job_lock
 from prefsift.errors import UserError
-from storage import connect
+from prefsift.storage import connect
 db, tag, wait, go, out, peer_out = sys.argv[1], sys.argv[2], sys.argv[3] == "1", *sys.argv[4:7]
 open(out + ".ready", "w").close()      # imported: the test starts both only when both are ready
 while not os.path.exists(go):          # start both at the same moment

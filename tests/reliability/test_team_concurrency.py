@@ -20,13 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from prefsift.ingest import ingest
 from prefsift.storage import annotations as A
-from prefsift.storage import connect, pairs
-from prefsift.storage import runs as runs_store
+from prefsift.storage import connect
+from tests.reliability.conftest import scored_synthetic_db
 from tests.reliability.test_concurrency import _env, _script
 
 SESSIONS = 5
@@ -36,7 +34,7 @@ CHANGES = 8  # each annotator changes their mind on this many pairs (a second sa
 WRITER = """
 import json, os, sys, time
 import pyarrow as pa
-from storage import connect, runs
+from prefsift.storage import connect, runs
 db, ids, stop, out = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4]
 done, waits = [], []
 k = 0
@@ -55,27 +53,7 @@ json.dump({"done": done, "waits": waits}, open(out, "w"))
 
 @pytest.fixture()
 def team_db(tmp_path) -> tuple[Path, list[str]]:
-    src = tmp_path / "syn.jsonl"
-    src.write_text(
-        "\n".join(
-            json.dumps({"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"})
-            for i in range(N_PAIRS)
-        )
-    )
-    db = tmp_path / "team.duckdb"
-    ingest(src, "syn", db=db)
-    with connect(db) as con:
-        ids = pairs.get_pairs(con, "syn", columns=("pair_id",)).column("pair_id").to_pylist()
-        runs_store.save_score_run(
-            con,
-            "seed",
-            "syn",
-            "irm",
-            {},
-            pa.table({"pair_id": ids, "value": [float(i) for i in range(N_PAIRS)]}),
-        )
-    (tmp_path / "ids.json").write_text(json.dumps(ids))
-    return db, ids
+    return scored_synthetic_db(tmp_path, N_PAIRS, "team.duckdb")
 
 
 def test_five_annotators_while_a_scoring_job_commits(tmp_path, team_db, monkeypatch):
