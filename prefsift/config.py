@@ -253,9 +253,11 @@ class InfluenceConfig:
     dtype: str = "float32"
     device: str = "auto"
     batch_tokens: int = 4096
-    # Padded tokens per backward pass of g_val: a backward keeps every activation (about 1.7 MB a
-    # token for SmolLM2-135M in float32), so it gets smaller batches than the forward-mode passes.
-    grad_batch_tokens: int = 1024
+    # Padded tokens per backward pass of g_val: a backward keeps every activation, and a packed row's
+    # attention grows with the square of its length, so it gets smaller batches than the
+    # forward-mode passes. SmolLM2-135M, float32, AlpacaEval at max_length 256: peak RSS 6.0 GiB at
+    # 1024, 3.6 GiB at 512 (benchmarks/results/demo_alpaca.md).
+    grad_batch_tokens: int = 512
     max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
     truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
     fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd

@@ -148,14 +148,14 @@ def test_preconditioned_query_vector(tiny_db, tiny_model_dir, tiny_model_dir_b, 
 
 
 def test_grad_batch_tokens_is_validated_with_a_memory_safe_default():
-    """g_val's backward batches are a memory knob: validated, default 1024 padded tokens."""
+    """g_val's backward batches are a memory knob: validated, default 512 padded tokens (6.0 GiB peak at 1024 on AlpacaEval, 3.6 at 512)."""
     import pytest
 
     from prefsift.influence import InfluenceConfig
 
     with pytest.raises(ValueError, match="grad_batch_tokens"):
         InfluenceConfig(dataset="d", policy="p", ref="r", grad_batch_tokens=0)
-    assert InfluenceConfig(dataset="d", policy="p", ref="r").grad_batch_tokens == 1024
+    assert InfluenceConfig(dataset="d", policy="p", ref="r").grad_batch_tokens == 512
 
 
 def test_influence_and_default_scores_match_the_policy_and_beta(
