@@ -1,9 +1,10 @@
 """What the benchmark scripts share: paths, timing, the date / machine / load line of a results
-file, and the HH-RLHF pair loader.
+file, and the loaders of the shared data files.
 
 A script in benchmarks/ has this folder on sys.path (Python puts the script's folder there), so
-`import _common` works; importing it puts the repository first on sys.path, so that `prefsift`
-and `tests` are this checkout's.
+`import _common` works; importing it puts the repository first on sys.path and PYTHONPATH, so
+that `prefsift` (in this process and in `python -m prefsift` subprocesses) and `tests` are this
+checkout's, and sets the Hugging Face libraries offline unless told otherwise.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # the benchmarks build or carry their models
+    os.environ.setdefault(_k, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # `python -m prefsift` too
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data beside the repository
 HH_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -90,22 +96,23 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def about(load_at_start: str | None = None, torch: bool = False) -> str:
+def about(load_at_start: str | None = None, torch: bool = False, load_at_end: str | None = None) -> str:
     """The date / machine / load line of a results file. Pass `load()` taken at the start to show
-    both ends of the run; `torch` adds torch's version and thread count."""
+    both ends of the run (the end is now unless given); `torch` adds torch's version and threads."""
     m = f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if torch:
         import torch as t
 
         m += f", torch {t.__version__} ({t.get_num_threads()} threads)"
-    ld = f"{load_at_start} at the start, {load()} at the end" if load_at_start else f"{load()} at the end"
+    end = load_at_end or load()
+    ld = f"{load_at_start} at the start, {end} at the end" if load_at_start else f"{end} at the end"
     return (
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {m}. Load average (1/5/15 min): {ld} "
         "(other jobs may share the cores: a load above the core count inflates wall times)."
     )
 
 
-# ---------------------------------------------------------------- data
+# ---------------------------------------------------------------- data: two readings of a file
 def hh_pairs(path: Path | str, limit: int | None = None, keep_blank: bool = False) -> list[dict]:
     """HH-RLHF rows as {prompt, chosen, rejected}: the prompt is the dialogue both answers share, up
     to and including the last '\\n\\nAssistant:'. Rows whose answers do not share it, or are equal,
@@ -126,3 +133,22 @@ def hh_pairs(path: Path | str, limit: int | None = None, keep_blank: bool = Fals
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+def prefsift_pairs(path: Path | str) -> tuple[int, list, int]:
+    """(raw row count, [(row index, Pair)], rows that are not a pair) of a data file (HH-RLHF,
+    AlpacaEval, ...), read and format-detected as `prefsift ingest` does (AlpacaEval's ties are
+    not a pair: no preference). benchmarks/reproduce.py runs the product on these."""
+    from prefsift.formats import Bad, ColumnMap, normalise, vote_format
+    from prefsift.sources import RawError, read_rows
+
+    rows = list(read_rows(str(path)))
+    fmt, cmap = vote_format([r for _, r in rows if isinstance(r, dict)], ColumnMap())
+    good, n_bad = [], 0
+    for i, r in rows:
+        p = Bad("", "unreadable", "") if isinstance(r, RawError) else normalise(r, fmt, cmap, 200_000)
+        if isinstance(p, Bad):
+            n_bad += 1
+        else:
+            good.append((i, p))
+    return len(rows), good, n_bad
