@@ -8,7 +8,9 @@ only concatenates them in a fixed order, so RESULTS.md never holds a number no s
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
+
+import _common as C
 
 ORDER = [
     "ingest",
@@ -33,9 +35,10 @@ Regenerate a section by rerunning its command, then `python benchmarks/collect.p
 
 
 def main() -> None:
-    here = Path(__file__).parent
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    here = C.RESULTS.parent
     parts = sorted(
-        (here / "results").glob("*.md"),
+        C.RESULTS.glob("*.md"),
         key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem),
     )
     body = [HEADER]

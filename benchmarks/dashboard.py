@@ -15,18 +15,11 @@ Prints a table and writes benchmarks/results/dashboard.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "dashboard")]
-
+import _common as C
 
 CPU: list[float] = []  # the CPU ms of each timed() call, in order (read by main)
 
@@ -34,20 +27,14 @@ CPU: list[float] = []  # the CPU ms of each timed() call, in order (read by main
 def timed(fn, repeats: int = 1):
     """(result, median wall ms); the median CPU ms of this process (all threads: DuckDB's and
     the app script's) is appended to CPU, a figure the other jobs on the machine do not inflate."""
-    out, times, cpu = None, [], []
-    for i in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn(i)
-        times.append(1000 * (time.perf_counter() - t0))
-        cpu.append(1000 * (time.process_time() - c0))
-    CPU.append(statistics.median(cpu))
-    return out, statistics.median(times)
+    out, walls, cpus = C.timed(fn, repeats)
+    CPU.append(1000 * statistics.median(cpus))
+    return out, 1000 * statistics.median(walls)
 
 
 def build(db: Path, n: int) -> dict:
-    from synth import make_db
-
     from prefsift.storage import connect
+    from tests.dashboard.synth import make_db
 
     if db.exists():
         with connect(db, read_only=True) as con:
@@ -58,9 +45,9 @@ def build(db: Path, n: int) -> dict:
             return {"dataset": "synth", "runs": runs}
         db.unlink()
     db.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    info = make_db(db, n=n, seed=0)
-    print(f"built {db} with {n:,} pairs in {time.perf_counter() - t0:.0f}s")
+    with C.Stopwatch() as sw:
+        info = make_db(db, n=n, seed=0)
+    print(f"built {db} with {n:,} pairs in {sw.wall:.0f}s")
     return {"dataset": info["dataset"], "runs": {v: k for k, v in info["runs"].items()}}
 
 
@@ -178,7 +165,7 @@ def apptest_timings(db: Path) -> list[tuple[str, float, str]]:
     from streamlit.testing.v1 import AppTest
 
     os.environ["PREFSIFT_DB"] = str(db)
-    app = str(ROOT / "dashboard" / "app.py")
+    app = str(C.ROOT / "dashboard" / "app.py")
     rows = []
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -214,23 +201,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=1_000_000)
     ap.add_argument("--db", default="/tmp/prefsift_bench/dash1m.duckdb")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dashboard.md"))
+    ap.add_argument("--out", default=str(C.RESULTS / "dashboard.md"))
     args = ap.parse_args()
     db = Path(args.db)
-    load0 = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    load0 = C.load()
     info = build(db, args.pairs)
     rows = storage_timings(db, info["dataset"])
     rows += apptest_timings(db)
-    cpu = subprocess.run(
-        ["bash", "-c", "lscpu | grep 'Model name'"], capture_output=True, text=True
-    ).stdout.strip()
     lines = [
         "## Dashboard at 1M pairs (benchmarks/dashboard.py)",
         "",
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, {cpu or platform.processor()}",
+        f"- {C.about(load0)}",
         f"- command: `python benchmarks/dashboard.py --pairs {args.pairs}`",
-        f"- load average during the run (1/5/15 min): {load0} at start, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} "
-        "at the end (other engineers' jobs share the 2 cores: > 2 means every timing here is inflated)",
         f"- data: {args.pairs:,} synthetic pairs, 6 score runs (IRM, LossDiff, IF, TIF under theta_a; IRM, LossDiff "
         "under theta_b), 10% noise flags; machine shared with other jobs, so timings are noisy.",
         "",

@@ -11,7 +11,6 @@ benchmarks/results/demo.md: wall time, peak RSS and every stage's seconds of bot
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -19,36 +18,31 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import cpu_name  # noqa: E402
+import _common as C
 
 
 def run_demo(work: Path, extra: list[str]) -> dict:
     env = dict(os.environ, PREFSIFT_CACHE=str(work / "cache"), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "prefsift", "demo", "--db", str(work / "demo.duckdb"),
            "--no-serve", "--json", *extra]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
-    wall = time.perf_counter() - t0
+    with C.Stopwatch() as sw:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
     if proc.returncode != 0:
         raise SystemExit(f"prefsift demo failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     # the JSON summary is the last thing printed, after the stages' own lines
     start = proc.stdout.rfind("\n{\n") + 1 if "\n{\n" in proc.stdout else proc.stdout.index("{")
     out = json.loads(proc.stdout[start:])
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return {"wall_s": wall, "peak_rss_gib": rss / 2**20, **out}
+    return {"wall_s": sw.wall, "peak_rss_gib": rss / 2**20, **out}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, help="only the first N bundled pairs")
     ap.add_argument("--work", help="work folder (default: a temporary one, removed afterwards)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo.md"))
+    ap.add_argument("--out", default=str(C.RESULTS / "demo.md"))
     ap.add_argument("--from-log", help="re-render the table from a previous run's printed output")
     ap.add_argument("--loads", default="nan,nan,nan", help="with --from-log: the load averages to print")
     ap.add_argument("demo_args", nargs="*", help="extra `prefsift demo` arguments (after --)")
@@ -64,22 +58,19 @@ def main() -> None:
         dec, i = json.JSONDecoder(), text.index("{")
         first, j = dec.raw_decode(text, i)
         second, _ = dec.raw_decode(text, text.index("{", j))
-        load0 = load1 = tuple(float(x) for x in args.loads.split(","))
+        load0 = load1 = "/".join(f"{float(x):.1f}" for x in args.loads.split(","))
     else:
-        load0 = os.getloadavg()
+        load0 = C.load()
         first = run_demo(work, extra)
         print(json.dumps(first, indent=1), flush=True)
         second = run_demo(work, extra)
         print(json.dumps(second, indent=1), flush=True)
-        load1 = os.getloadavg()
+        load1 = C.load()
     stages = list(first["stage_seconds"])
-    cpu = cpu_name()
     lines = [
         "## The demo: `prefsift demo` first and second run",
         "",
-        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {cpu}, {os.cpu_count()} cores, no GPU; "
-        f"load average (1/5/15 min) before {', '.join(f'{x:.1f}' for x in load0)}, after "
-        f"{', '.join(f'{x:.1f}' for x in load1)}.",
+        f"- {C.about(load0, load_at_end=load1)} No GPU.",
         f"- Command: `python benchmarks/demo.py {' '.join(sys.argv[1:])}` (runs `prefsift demo --no-serve --json"
         f"{' ' + ' '.join(extra) if extra else ''}` twice with a fresh model cache and database).",
         f"- Kept by LossDiff-IRM: {first.get('kept')} of {first.get('total')} training pairs.",

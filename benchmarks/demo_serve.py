@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import _common as C
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -28,7 +30,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
-    t0 = time.monotonic()
+    sw = C.Stopwatch()
     log = open(work / "demo.log", "wb")
     cmd = [sys.executable, "-m", "prefsift", "demo", "--port", str(args.port), *args.demo_args]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
@@ -46,7 +48,7 @@ def main() -> None:
             )
         time.sleep(0.2)
     out = {
-        "dashboard_answered_s": round(time.monotonic() - t0, 1),
+        "dashboard_answered_s": round(sw.wall, 1),
         "load_at_start": [round(x, 2) for x in load0],
     }
     try:
@@ -70,7 +72,7 @@ def main() -> None:
             status = json.loads(Path(row[1]).read_text())
             out |= {
                 "pipeline_status": row[0],
-                "until_pipeline_done_s": round(time.monotonic() - t0, 1),
+                "until_pipeline_done_s": round(sw.wall, 1),
                 "stages": status.get("pipeline"),
                 "load_mean": round(sum(loads) / len(loads), 2),
                 "load_max": round(max(loads), 2),

@@ -27,44 +27,23 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import gzip
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prefsift.scoring import diagnostics as D
+from prefsift.scoring import influence as I
+from prefsift.scoring.logprobs import ROW_TOKENS, collate, pair_batches, pair_logps
+from prefsift.scoring.packing import packed_tokens
+from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
-
-from prefsift.scoring import diagnostics as D  # noqa: E402
-from prefsift.scoring import influence as I  # noqa: E402
-from prefsift.scoring.logprobs import ROW_TOKENS, collate, pair_batches, pair_logps  # noqa: E402
-from prefsift.scoring.packing import packed_tokens  # noqa: E402
-from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs  # noqa: E402
-
-HH_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"  # in --data
-MARK = "\n\nAssistant:"
-
-
-def hh_pairs(path: Path) -> list[dict]:
-    """HH rows as (prompt = shared dialogue up to the last Assistant turn, chosen, rejected)."""
-    out = []
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            r = json.loads(line)
-            c, j = r["chosen"], r["rejected"]
-            cut = c.rfind(MARK) + len(MARK)
-            if cut < len(MARK) or c[:cut] != j[:cut] or c[cut:] == j[cut:]:
-                continue
-            out.append({"prompt": c[:cut], "chosen": c[cut:], "rejected": j[cut:]})
-    return out
+HH_FILE = C.HH_FILE  # in --data
 
 
 CPU: dict[str, float] = {}  # process CPU seconds per step: robust to other jobs sharing the cores
@@ -83,9 +62,9 @@ def rss_gib() -> tuple[float, float]:
 
 def timed(T: dict, key: str, fn):
     """Run fn, record wall seconds in T[key], process CPU seconds in CPU[key], memory in RSS[key]."""
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    T[key], CPU[key] = time.perf_counter() - t, time.process_time() - c
+    with C.Stopwatch() as sw:
+        out = fn()
+    T[key], CPU[key] = sw.wall, sw.cpu
     RSS[key] = rss_gib()
     print(
         f"  [{key}] wall {T[key]:.1f} s, cpu {CPU[key]:.1f} s, RSS {RSS[key][0]:.2f} GiB (peak {RSS[key][1]:.2f})",
@@ -127,11 +106,7 @@ def pairs_if(f, df, ref_c, ref_r, beta, n):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--data",
-        default=str(ROOT.parent / "shared" / "data"),
-        help=f"folder holding {HH_FILE} (default: ../shared/data beside the repository)",
-    )
+    C.add_data_arg(ap)
     ap.add_argument(
         "--layout",
         default="packed",
@@ -194,7 +169,7 @@ def main() -> None:
     model_dir = args.model or smollm2_path()
     tok = AutoTokenizer.from_pretrained(model_dir)
     cfg = TokenizeConfig(max_length=args.max_length)
-    rows = hh_pairs(Path(args.data) / HH_FILE)
+    rows = C.hh_pairs(Path(args.data) / HH_FILE, keep_blank=True)  # as the recorded results drew them
     toks = tokenize_pairs(tok, rows, cfg)
     fit = [i for i, t in enumerate(toks) if not t.truncated and t.chosen_ids and t.rejected_ids]
     train_i, val_i = fit[: args.pairs], fit[::-1][: args.val]
@@ -418,8 +393,6 @@ def reading(cpu: dict, n: int, n_val: int, fid: dict) -> list[str]:
 
 
 def report(args, n, n_val, work, T, fid, diag, val_loss) -> None:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     theta = (
         f"theta = + the trained LoRA adapter `{args.adapter}`"
         if args.adapter
@@ -432,8 +405,7 @@ def report(args, n, n_val, work, T, fid, diag, val_loss) -> None:
     lines = [
         f"## Exact influence (IF/TIF): cost and fidelity on CPU ({args.layout} layout)",
         "",
-        f"- Date: {now}. Machine: {cpu_name()}, {torch.get_num_threads()} threads, no GPU; torch {torch.__version__}; "
-        f"load average at the end (1/5/15 min): {load}.",
+        f"- {C.about(torch=True)} No GPU.",
         f"- Command: `python benchmarks/influence.py {' '.join(sys.argv[1:])}`",
         f"- Model: {args.model or 'SmolLM2-135M-Instruct'} fp32; {theta}; pi_ref = the base weights. "
         f"IRM scoring as `prefsift score` runs it: the adapter merged into theta, {args.irm_attn} attention; "

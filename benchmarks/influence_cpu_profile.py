@@ -12,20 +12,13 @@ torch.profiler's top ops of one JVP by self CPU time.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
+import _common as C
 import torch
+from influence_gpu import add_lora, build, make_batch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from influence_gpu import add_lora, build, make_batch  # noqa: E402
-
-from prefsift.scoring import influence as I  # noqa: E402
-from prefsift.scoring.logprobs import sequence_logps  # noqa: E402
+from prefsift.scoring import influence as I
+from prefsift.scoring.logprobs import sequence_logps
 
 
 def main() -> None:
@@ -66,9 +59,9 @@ def main() -> None:
     for _, f in runs:
         f()
     for name, f in runs:
-        t = time.perf_counter()
-        f()
-        print(f"{name}: {time.perf_counter() - t:.2f} s", flush=True)
+        with C.Stopwatch() as sw:
+            f()
+        print(f"{name}: {sw.wall:.2f} s", flush=True)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -35,25 +35,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
+import _common as C
 import torch
 import torch.autograd.forward_ad as fwAD
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from prefsift.scoring import attention_jvp as A  # noqa: E402
-from prefsift.scoring import influence as I  # noqa: E402
-from prefsift.scoring.logprobs import ROW_TOKENS, sequence_logps  # noqa: E402
-from prefsift.scoring.packing import pack, pack_rows, unit_length  # noqa: E402
-from prefsift.scoring.tokenize import TokenizedPair  # noqa: E402
+from prefsift.scoring import attention_jvp as A
+from prefsift.scoring import influence as I
+from prefsift.scoring.logprobs import ROW_TOKENS, sequence_logps
+from prefsift.scoring.packing import pack, pack_rows, unit_length
+from prefsift.scoring.tokenize import TokenizedPair
 
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16, the vendor's datasheet (SXM)
 
@@ -172,9 +168,9 @@ class Clock:
                 b.synchronize()
                 ts.append(a.elapsed_time(b) / 1e3)
             else:
-                t = time.perf_counter()
-                out = fn()
-                ts.append(time.perf_counter() - t)
+                with C.Stopwatch() as sw:
+                    out = fn()
+                ts.append(sw.wall)
         peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else float("nan")
         return statistics.median(ts), peak, out
 
@@ -527,8 +523,7 @@ def report(all_res: list[dict], args, device_name: str, packed_res=(), peaks=Non
     lines = [
         "## Exact influence on a GPU (random-weight models of real shapes)",
         "",
-        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Device: {device_name}; "
-        f"torch {torch.__version__}; Python {platform.python_version()}.",
+        f"- {C.about()} Device: {device_name}; torch {torch.__version__}.",
         f"- Command: `python benchmarks/influence_gpu.py {' '.join(sys.argv[1:])}`",
         f"- Batch: {args.rows} rows x {args.seq} tokens ({args.rows // 2} pairs; prompt {args.prompt} tokens, "
         "completions of uneven length, right padding); dtype "
@@ -656,7 +651,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         device_name = torch.cuda.get_device_name()
     else:
-        device_name = f"CPU ({platform.processor() or platform.machine()})"
+        device_name = f"CPU ({C.cpu_name() or platform.machine()})"
     clock = Clock(args.device, args.reps)
     peaks = {}
     if clock.cuda:
@@ -669,7 +664,7 @@ def main() -> None:
     all_res, packed_res = [], []
     for shape in args.shape:
         for mode in args.modes:
-            t0 = time.perf_counter()
+            sw = C.Stopwatch()
             base = build(shape, dtype, args.device, args.attn)
             model = add_lora(base, args.lora_r, 0.02, args.adapter_dtype) if mode == "lora" else base
             batch = make_batch(args.rows, args.seq, args.prompt, base.config.vocab_size, args.device)
@@ -686,7 +681,7 @@ def main() -> None:
                 packed_res.append(r)
                 print(json.dumps(r), flush=True)
                 del plain
-            print(f"[{shape}/{mode}] {time.perf_counter() - t0:.1f} s", flush=True)
+            print(f"[{shape}/{mode}] {sw.wall:.1f} s", flush=True)
             del model, base
             if clock.cuda:
                 torch.cuda.empty_cache()

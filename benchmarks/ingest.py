@@ -17,10 +17,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from machine import cpu_name  # benchmarks/ is on sys.path: the script's folder
+import _common as C
 
 WORDS = (
     "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
@@ -55,11 +54,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--out", default=None, help="write a Markdown result section here")
     args = ap.parse_args()
+    load0 = C.load()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "pairs.jsonl"
-        t0 = time.perf_counter()
-        bad = make_input(src, args.n)
-        gen_s = time.perf_counter() - t0
+        with C.Stopwatch() as gen:
+            bad = make_input(src, args.n)
         db = Path(tmp) / "bench.duckdb"
         cmd = [
             sys.executable,
@@ -74,25 +73,25 @@ def main() -> None:
             "--json",
         ]
         env = dict(os.environ, PREFSIFT_NO_PROGRESS="1")
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        wall = time.perf_counter() - t0
+        with C.Stopwatch() as sw:
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        wall = sw.wall
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak_mb = usage.ru_maxrss / 1024
         cpu_s = usage.ru_utime + usage.ru_stime
         summary = json.loads(out.stdout)
-        t0 = time.perf_counter()
-        again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
-        wall2 = time.perf_counter() - t0
+        with C.Stopwatch() as sw2:
+            again = json.loads(
+                subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+            )
         size_mb = src.stat().st_size / 1e6
         db_mb = db.stat().st_size / 1e6
     assert summary["added"] == args.n - bad and summary["quarantined"] == bad, summary
     assert again["added"] == 0
-    load = os.getloadavg()[0]
     lines = [
-        f"## ingest ({time.strftime('%Y-%m-%d')})",
+        "## ingest",
         "",
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores; load average at the end {load:.1f}.",
+        C.about(load0),
         f"Command: `python benchmarks/ingest.py --n {args.n}`",
         "",
         "| what | value |",
@@ -101,9 +100,9 @@ def main() -> None:
         f"| ingest wall time | {wall:.1f} s ({args.n / wall:,.0f} rows/s) |",
         f"| ingest CPU time (user + system) | {cpu_s:.1f} s |",
         f"| peak memory (RSS of the ingest process) | {peak_mb:,.0f} MB |",
-        f"| re-ingest (adds 0) | {wall2:.1f} s |",
+        f"| re-ingest (adds 0) | {sw2.wall:.1f} s |",
         f"| database size | {db_mb:.0f} MB |",
-        f"| (input generation, not timed above) | {gen_s:.1f} s |",
+        f"| (input generation, not timed above) | {gen.wall:.1f} s |",
         "",
         "Targets: < 60 s, < 2 GB.",
     ]

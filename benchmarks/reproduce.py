@@ -34,16 +34,10 @@ import resource
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
-from reproduce_report import CONDITIONS, DATASETS, write_report  # noqa: E402
+import _common as C
+from reproduce_report import CONDITIONS, DATASETS, write_report
 
 PRESETS = {
     "quick": dict(train=48, val=16, eval=32, max_length=128, seeds=[0], epochs=1.0),
@@ -106,16 +100,14 @@ class Run:
         cmd = [sys.executable, "-m", "prefsift", *argv, "--db", str(self.db), "--json"]
         shown = "prefsift " + " ".join(shlex.quote(a) for a in argv)
         print(f"[{now()}] $ {shown}", flush=True)
-        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        sw, r0 = C.Stopwatch(), resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=C.ROOT, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            self.state["commands"].append(
-                {"cmd": shown, "wall_s": round(time.perf_counter() - t0, 1), "rc": "timeout"}
-            )
+            self.state["commands"].append({"cmd": shown, "wall_s": round(sw.wall, 1), "rc": "timeout"})
             self.save()
             raise StageError(f"{shown} stopped after {timeout:.0f} s (its time budget)") from exc
-        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall, r1 = sw.wall, resource.getrusage(resource.RUSAGE_CHILDREN)
         # CPU seconds (user + system) as well: on a shared machine wall time depends on the other jobs
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         self.state["commands"].append(
@@ -141,7 +133,7 @@ class Run:
         st = self.state["stages"].get(name)
         if st and st.get("status") == "done":
             return st["result"]
-        t0, c0 = time.perf_counter(), cpu_seconds()
+        sw, c0 = C.Stopwatch(), cpu_seconds()
         self.state["stages"][name] = {"status": "running", "started": now()}
         self.save()
         try:
@@ -150,14 +142,14 @@ class Run:
             self.state["stages"][name] = {
                 "status": "failed",
                 "error": str(exc)[-3000:],
-                "wall_s": time.perf_counter() - t0,
+                "wall_s": sw.wall,
             }
             self.save()
             raise
         self.state["stages"][name] = {
             "status": "done",
             "result": result,
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": sw.wall,
             "cpu_s": cpu_seconds() - c0,
             "finished": now(),
             "load_avg": round(os.getloadavg()[1], 1),  # 5-minute load average at the stage's end
@@ -180,7 +172,7 @@ def machine() -> dict:
     import torch
 
     return {
-        "cpu": cpu_name(),
+        "cpu": C.cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -189,23 +181,10 @@ def machine() -> dict:
 
 
 # ---------------------------------------------------------------- stage 1: data
-def read_pairs(data: str, shared: Path = SHARED):
-    """(raw row count, [(row index, Pair)], rows that are not a pair) of a shared data file in the
-    folder `shared`, read and format-detected as `prefsift ingest` does (AlpacaEval's ties are not
-    a pair: no preference)."""
-    from prefsift.formats import Bad, ColumnMap, normalise, vote_format
-    from prefsift.sources import RawError, read_rows
-
-    rows = list(read_rows(str(Path(shared) / DATASETS[data]["file"])))
-    fmt, cmap = vote_format([r for _, r in rows if isinstance(r, dict)], ColumnMap())
-    good, n_bad = [], 0
-    for i, r in rows:
-        p = Bad("", "unreadable", "") if isinstance(r, RawError) else normalise(r, fmt, cmap, 200_000)
-        if isinstance(p, Bad):
-            n_bad += 1
-        else:
-            good.append((i, p))
-    return len(rows), good, n_bad
+def read_pairs(data: str, shared: Path = C.SHARED_DATA):
+    """(raw row count, [(row index, Pair)], rows that are not a pair) of the shared data set `data`
+    in the folder `shared`, read as `prefsift ingest` reads it."""
+    return C.prefsift_pairs(Path(shared) / DATASETS[data]["file"])
 
 
 def prepare_data(run: Run) -> dict:
@@ -472,11 +451,7 @@ def main() -> int:
         default="hh",
         help="shared data set: hh (HH-RLHF harmless test) or alpaca (AlpacaEval GPT-4-judged pairs)",
     )
-    p.add_argument(
-        "--shared",
-        default=str(SHARED),
-        help="folder holding the shared data files (default: ../shared/data beside the repository)",
-    )
+    C.add_data_arg(p, "--shared")
     p.add_argument("--quick", action="store_true", help="smoke sizes: " + json.dumps(PRESETS["quick"]))
     p.add_argument("--train", type=int)
     p.add_argument("--val", type=int)
@@ -534,7 +509,9 @@ def main() -> int:
     size = "quick" if args.quick else "full"
     args.work = args.work or (f"/tmp/repro/{size}" if args.data == "hh" else f"/tmp/repro/{args.data}-{size}")
     args.out = args.out or (
-        str(Path(args.work) / "REPRODUCTION.md") if args.quick else str(ROOT / DATASETS[args.data]["report"])
+        str(Path(args.work) / "REPRODUCTION.md")
+        if args.quick
+        else str(C.ROOT / DATASETS[args.data]["report"])
     )
     args.command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     source = Path(args.shared) / DATASETS[args.data]["file"]

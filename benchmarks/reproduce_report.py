@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _common as C
+
 CONDITIONS = ("full", "ldirm", "random", "tif")  # downstream training sets
 DATASETS = {  # --data -> the shared file, the report it writes, its wording
     "hh": dict(
-        file="hh-rlhf-harmless-base-test.jsonl.gz",
+        file=C.HH_FILE,
         report="docs/REPRODUCTION.md",
         title="HH-RLHF harmless",
         short="HH",
         fit_bias="short dialogues",
     ),
     "alpaca": dict(
-        file="alpaca_eval-alpaca-7b-vs-text-davinci-003.gpt4.json.gz",
+        file=C.ALPACA_FILE,
         report="docs/REPRODUCTION_ALPACA.md",
         not_a_pair=" (ties)",
         title="AlpacaEval (alpaca-7b vs text-davinci-003, judged by GPT-4)",

@@ -19,55 +19,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import gzip
 import json
-import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
-
-DATA = ROOT.parent / "shared" / "data"  # ../shared/data relative to the repository
-HH_NAME = "hh-rlhf-harmless-base-test.jsonl.gz"
-MARK = "\n\nAssistant:"
-
-
-def hh_pairs(path: Path, n: int) -> list[dict]:
-    """prompt = shared dialogue up to and including the last '\\n\\nAssistant:'."""
-    out = []
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            row = json.loads(line)
-            cut = row["chosen"].rfind(MARK) + len(MARK)
-            prompt = row["chosen"][:cut]
-            if cut < len(MARK) or not row["rejected"].startswith(prompt):
-                continue
-            chosen, rejected = row["chosen"][cut:], row["rejected"][cut:]
-            if chosen.strip() and rejected.strip() and chosen != rejected:
-                out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-            if len(out) >= n:
-                break
-    return out
+import _common as C
 
 
 def time_ours(model, tokenized, pad_id, batch_tokens, layout, row_tokens):
     from prefsift.scoring.logprobs import pair_logps
 
-    t0 = time.perf_counter()
-    out = pair_logps(
-        model, tokenized, pad_id, batch_tokens=batch_tokens, layout=layout, row_tokens=row_tokens
-    )
-    return out, time.perf_counter() - t0
+    with C.Stopwatch() as sw:
+        out = pair_logps(
+            model, tokenized, pad_id, batch_tokens=batch_tokens, layout=layout, row_tokens=row_tokens
+        )
+    return out, sw.wall
 
 
 def trl_trainer(model, tok, pairs, max_length, batch_size):
@@ -104,13 +70,12 @@ def time_trl(trainer, start, stop, batch_size):
     import numpy as np
 
     chunk = trainer.train_dataset.select(range(start, stop))
-    t0 = time.perf_counter()
-    res = trainer._precompute_ref_logps(chunk, f"bench{start}", batch_size)
-    secs = time.perf_counter() - t0
+    with C.Stopwatch() as sw:
+        res = trainer._precompute_ref_logps(chunk, f"bench{start}", batch_size)
     return (
         np.asarray(res["ref_chosen_logps"], np.float64),
         np.asarray(res["ref_rejected_logps"], np.float64),
-        secs,
+        sw.wall,
     )
 
 
@@ -192,8 +157,8 @@ def main() -> None:
     ap.add_argument("--row-tokens", type=int, default=None, help="packed row length (default: pair_logps')")
     ap.add_argument("--trl-batch-size", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=32, help="pairs per interleaved timing chunk")
-    ap.add_argument("--data", default=str(DATA), help="folder holding " + HH_NAME)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scoring.md"))
+    C.add_data_arg(ap)
+    ap.add_argument("--out", default=str(C.RESULTS / "scoring.md"))
     ap.add_argument(
         "--work-only", action="store_true", help="only count the work of each method (no model run)"
     )
@@ -208,9 +173,9 @@ def main() -> None:
     from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 
     row_tokens = args.row_tokens or ROW_TOKENS
-    load_start = os.getloadavg()
+    load_start = C.load()
     path = str(smollm2_path())
-    pairs = hh_pairs(Path(args.data) / HH_NAME, args.n * 2)
+    pairs = C.hh_pairs(Path(args.data) / C.HH_FILE, args.n * 2)
     spec = ModelSpec(path=path, dtype="float32", device="cpu")
     tok = load_tokenizer(spec)
     cfg = TokenizeConfig(max_length=args.max_length)
@@ -218,9 +183,9 @@ def main() -> None:
     # TRL drops pairs whose prompt alone fills max_length: leave them out for both.
     keep = [i for i, t in enumerate(tokenized) if len(t.prompt_ids) < args.max_length][: args.n]
     pairs = [pairs[i] for i in keep]
-    t0 = time.perf_counter()
-    tokenized = tokenize_pairs(tok, pairs, cfg)
-    tok_s = time.perf_counter() - t0
+    with C.Stopwatch() as sw:
+        tokenized = tokenize_pairs(tok, pairs, cfg)
+    tok_s = sw.wall
     from transformers import AutoConfig
 
     mcfg = AutoConfig.from_pretrained(path)
@@ -240,7 +205,7 @@ def main() -> None:
     n_trunc = sum(t.truncated for t in tokenized)
     print(
         f"timing {n_time} pairs, {n_tokens} tokens (prompt share {prompt_share:.0%}), {n_trunc} truncated; "
-        f"tokenization {tok_s:.2f}s; torch threads {torch.get_num_threads()}; load {load_start[0]:.1f}",
+        f"tokenization {tok_s:.2f}s; torch threads {torch.get_num_threads()}; load {load_start}",
         flush=True,
     )
 
@@ -270,7 +235,7 @@ def main() -> None:
             print(
                 f"[{dtype}] pairs {stop}/{len(pairs)}: "
                 + " ".join(f"{m} {secs[m]:.1f}s" for m in METHODS)
-                + f" (load {os.getloadavg()[0]:.1f})",
+                + f" (load {C.load()})",
                 flush=True,
             )
         del trainer
@@ -301,16 +266,14 @@ def main() -> None:
                 }
             )
         del model
-    load_end = os.getloadavg()
+    load_end = C.load()
 
     subset = n_time < len(keep)
     lines = [
         "## Scoring: log-prob pass, prefsift (packed, padded) vs TRL",
         "",
-        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {cpu_name()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU. "
-        f"Load average (1 min) {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end: the machine is "
-        "shared with other agents' jobs, so seconds are noisy; the work counts are exact.",
+        f"- {C.about(load_start, torch=True, load_at_end=load_end)} No GPU. Seconds are noisy on a shared "
+        "machine; the work counts are exact.",
         f"- Command: `python benchmarks/scoring.py --n {args.n} --time-n {n_time} --max-length {args.max_length} "
         f"--dtypes {' '.join(args.dtypes)} --batch-tokens {args.batch_tokens} --row-tokens {row_tokens} "
         f"--trl-batch-size {args.trl_batch_size} --chunk {args.chunk}` (the methods run back to back on each "
@@ -342,7 +305,7 @@ def main() -> None:
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
-    meta = {"work": work, "rows": rows, "load_start": load_start, "load_end": load_end, "cpu": cpu_name()}
+    meta = {"work": work, "rows": rows, "load_start": load_start, "load_end": load_end, "cpu": C.cpu_name()}
     Path(args.out).with_suffix(".json").write_text(json.dumps(meta, indent=2))
 
 

@@ -17,25 +17,19 @@ Timings are wall clock on a shared machine: the load average is printed with the
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
-
-from prefsift.storage import connect  # noqa: E402
-from prefsift.storage import rules as R  # noqa: E402
-from prefsift.storage.pairs import insert_pairs, upsert_dataset  # noqa: E402
-from prefsift.storage.runs import save_score_run  # noqa: E402
+from prefsift.storage import connect
+from prefsift.storage import rules as R
+from prefsift.storage.pairs import insert_pairs, upsert_dataset
+from prefsift.storage.runs import save_score_run
 
 WORDS = np.array(
     "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
@@ -50,7 +44,7 @@ def _texts(rng, n: int, head: str, lo: int, hi: int) -> list[str]:
 
 
 def build(db: Path, n: int, seed: int = 0) -> float:
-    t0 = time.perf_counter()
+    sw = C.Stopwatch()
     rng = np.random.default_rng(seed)
     ids = [f"{x:016x}{y:016x}" for x, y in rng.integers(0, 2**63, size=(n, 2))]
     split = np.where(np.arange(n) % 10 == 0, "val", "train")
@@ -93,21 +87,7 @@ def build(db: Path, n: int, seed: int = 0) -> float:
                 {"metric": metric},
                 pa.table({"pair_id": ids, "value": v}),
             )
-    return time.perf_counter() - t0
-
-
-CPU: list[float] = []  # process CPU seconds (all DuckDB threads) of the last _time call
-
-
-def _time(f, repeat: int = 1):
-    ts, out = [], None
-    CPU.clear()
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        out = f()
-        ts.append(time.perf_counter() - t)
-        CPU.append(time.process_time() - c)
-    return out, ts
+    return sw.wall
 
 
 def main() -> None:
@@ -115,7 +95,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=1_000_000)
     ap.add_argument("--settings", type=int, default=20)
     ap.add_argument("--workdir", default=None, help="where the database and exports go (default: a temp dir)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "selection.md"))
+    ap.add_argument("--out", default=str(C.RESULTS / "selection.md"))
     ap.add_argument("--reuse", action="store_true", help="reuse the database in --workdir if it exists")
     args = ap.parse_args()
 
@@ -128,7 +108,7 @@ def main() -> None:
         print(s, flush=True)
         lines.append(s)
 
-    load0 = os.getloadavg()[0]
+    load0 = C.load()
     from prefsift.storage import engine, explore
     from prefsift.storage.selections import delete_selection
 
@@ -150,19 +130,19 @@ def main() -> None:
         c, d = sorted(rng.integers(0, 101, size=2).tolist())
         settings.append(f"lossdiff:{a}-{max(b, a + 1)} & irm:{c}-{max(d, c + 1)}")
     with connect(db, read_only=True) as con:
-        ev, ts = _time(lambda: engine.select(con, "big", R.DEFAULT_RULE))
+        ev, ts, cpu = C.timed(lambda _: engine.select(con, "big", R.DEFAULT_RULE))
         res = ev.result
         report(
             f"- one evaluation from the database (snapshot of the pairs + 2 score runs, then the engine): "
-            f"{ts[0]:.1f} s wall, {CPU[0]:.1f} s CPU; default rule keeps {res.n_kept:,} of {res.n_total:,} "
+            f"{ts[0]:.1f} s wall, {cpu[0]:.1f} s CPU; default rule keeps {res.n_kept:,} of {res.n_total:,} "
             f"({res.fraction:.1%})"
         )
     runs = dict(res.runs)
     tune_ms, tune_cpu = [], []
     for text in settings:
-        _, ts = _time(lambda text=text: explore.tune(ev.snap, text, runs, "train", hist_bins=50))
+        _, ts, cpu = C.timed(lambda _, text=text: explore.tune(ev.snap, text, runs, "train", hist_bins=50))
         tune_ms.append(ts[0] * 1000)
-        tune_cpu.append(CPU[0] * 1000)
+        tune_cpu.append(cpu[0] * 1000)
     report(
         f"- re-evaluation on the snapshot (Tune: counts, thresholds, 2 histograms x 50 bins, random draw), "
         f"{len(settings)} band settings: median {statistics.median(tune_ms):.0f} ms wall "
@@ -174,29 +154,29 @@ def main() -> None:
     from prefsift.storage.selections import create_selection
 
     with connect(db) as con:
-        sel, ts = _time(lambda: create_selection(con, "ld", "big"))
+        sel, ts, cpu = C.timed(lambda _: create_selection(con, "ld", "big"))
         report(
-            f"- save the default selection ({sel['n_kept']:,} members): {ts[0]:.2f} s wall, {CPU[0]:.2f} s CPU"
+            f"- save the default selection ({sel['n_kept']:,} members): {ts[0]:.2f} s wall, {cpu[0]:.2f} s CPU"
         )
-        _, ts = _time(lambda: diagnose(con, "ld"))
+        _, ts, cpu = C.timed(lambda _: diagnose(con, "ld"))
         report(
-            f"- diagnostics of it (overlaps, TIF, scores, lengths, noise): {ts[0]:.2f} s wall, {CPU[0]:.2f} s CPU"
+            f"- diagnostics of it (overlaps, TIF, scores, lengths, noise): {ts[0]:.2f} s wall, {cpu[0]:.2f} s CPU"
         )
         for fmt in ("parquet", "jsonl"):
             out = work / f"ld.{fmt}"
-            m, ts = _time(lambda out=out, fmt=fmt: export_selection(con, "ld", out, fmt, force=True))
-            report(
-                f"- export to {fmt} ({m['rows']:,} rows, {m['bytes'] / 1e6:.0f} MB, sha256 included): {ts[0]:.2f} s wall, {CPU[0]:.2f} s CPU"
+            m, ts, cpu = C.timed(
+                lambda _, out=out, fmt=fmt: export_selection(con, "ld", out, fmt, force=True)
             )
-    load1 = os.getloadavg()[0]
+            report(
+                f"- export to {fmt} ({m['rows']:,} rows, {m['bytes'] / 1e6:.0f} MB, sha256 included): {ts[0]:.2f} s wall, {cpu[0]:.2f} s CPU"
+            )
 
     cmd = "python benchmarks/selection.py " + " ".join(sys.argv[1:])
     header = [
         "## Selection: rule re-evaluation and export at 1M pairs (issue #6)",
         "",
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; command: `{cmd.strip()}`",
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores; duckdb {__import__('duckdb').__version__}; "
-        f"load average {load0:.1f} at start, {load1:.1f} at end (other jobs share the machine)",
+        f"- command: `{cmd.strip()}`",
+        f"- {C.about(load0)} duckdb {__import__('duckdb').__version__}.",
         "- targets: < 200 ms per re-evaluation (median), < 10 s per export",
         "- wall times on a machine this loaded are several times the CPU times; on an idle 2-core "
         "machine wall time is about the CPU time divided by 1-2 (DuckDB uses both cores)",

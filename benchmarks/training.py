@@ -21,12 +21,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
-sys.path.insert(0, str(ROOT))
+import _common as C
+
 THREADS = 0  # 0 = torch's default
 
 
@@ -36,19 +34,18 @@ def cli(db: Path, *argv: str) -> dict:
     if THREADS:  # on an oversubscribed CPU, OpenMP threads spin-wait: 1 thread was ~4x faster here
         env["OMP_NUM_THREADS"] = str(THREADS)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "prefsift", *argv, "--db", str(db), "--json"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    wall = time.perf_counter() - t0
+    with C.Stopwatch() as sw:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=C.ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     out = json.loads(proc.stdout[proc.stdout.index("{") :])
-    out["wall_s"] = wall
+    out["wall_s"] = sw.wall
     out["peak_rss_gib"] = rss_kb / 2**20
     return out
 
 
-def setup(db: Path, n_train: int, n_val: int) -> dict:
+def setup(db: Path, n_train: int, n_val: int, data: Path) -> dict:
     import pyarrow as pa
 
     from prefsift.ingest import ingest
@@ -56,7 +53,7 @@ def setup(db: Path, n_train: int, n_val: int) -> dict:
     from prefsift.storage import pairs as pstore
 
     n_eval = 64
-    summary = ingest(HH, name="hh", db=db, limit=n_train + n_val + n_eval + 40)
+    summary = ingest(data / C.HH_FILE, name="hh", db=db, limit=n_train + n_val + n_eval + 40)
     with connect(db) as con:
         ids = pstore.get_pairs(con, "hh", columns=("pair_id",)).column("pair_id").to_pylist()
         splits = ["train"] * n_train + ["val"] * n_val + ["eval"] * (len(ids) - n_train - n_val)
@@ -96,7 +93,9 @@ def main() -> None:
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the training processes")
+    C.add_data_arg(ap)
     args = ap.parse_args()
+    load0 = C.load()
     global THREADS
     THREADS = args.threads
 
@@ -105,7 +104,7 @@ def main() -> None:
     model = str(smollm2_path())
     work = Path(args.workdir or tempfile.mkdtemp(prefix="prefsift-train-bench-"))
     db = work / "bench.duckdb"
-    data = setup(db, args.train, args.val)
+    data = setup(db, args.train, args.val, Path(args.data))
     print("data:", data, flush=True)
     common = [
         "--dataset",
@@ -172,21 +171,15 @@ def main() -> None:
         }
         print(cmd, runs[cmd], flush=True)
         write_report(
-            args, data, probe, prec, runs, " ".join(sys.argv)
+            args, data, probe, prec, runs, " ".join(sys.argv), load0
         )  # after each run: partial results survive
 
 
-def write_report(args, data, probe, prec, runs, argv) -> None:
-    cpu = subprocess.run(
-        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True
-    ).stdout.strip()
+def write_report(args, data, probe, prec, runs, argv, load0: str) -> None:
     lines = [
         "## Training: warm-up θ and validation model θ_val, SmolLM2-135M-Instruct, CPU",
         "",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: 2-core CPU ({cpu.split(':')[-1].strip()}), "
-        "24 GB RAM, no GPU; load average at the end (1/5/15 min): "
-        + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        + " (other jobs sharing the 2 cores make wall times longer).",
+        f"- {C.about(load0)} 24 GB RAM, no GPU.",
         f"- Command: `python {argv}`",
         f"- Data: HH-RLHF harmless-base test, first rows ingested ({data['ingest']}); splits {data['counts']}; "
         f"mean characters prompt/chosen/rejected {data['mean_chars']}.",
@@ -222,7 +215,7 @@ def write_report(args, data, probe, prec, runs, argv) -> None:
         "`/usr/bin/time -v` of the `prefsift` process.",
         "",
     ]
-    out = ROOT / "benchmarks" / "results" / "training.md"
+    out = C.RESULTS / "training.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -26,11 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: reproduce, _common
 
-import reproduce as R  # noqa: E402  (benchmarks/ is on sys.path)
+import reproduce as R  # noqa: E402
 
 START = time.monotonic()
 SELECTION = ("ldirm", R.RULES["ldirm"])  # the selection under test: LossDiff and IRM 10-90 bands

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reproduce_module():
+    if str(ROOT / "benchmarks") not in sys.path:  # where the script finds _common, as when it runs
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "prefsift_bench_reproduce", ROOT / "benchmarks" / "reproduce.py"
     )

@@ -1,7 +1,7 @@
 """Crash safety, reduced: SIGKILL `prefsift score`, `influence` and `warmup` at random points
 (3 kills each by default, $PREFSIFT_CRASH_KILLS for more), resume, and compare with an
-uninterrupted run. The full run (10+ kills each, results in benchmarks/results/crash.md) is
-`python benchmarks/crash.py`; both share that script's code.
+uninterrupted run. The machinery is crashkit.py; the full run (10+ kills each, results in
+benchmarks/results/crash.md) is `python benchmarks/crash.py`, which drives the same crash_job.
 
 Marked e2e and slow: each kill restarts a Python process that imports torch and transformers,
 which takes 10-30 s on a loaded 2-core machine. Run with `./test.sh -m slow tests/reliability`.
@@ -10,7 +10,6 @@ CI runs the short variant, test_crash_ci.py (one kill at a fixed point per job, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -18,19 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability import crashkit as crash
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _crash_module():
-    spec = importlib.util.spec_from_file_location("prefsift_bench_crash", ROOT / "benchmarks" / "crash.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-crash = _crash_module()
 KILLS = int(os.environ.get("PREFSIFT_CRASH_KILLS", "3"))
 
 
@@ -109,7 +99,7 @@ def test_train_resumes_past_a_half_written_checkpoint(tiny_db, tiny_model_dir):
 def test_train_killed_after_registration_registers_one_model(tiny_db, tiny_model_dir):
     """A kill after the model is registered but before prefsift_model.json is written: the rerun
     (a new process, so PEFT writes adapter_config.json's module list in another set order)
-    must find the same fingerprint and leave ONE model, not two (seen in benchmarks/crash.py)."""
+    must find the same fingerprint and leave ONE model, not two (seen in the long crash run)."""
     import subprocess
 
     from prefsift.storage import connect

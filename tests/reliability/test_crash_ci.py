@@ -2,20 +2,19 @@
 compared with an uninterrupted run, on tiny models and 24 pairs (seconds each).
 
 The long, randomised version (3+ kills at random times per job, `slow`) is test_crash.py and
-`python benchmarks/crash.py`; this one kills at a fixed point so that it never depends on timing:
-the job runs in its own process (forked from this one), which SIGKILLs itself right after its k-th
-result shard (or checkpoint) is on disk, exactly as `kill -9` from outside would leave it (no
-cleanup, no finally, no atexit runs). Each
-test then checks that the kill happened mid-run (exit -9, some work on disk, nothing committed),
-that the database opens read-only and whole, that the rerun computed ONLY what was missing, and
-that its result equals the uninterrupted run's (scores within 1e-9 in float64, training metrics of
-every step and the final adapter weights within 1e-6). The reference and the rerun run in this
+`python benchmarks/crash.py`, with the same machinery (crashkit.py); this one kills at a fixed
+point so that it never depends on timing: the job runs in its own process (forked from this one),
+which SIGKILLs itself right after its k-th result shard (or checkpoint) is on disk, exactly as
+`kill -9` from outside would leave it (no cleanup, no finally, no atexit runs). Each test then
+checks that the kill happened mid-run (exit -9, some work on disk, nothing committed), that the
+database opens read-only and whole, that the rerun computed ONLY what was missing, and that its
+result equals the uninterrupted run's (scores within 1e-9 in float64, training metrics of every
+step and the final adapter weights within 1e-6). The reference and the rerun run in this
 process: torch is imported once, and no run pays for a fresh interpreter.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
@@ -24,21 +23,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.reliability import crashkit as crash
 
-
-def _crash_module():
-    name = "prefsift_bench_crash"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "crash.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-crash = _crash_module()
 SHARD_PAIRS = 8  # score: 8 pairs a shard (64 in the product), so that a run has several shards
 KILL_AT = {"score": 2, "influence": 2, "train": 1}  # the k-th shard / checkpoint written, then SIGKILL
 
