@@ -21,7 +21,7 @@ from prefsift.storage.pair_lists import ids_position, scored_filters
 KEY = "inspect_list"
 FRESH = "inspect_list_fresh"  # set by open_pair: the inspector was entered from that list
 INSPECTOR = "views/inspector.py"
-TITLES = {"explore": "Explore", "disagreements": "Disagreements", "compare": "Compare models"}
+TITLES = {path: title for path, title, _ in data.PAGES}
 
 
 def open_pair(
