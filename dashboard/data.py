@@ -282,6 +282,22 @@ def sq(dataset: str, method: str, *args, **kwargs):
     return _snap_call(str(db_path()), _version(), dataset, method, args, tuple(sorted(kwargs.items())))
 
 
+def with_previews(dataset: str, df: pd.DataFrame, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """`df`'s rows (pair_id, rid) with their pairs' shortened texts (all, or those of `columns`)
+    in place of rid."""
+    prev = cached(
+        "previews",
+        dataset,
+        tuple(df["pair_id"]),
+        100,
+        tuple(df["rid"]),
+        default=pd.DataFrame(columns=["pair_id"]),
+    )
+    if columns is not None:
+        prev = prev[["pair_id", *(c for c in columns if c in prev)]]
+    return df.merge(prev, on="pair_id", how="left").drop(columns=["rid"])
+
+
 def selection_mask(snap: explore.Snapshot, name: str) -> np.ndarray:
     ids = cached("selection_ids", name, default=[])
     return snap.load_ids(("selection", name, _version()), ids)

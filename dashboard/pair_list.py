@@ -58,6 +58,50 @@ def pick(event, pair_ids) -> str | None:
     return ids[rows[0]] if rows and 0 <= rows[0] < len(ids) else None
 
 
+def table(
+    df,
+    dataset: str,
+    *,
+    prefix: str,
+    page: str,
+    label: str,
+    note: str = "",
+    query: dict | None = None,
+    skip: tuple[str, ...] = (),
+    column_config: dict | None = None,
+) -> None:
+    """A table whose selected row opens its pair in the inspector of this session (a link would
+    open a new tab, a new session); next/previous there walk `query`, else this table's pairs in
+    this order. The page's widgets (keys starting with `prefix`, but `skip`) are kept for the way
+    back; the table's key is `<prefix>table_sel`."""
+    key = f"{prefix}table_sel"
+    event = st.dataframe(
+        df,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=key,
+        column_config=column_config,
+    )
+    st.caption(
+        " ".join(
+            filter(None, (note, "Select a row (the box at its left) to open the pair in the inspector."))
+        )
+    )
+    picked = pick(event, df["pair_id"])
+    if picked:
+        open_pair(
+            picked,
+            dataset,
+            page=page,
+            label=label,
+            ids=None if query else list(df["pair_id"]),
+            query=query,
+            restore=widget_values(prefix, skip=(key, *skip)),
+        )
+
+
 def widget_values(prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The current values of a page's plain widgets (keys starting with `prefix`), for the way back."""
     return {
