@@ -179,15 +179,19 @@ def _others(bundle: dict) -> None:
     hist = bundle.get("history")
     if hist is not None and not hist.empty:
         with st.expander(f"History of this pair ({len(hist)} change(s))"):
-            st.table(
-                pd.DataFrame(
-                    {
-                        "when": hist["saved_at"].astype(str),
-                        "who": hist["annotator"],
-                        "role": hist["role"],
-                        "action": hist["action"],
-                        "before": [annotations.describe(b) for b in hist["before"]],
-                        "after": [annotations.describe(a) for a in hist["after"]],
-                    }
-                ).set_index("when")
-            )
+            st.table(history_frame(hist).drop(columns="pair").astype({"when": str}).set_index("when"))
+
+
+def history_frame(hist: pd.DataFrame) -> pd.DataFrame:
+    """A history of decisions (storage.annotations.history), each decision in words."""
+    return pd.DataFrame(
+        {
+            "when": hist["saved_at"],
+            "who": hist["annotator"],
+            "role": hist["role"],
+            "pair": hist["pair_id"],
+            "action": hist["action"],
+            "before": [annotations.describe(b) for b in hist["before"]],
+            "after": [annotations.describe(a) for a in hist["after"]],
+        }
+    )

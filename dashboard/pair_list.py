@@ -132,7 +132,7 @@ def entered_inspector() -> None:
 
 def md_escape(text: str) -> str:
     """Text shown through st.markdown as it is (search text, model names are data, not markup)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in str(text))
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$&" else ch for ch in str(text))
 
 
 def _scored_run(runs) -> str | None:

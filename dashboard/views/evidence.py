@@ -35,9 +35,7 @@ experiments = data.cached("experiments", dataset, default=[]) or []
 
 # The experiments' own arm selections (xp-…) go after the person's selections.
 xp_names = {n for s in experiments for n in selections["name"] if str(n).startswith(s["experiment"] + "-")}
-names = [n for n in selections["name"] if n not in xp_names] + [
-    n for n in selections["name"] if n in xp_names
-]
+names = sorted(selections["name"], key=lambda n: n in xp_names)  # stable: each group keeps its order
 
 
 def experiment_argv(selection: str, seeds: int = 3, arms=ARMS, compute: str = "steps", epochs: float = 2.0):
