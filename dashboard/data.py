@@ -10,7 +10,6 @@ it becomes a gentle "database busy" notice and an empty result.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -39,10 +38,7 @@ TTL = 600  # seconds; the version key already invalidates on every commit
 # ---------------------------------------------------------------- where the database is
 def db_path() -> Path:
     """`streamlit run dashboard/app.py -- --db X`, else $PREFSIFT_DB, else ./prefsift.duckdb."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--db")
-    known, _ = parser.parse_known_args(sys.argv[1:])
-    return Path(known.db or os.environ.get("PREFSIFT_DB") or storage.DEFAULT_DB).resolve()
+    return Path(identity.script_option("db") or os.environ.get("PREFSIFT_DB") or storage.DEFAULT_DB).resolve()
 
 
 def db_version(db: Path) -> tuple:
