@@ -73,7 +73,7 @@ def table(
     """A table whose selected row opens its pair in the inspector of this session (a link would
     open a new tab, a new session); next/previous there walk `query`, else this table's pairs in
     this order. The page's widgets (keys starting with `prefix`, but `skip`) are kept for the way
-    back; the table's key is `<prefix>table_sel`."""
+    back; the table's key is `<prefix>table_sel`. (A chart without on_select has no state to skip.)"""
     key = f"{prefix}table_sel"
     event = st.dataframe(
         df,

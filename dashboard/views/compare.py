@@ -90,6 +90,5 @@ else:
         page="compare",
         label=f"Compare models: {metric} verdict flips, {pa_} vs {pb_}, keep band {lo:g}–{hi:g}",
         note="The pairs whose rank moves the most between the two models among those that change verdict.",
-        skip=("compare_verdicts",),
         column_config={r: st.column_config.NumberColumn(format="percent") for r in ("rank_a", "rank_b")},
     )

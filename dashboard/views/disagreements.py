@@ -57,7 +57,6 @@ pair_list.table(
     page="disagreements",
     label=f"Disagreements: {labels[a]} vs {labels[b]}, {shown[direction]}, {split} split",
     note="Ranks are `percent_rank()` over each run's scored pairs (0 = lowest, 1 = highest).",
-    skip=("disagree_fig",),
     column_config={
         "rank_a": st.column_config.NumberColumn("rank A (pct)", format="percent"),
         "rank_b": st.column_config.NumberColumn("rank B (pct)", format="percent"),

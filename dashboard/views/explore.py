@@ -234,7 +234,7 @@ def pair_table(filters: Filters, table_runs: list[str], selection_note: str) -> 
             if box or lasso_ids
             else None,
         },
-        skip=("explore_chart_", "explore_hist_", "explore_kept_sel", "explore_clear_sel"),
+        skip=("explore_chart_", "explore_kept_sel", "explore_clear_sel"),
     )
 
 
