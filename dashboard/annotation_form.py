@@ -22,6 +22,7 @@ SAVED = (
     "Saved. Forced keep/drop and swapped labels reach selections and exports through the effective decision"
 )
 TOLD = "Not saved: your decision on this pair changed in another tab or window"
+FIELDS = ("flag", "force", "swapped", "note")  # the form's widgets, in the order of _values
 STATUS = {
     "curator": "a curator's decision",
     "agreed": "the annotators agree",
@@ -31,7 +32,7 @@ STATUS = {
 
 
 def _keys(pair_id: str) -> dict[str, str]:
-    return {w: f"inspect_{w}_{pair_id}" for w in ("flag", "force", "swapped", "note", "seen", "saved")}
+    return {w: f"inspect_{w}_{pair_id}" for w in (*FIELDS, "seen", "saved")}
 
 
 def _values(d: dict | None) -> tuple:
@@ -50,9 +51,7 @@ def unsaved(pair_id: str) -> bool:
     saved = st.session_state.get(k["saved"])
     if saved is None:
         return False
-    now = tuple(
-        st.session_state.get(k[w], saved[i]) for i, w in enumerate(("flag", "force", "swapped", "note"))
-    )
+    now = tuple(st.session_state.get(k[w], saved[i]) for i, w in enumerate(FIELDS))
     return (now[:3], (now[3] or "").strip()) != (saved[:3], (saved[3] or "").strip())
 
 
@@ -69,7 +68,7 @@ def _load(pair_id: str, shown: dict | None) -> None:
     values = _values(shown)
     st.session_state[k["seen"]] = (shown or {}).get("updated_at")
     st.session_state[k["saved"]] = values
-    for w, v in zip(("flag", "force", "swapped", "note"), values):
+    for w, v in zip(FIELDS, values):
         st.session_state[k[w]] = v
 
 
@@ -113,7 +112,7 @@ def render(dataset: str, pair_id: str, bundle: dict) -> None:
 
 def _save(dataset: str, pair_id: str, withdraw: bool) -> None:
     k = _keys(pair_id)
-    flag, force, swapped, note = (st.session_state[k[w]] for w in ("flag", "force", "swapped", "note"))
+    flag, force, swapped, note = (st.session_state[k[w]] for w in FIELDS)
     try:
         done = data.decide(
             dataset,
@@ -179,15 +178,19 @@ def _others(bundle: dict) -> None:
     hist = bundle.get("history")
     if hist is not None and not hist.empty:
         with st.expander(f"History of this pair ({len(hist)} change(s))"):
-            st.table(
-                pd.DataFrame(
-                    {
-                        "when": hist["saved_at"].astype(str),
-                        "who": hist["annotator"],
-                        "role": hist["role"],
-                        "action": hist["action"],
-                        "before": [annotations.describe(b) for b in hist["before"]],
-                        "after": [annotations.describe(a) for a in hist["after"]],
-                    }
-                ).set_index("when")
-            )
+            st.table(history_frame(hist).drop(columns="pair").astype({"when": str}).set_index("when"))
+
+
+def history_frame(hist: pd.DataFrame) -> pd.DataFrame:
+    """A history of decisions (storage.annotations.history), each decision in words."""
+    return pd.DataFrame(
+        {
+            "when": hist["saved_at"],
+            "who": hist["annotator"],
+            "role": hist["role"],
+            "pair": hist["pair_id"],
+            "action": hist["action"],
+            "before": [annotations.describe(b) for b in hist["before"]],
+            "after": [annotations.describe(a) for a in hist["after"]],
+        }
+    )

@@ -23,23 +23,11 @@ from prefsift.dashboard import data, identity  # noqa: E402
 
 st.set_page_config(page_title="prefsift", page_icon=":material/filter_alt:", layout="wide")
 
-PAGES = [
-    ("overview", "Overview", ":material/dashboard:"),
-    ("explore", "Explore", ":material/scatter_plot:"),
-    ("disagreements", "Disagreements", ":material/compare_arrows:"),
-    ("inspector", "Pair inspector", ":material/search:"),
-    ("team", "Team review", ":material/groups:"),
-    ("tune", "Tune & select", ":material/tune:"),
-    ("export_train", "Export & train", ":material/model_training:"),
-    ("compare", "Compare models", ":material/balance:"),
-    ("evidence", "Evidence", ":material/science:"),
-]
-
 pages = {
     name: st.Page(
         str(_HERE / "views" / f"{name}.py"), title=title, icon=icon, url_path=name, default=name == "overview"
     )
-    for name, title, icon in PAGES
+    for name, title, icon in data.PAGES
 }
 # A team server (sign-in configured) shows nothing, not even the page list, before sign-in.
 who = identity.current()

@@ -30,18 +30,21 @@ def _empty(title: str, msg: str = "nothing to show") -> go.Figure:
     return fig
 
 
+def _bins(df: pd.DataFrame) -> dict:
+    """Bar positions and widths of a binned score (bin_lo, bin_hi)."""
+    return dict(x=(df["bin_lo"] + df["bin_hi"]) / 2, width=df["bin_hi"] - df["bin_lo"])
+
+
 def histogram_fig(
     df: pd.DataFrame, title: str, band: tuple[float | None, float | None] | None = None
 ) -> go.Figure:
     """Bars of a binned score (bin_lo, bin_hi, count), with an optional kept band shaded."""
     if df is None or df.empty:
         return _empty(title)
-    mid = (df["bin_lo"] + df["bin_hi"]) / 2
     fig = go.Figure(
         go.Bar(
-            x=mid,
+            **_bins(df),
             y=df["count"],
-            width=(df["bin_hi"] - df["bin_lo"]),
             marker_color=CLEAN,
             hovertemplate="%{x:.4g}: %{y} pairs<extra></extra>",
         )
@@ -58,11 +61,9 @@ def kept_dropped_fig(
     """Stacked kept/dropped bars of one score (bin_lo, bin_hi, kept, dropped)."""
     if df is None or df.empty:
         return _empty(title)
-    mid = (df["bin_lo"] + df["bin_hi"]) / 2
-    w = df["bin_hi"] - df["bin_lo"]
     fig = go.Figure()
-    fig.add_bar(x=mid, y=df["kept"], width=w, name="kept", marker_color=KEPT)
-    fig.add_bar(x=mid, y=df["dropped"], width=w, name="dropped", marker_color=DROPPED, opacity=0.75)
+    fig.add_bar(**_bins(df), y=df["kept"], name="kept", marker_color=KEPT)
+    fig.add_bar(**_bins(df), y=df["dropped"], name="dropped", marker_color=DROPPED, opacity=0.75)
     for x in band or ():
         if x is not None and math.isfinite(x):
             fig.add_vline(x=x, line_dash="dash", line_color="#333")
@@ -99,19 +100,21 @@ def scatter_fig(
     if df is None or df.empty:
         return _empty(title, "no pair has both scores")
     fig = go.Figure()
-    hover = "%{customdata}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>"
+
+    def points(d: pd.DataFrame, name: str, color, opacity: float = 0.55, **marker) -> None:
+        fig.add_scattergl(
+            x=d["x"],
+            y=d["y"],
+            mode="markers",
+            name=name,
+            customdata=d["pair_id"],
+            marker=dict(size=5, color=color, opacity=opacity, **marker),
+            hovertemplate="%{customdata}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>",
+        )
+
     if color == "noise":
         for flag, name, c in ((False, "clean", CLEAN), (True, "noisy (label flipped)", NOISY)):
-            d = df[df["noise"] == flag]
-            fig.add_scattergl(
-                x=d["x"],
-                y=d["y"],
-                mode="markers",
-                name=name,
-                customdata=d["pair_id"],
-                marker=dict(size=5, color=c, opacity=0.55),
-                hovertemplate=hover,
-            )
+            points(df[df["noise"] == flag], name, c)
     elif color == "region":
         # The rule's verdict per point when the page passes it (column `region`: Tune's own
         # evaluation, forced keep/drop included); else the band rectangle's regions.
@@ -126,48 +129,29 @@ def scatter_fig(
         }
         for r, c in palette.items():
             d = df[regions == r]
-            if d.empty and r != "kept":
-                continue
-            fig.add_scattergl(
-                x=d["x"],
-                y=d["y"],
-                mode="markers",
-                name=f"{r} ({len(d)})",
-                customdata=d["pair_id"],
-                marker=dict(size=5, color=c, opacity=0.55),
-                hovertemplate=hover,
-            )
+            if r == "kept" or not d.empty:
+                points(d, f"{r} ({len(d)})", c)
     elif set(df["color"].dropna().unique()) <= {0.0, 1.0}:
         # A 0/1 score (TIF): two named colours instead of a continuous scale.
         for flag, name, c in ((1.0, f"{color} = 1", KEPT), (0.0, f"{color} = 0", "#9e9e9e")):
             d = df[df["color"] == flag]
-            fig.add_scattergl(
-                x=d["x"],
-                y=d["y"],
-                mode="markers",
-                name=f"{name} ({len(d)})",
-                customdata=d["pair_id"],
-                marker=dict(size=5, color=c, opacity=0.6),
-                hovertemplate=hover,
-            )
+            points(d, f"{name} ({len(d)})", c, 0.6)
     else:
-        fig.add_scattergl(
-            x=df["x"],
-            y=df["y"],
-            mode="markers",
-            name=color,
-            customdata=df["pair_id"],
-            marker=dict(
-                size=5,
-                color=df["color"],
-                colorscale="Viridis",
-                opacity=0.6,
-                showscale=True,
-                colorbar=dict(title=color, thickness=12),
-            ),
-            hovertemplate=hover,
+        points(
+            df,
+            color,
+            df["color"],
+            0.6,
+            colorscale="Viridis",
+            showscale=True,
+            colorbar=dict(title=color, thickness=12),
         )
-    _draw_bands(fig, df["x"], df["y"], xband, yband, x_label, y_label)
+    return _xy_layout(fig, df["x"], df["y"], xband, yband, x_label, y_label, title)
+
+
+def _xy_layout(fig, xs, ys, xband, yband, x_label, y_label, title) -> go.Figure:
+    """A score-against-score figure's axes and layout (a box or lasso selects), and the rule's bands."""
+    _draw_bands(fig, xs, ys, xband, yband, x_label, y_label)
     fig.update_layout(
         title=title, xaxis_title=x_label, yaxis_title=y_label, height=520, dragmode="select", **LAYOUT
     )
@@ -246,11 +230,7 @@ def density_fig(
             colorbar=dict(title="log10 pairs", thickness=12),
         )
     )
-    _draw_bands(fig, df["x_lo"], df["y_lo"], xband, yband, x_label, y_label)
-    fig.update_layout(
-        title=title, xaxis_title=x_label, yaxis_title=y_label, height=520, dragmode="select", **LAYOUT
-    )
-    return fig
+    return _xy_layout(fig, df["x_lo"], df["y_lo"], xband, yband, x_label, y_label, title)
 
 
 def ranks_fig(df: pd.DataFrame, a_label: str, b_label: str, title: str = "") -> go.Figure:

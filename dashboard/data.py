@@ -10,7 +10,6 @@ it becomes a gentle "database busy" notice and an empty result.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -26,7 +25,9 @@ import streamlit as st
 
 from prefsift import storage
 from prefsift.dashboard import identity
-from prefsift.storage import annotations, audit, engine, explore, pair_lists
+from prefsift.storage import annotations, audit, diagnose, engine, explore, pair_lists, pairs, training
+from prefsift.storage import jobs as jobs_store
+from prefsift.storage import runs as runs_store
 from prefsift.storage import selections as selections_store
 from prefsift.storage.errors import DatabaseLocked, StorageError
 from prefsift.storage.paths import exports_dir
@@ -37,10 +38,7 @@ TTL = 600  # seconds; the version key already invalidates on every commit
 # ---------------------------------------------------------------- where the database is
 def db_path() -> Path:
     """`streamlit run dashboard/app.py -- --db X`, else $PREFSIFT_DB, else ./prefsift.duckdb."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--db")
-    known, _ = parser.parse_known_args(sys.argv[1:])
-    return Path(known.db or os.environ.get("PREFSIFT_DB") or storage.DEFAULT_DB).resolve()
+    return Path(identity.script_option("db") or os.environ.get("PREFSIFT_DB") or storage.DEFAULT_DB).resolve()
 
 
 def db_version(db: Path) -> tuple:
@@ -62,18 +60,28 @@ def busy_notice() -> None:
     )
 
 
-def read(fn: Callable, *args, default=None, tries: int = 3, **kwargs):
-    """Run fn(con, *args) on a short read-only connection; a lock conflict shows a notice and
-    returns `default` (after a few quick retries)."""
-    db = db_path()
+def _retrying(attempt: Callable, default=None, tries: int = 3):
+    """attempt(), retried a few times while a writer holds the database; then the busy notice and
+    `default`: a lock conflict never reaches the user as an error."""
     for i in range(tries):
         try:
-            with storage.connect(db, read_only=True, timeout_s=2.0) as con:
-                return fn(con, *args, **kwargs)
+            return attempt()
         except DatabaseLocked:
             time.sleep(0.2 * (i + 1))
     busy_notice()
     return default
+
+
+def read(fn: Callable, *args, default=None, tries: int = 3, **kwargs):
+    """Run fn(con, *args) on a short read-only connection; a lock conflict shows a notice and
+    returns `default` (after a few quick retries)."""
+    db = db_path()
+
+    def attempt():
+        with storage.connect(db, read_only=True, timeout_s=2.0) as con:
+            return fn(con, *args, **kwargs)
+
+    return _retrying(attempt, default, tries)
 
 
 WRITE_BUSY = object()  # what `write` returns when the database stayed busy
@@ -95,13 +103,15 @@ def write(fn: Callable, *args, **kwargs):
     its own history) is recorded in the audit log with who and when. If another process holds
     the database for the whole retry budget, shows the busy notice and returns WRITE_BUSY (the
     user clicks again), never a lock error."""
-    action = getattr(fn, "__name__", str(fn)).replace("_", " ")
-    who = identity.require(identity.ANNOTATOR if fn in ANNOTATOR_WRITES else identity.CURATOR, action)
+    name = getattr(fn, "__name__", str(fn))
+    who = identity.require(
+        identity.ANNOTATOR if fn in ANNOTATOR_WRITES else identity.CURATOR, name.replace("_", " ")
+    )
     try:
         with storage.connect(db_path(), timeout_s=10.0) as con:
             out = fn(con, *args, **kwargs)
             if fn not in ANNOTATOR_WRITES:
-                audit.record(con, who.name, who.role, getattr(fn, "__name__", str(fn)), {"args": args})
+                audit.record(con, who.name, who.role, name, {"args": args})
             return out
     except DatabaseLocked:
         busy_notice()
@@ -109,15 +119,11 @@ def write(fn: Callable, *args, **kwargs):
 
 
 def decide(dataset: str, pair_id: str, *, expected, withdraw: bool = False, **fields):
-    """Save (or withdraw) the signed-in person's own decision on a pair, as them, in their role."""
+    """Save (or withdraw: no `fields`) the signed-in person's own decision on a pair, as them, in
+    their role."""
     who = identity.require(identity.ANNOTATOR, "annotate pairs")
-    if withdraw:
-        return write(
-            annotations.withdraw_decision, dataset, pair_id, who.name, role=who.role, expected=expected
-        )
-    return write(
-        annotations.save_decision, dataset, pair_id, who.name, role=who.role, expected=expected, **fields
-    )
+    fn = annotations.withdraw_decision if withdraw else annotations.save_decision
+    return write(fn, dataset, pair_id, who.name, role=who.role, expected=expected, **fields)
 
 
 def _version() -> tuple:
@@ -136,67 +142,7 @@ def cached(name: str, *args, default=None, **kwargs):
     db = db_path()
     if not db.exists():
         return default
-    for i in range(3):
-        try:
-            return _cached(name, _version(), str(db), args, tuple(sorted(kwargs.items())))
-        except DatabaseLocked:
-            time.sleep(0.2 * (i + 1))
-    busy_notice()
-    return default
-
-
-def _latest_runs(con, dataset):
-    from prefsift.storage.runs import latest_score_runs
-
-    return latest_score_runs(con, dataset)
-
-
-def _jobs(con, limit=20):
-    from prefsift.storage.jobs import list_jobs
-
-    return list_jobs(con, limit=limit)
-
-
-def _selections(con, dataset):
-    from prefsift.storage.selections import list_selections
-
-    return list_selections(con, dataset)
-
-
-def _ledger(con, dataset):
-    from prefsift.storage.training import ledger
-
-    return ledger(con, dataset)
-
-
-def _model_roles(con, dataset):
-    from prefsift.storage.runs import model_roles
-
-    return model_roles(con, dataset)
-
-
-def _datasets(con):
-    from prefsift.storage.pairs import list_datasets
-
-    return list_datasets(con)
-
-
-def _pair(con, dataset, pair_id):
-    from prefsift.storage.pairs import get_pair
-
-    return get_pair(con, dataset, pair_id)
-
-
-def _run_metrics(con, run_id):
-    from prefsift.storage.training import get_metrics
-
-    return get_metrics(con, run_id)
-
-
-def _training_runs(con, dataset):
-    from prefsift.storage.training import list_runs
-
-    return list_runs(con, dataset)
+    return _retrying(lambda: _cached(name, _version(), str(db), args, tuple(sorted(kwargs.items()))), default)
 
 
 def _overview(con, dataset):
@@ -206,15 +152,13 @@ def _overview(con, dataset):
         "training_runs": explore.overview_table(con, "training_runs", dataset),
         "exports": explore.overview_table(con, "exports", dataset),
         "models": explore.overview_table(con, "models"),
-        "latest_runs": _latest_runs(con, dataset),
+        "latest_runs": runs_store.latest_score_runs(con, dataset),
     }
 
 
 def _pair_bundle(con, dataset, pair_id):
     """Everything the Pair inspector shows about one pair, on one connection."""
-    from prefsift.storage.pairs import get_pair
-
-    pair = get_pair(con, dataset, pair_id) if pair_id else None
+    pair = pairs.get_pair(con, dataset, pair_id) if pair_id else None
     return {
         "pair": pair,
         "neighbours": explore.neighbour_ids(con, dataset, pair_id if pair else None),
@@ -229,9 +173,7 @@ def _pair_bundle(con, dataset, pair_id):
 
 def _experiments(con, dataset):
     """The `prefsift experiment` results of a dataset (diagnostics `experiment:<name>`), by name."""
-    from prefsift.storage.runs import get_diagnostics
-
-    df = get_diagnostics(con)
+    df = runs_store.get_diagnostics(con)
     out = []
     for _run_id, g in df[df["run_id"].str.startswith("experiment:")].groupby("run_id", sort=True):
         detail = g["detail"].iloc[0]
@@ -241,24 +183,18 @@ def _experiments(con, dataset):
     return out
 
 
-def _diagnose(con, selection, tif_percentiles=(10.0, 90.0)):
-    from prefsift.storage.diagnose import diagnose
-
-    return diagnose(con, selection, tuple(tif_percentiles))
-
-
 _READS: dict[str, Callable] = {
     "overview": _overview,
     "pair_bundle": _pair_bundle,
-    "datasets": _datasets,
+    "datasets": pairs.list_datasets,
     "score_runs": explore.score_runs,
-    "latest_runs": _latest_runs,
+    "latest_runs": runs_store.latest_score_runs,
     "overview_table": explore.overview_table,
-    "jobs": _jobs,
-    "selections": _selections,
-    "ledger": _ledger,
-    "model_roles": _model_roles,
-    "pair": _pair,
+    "jobs": jobs_store.list_jobs,
+    "selections": selections_store.list_selections,
+    "ledger": training.ledger,
+    "model_roles": runs_store.model_roles,
+    "pair": pairs.get_pair,
     "pair_scores": explore.pair_scores,
     "token_logps": explore.token_logps,
     "pair_fates": explore.pair_fates,
@@ -277,10 +213,10 @@ _READS: dict[str, Callable] = {
     "previews": explore.previews,
     "selection_ids": selections_store.member_ids,
     "forced": engine.forced_annotations,
-    "run_metrics": _run_metrics,
-    "training_runs": _training_runs,
+    "run_metrics": training.get_metrics,
+    "training_runs": training.list_runs,
     "experiments": _experiments,
-    "diagnose": _diagnose,
+    "diagnose": diagnose.diagnose,
 }
 
 
@@ -294,21 +230,19 @@ def _snapshot(db: str, version: tuple, dataset: str) -> explore.Snapshot:
 def snapshot(dataset: str, runs: list[str] = (), text: str | None = None) -> explore.Snapshot | None:
     """The dataset's snapshot with `runs` (and a text search) loaded; None while the db is busy."""
     db = db_path()
-    for i in range(3):
-        try:
-            snap = _snapshot(str(db), _version(), dataset)
-            need = [r for r in runs if not snap.has_run(r)]
-            if need or (text and not snap.has_text(text)):
-                with st.spinner("Loading scores…"), storage.connect(db, read_only=True, timeout_s=5.0) as con:
-                    for r in need:
-                        snap.load_run(con, r)
-                    if text:
-                        snap.load_text(con, text)
-            return snap
-        except DatabaseLocked:
-            time.sleep(0.2 * (i + 1))
-    busy_notice()
-    return None
+
+    def attempt() -> explore.Snapshot:
+        snap = _snapshot(str(db), _version(), dataset)
+        need = [r for r in runs if not snap.has_run(r)]
+        if need or (text and not snap.has_text(text)):
+            with st.spinner("Loading scores…"), storage.connect(db, read_only=True, timeout_s=5.0) as con:
+                for r in need:
+                    snap.load_run(con, r)
+                if text:
+                    snap.load_text(con, text)
+        return snap
+
+    return _retrying(attempt)
 
 
 _SNAP_METHODS = {
@@ -342,6 +276,22 @@ def sq(dataset: str, method: str, *args, **kwargs):
     """A cached snapshot query (call `snapshot(dataset, runs)` first so the runs are loaded):
     a rerun that does not change a query's parameters costs nothing."""
     return _snap_call(str(db_path()), _version(), dataset, method, args, tuple(sorted(kwargs.items())))
+
+
+def with_previews(dataset: str, df: pd.DataFrame, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """`df`'s rows (pair_id, rid) with their pairs' shortened texts (all, or those of `columns`)
+    in place of rid."""
+    prev = cached(
+        "previews",
+        dataset,
+        tuple(df["pair_id"]),
+        100,
+        tuple(df["rid"]),
+        default=pd.DataFrame(columns=["pair_id"]),
+    )
+    if columns is not None:
+        prev = prev[["pair_id", *(c for c in columns if c in prev)]]
+    return df.merge(prev, on="pair_id", how="left").drop(columns=["rid"])
 
 
 def selection_mask(snap: explore.Snapshot, name: str) -> np.ndarray:
@@ -432,15 +382,11 @@ def start_job(argv: list[str]) -> dict:
     who = identity.require(
         identity.ANNOTATOR if kind in ANNOTATOR_JOBS else identity.CURATOR, f"start {kind or 'a'} job"
     )
-    cmd = [sys.executable, "-m", "prefsift", "jobs", "start", "--db", str(db_path()), "--json", "--", *argv]
-    env = {**os.environ, "PREFSIFT_USER": who.name}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(
-            (out.stderr or out.stdout).strip().splitlines()[-1] if (out.stderr or out.stdout) else "failed"
-        )
-    text = out.stdout.strip()
-    job = json.loads(text[text.index("{") :])
+    job = _prefsift_json(
+        ["jobs", "start", "--db", str(db_path()), "--json", "--", *argv],
+        timeout=60,
+        env={**os.environ, "PREFSIFT_USER": who.name},
+    )
     with contextlib.suppress(StorageError):  # the job runs; a busy database only loses the audit row
         with storage.connect(db_path(), timeout_s=10.0) as con:
             audit.record(
@@ -452,15 +398,21 @@ def start_job(argv: list[str]) -> dict:
 ANNOTATOR_JOBS = {"explain-pair"}  # jobs an annotator may start: computing one pair's token view
 
 
-@st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)
-def _cli_json(db: str, version: tuple, argv: tuple) -> dict:
-    cmd = [sys.executable, "-m", "prefsift", *argv, "--db", db, "--json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})
+def _prefsift_json(argv: list[str], timeout: int, env: dict | None = None) -> dict:
+    """`python -m prefsift ARGV`: the JSON object it prints; on failure, its last line as the error."""
+    out = subprocess.run(
+        [sys.executable, "-m", "prefsift", *argv], capture_output=True, text=True, timeout=timeout, env=env
+    )
     if out.returncode != 0:
         lines = (out.stderr or out.stdout).strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"`prefsift {argv[0]}` failed")
     text = out.stdout.strip()
     return json.loads(text[text.index("{") :])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)
+def _cli_json(db: str, version: tuple, argv: tuple) -> dict:
+    return _prefsift_json([*argv, "--db", db, "--json"], timeout=300)
 
 
 def cli_json(argv: list[str], inputs: tuple | None = None) -> dict:
@@ -508,10 +460,8 @@ def export_path(name: str, fmt: str) -> Path:
 
     The name follows the one selection-name rule (storage.selections.check_name), so every
     selection that could be saved can be exported; each error names the real problem."""
-    from prefsift.storage.selections import check_name
-
     try:
-        check_name(name)
+        selections_store.check_name(name)
     except StorageError as exc:
         raise ValueError(str(exc)) from None
     if fmt not in ("parquet", "jsonl"):
@@ -569,19 +519,21 @@ def pair_link(pair_id: str, dataset: str, base: str | None = None) -> str:
     if base:
         root = base.split("?", 1)[0].split("#", 1)[0].rstrip("/")
         page = root.rsplit("/", 1)[-1]
-        if page in PAGE_PATHS:  # the URL of a page: the app lives one level up
+        if page in {path for path, _, _ in PAGES}:  # the URL of a page: the app lives one level up
             root = root[: -len(page) - 1]
         return f"{root}/inspector?{query}"
     return "./inspector?" + query
 
 
-PAGE_PATHS = (
-    "overview",
-    "explore",
-    "disagreements",
-    "inspector",
-    "tune",
-    "export_train",
-    "compare",
-    "evidence",
+# The pages: (URL path and file under views/, title, icon), in the menu's order (app.py).
+PAGES = (
+    ("overview", "Overview", ":material/dashboard:"),
+    ("explore", "Explore", ":material/scatter_plot:"),
+    ("disagreements", "Disagreements", ":material/compare_arrows:"),
+    ("inspector", "Pair inspector", ":material/search:"),
+    ("team", "Team review", ":material/groups:"),
+    ("tune", "Tune & select", ":material/tune:"),
+    ("export_train", "Export & train", ":material/model_training:"),
+    ("compare", "Compare models", ":material/balance:"),
+    ("evidence", "Evidence", ":material/science:"),
 )

@@ -71,6 +71,11 @@ def _color(arm: str) -> str:
     return {"selection": KEPT, "random": CLEAN, "full": OTHER, "theta": THETA}.get(arm, DROPPED)
 
 
+def _interval(mid, lo, hi, **kw) -> dict:
+    """Error bars from `mid` down to `lo` and up to `hi` (a 95% interval, or a null range)."""
+    return dict(type="data", symmetric=False, array=hi - mid, arrayminus=mid - lo, **kw)
+
+
 def arms_fig(df: pd.DataFrame, metric: str) -> go.Figure:
     """Each arm's mean on the eval pairs with its 95% interval (error bars); θ's level dotted."""
     label, _, chance = METRICS.get(metric, (metric, True, None))
@@ -83,9 +88,7 @@ def arms_fig(df: pd.DataFrame, metric: str) -> go.Figure:
             y=df["mean"],
             mode="markers",
             marker=dict(size=11, color=[_color(a) for a in df["arm"]]),
-            error_y=dict(
-                type="data", symmetric=False, array=df["hi"] - df["mean"], arrayminus=df["mean"] - df["lo"]
-            ),
+            error_y=_interval(df["mean"], df["lo"], df["hi"]),
             customdata=df[["lo", "hi"]].to_numpy(),
             hovertemplate="%{x}: %{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}]<extra></extra>",
         )
@@ -104,8 +107,7 @@ def arms_fig(df: pd.DataFrame, metric: str) -> go.Figure:
 def diffs_fig(df: pd.DataFrame, metric: str) -> go.Figure:
     """Paired differences with their 95% intervals (a forest plot): an interval across 0 shows nothing."""
     label, higher, _ = METRICS.get(metric, (metric, True, None))
-    better = "right" if higher else "left"
-    title = f"paired differences in {label} ({better} of 0 = better)"
+    title = f"paired differences in {label} ({'right' if higher else 'left'} of 0 = better)"
     if df is None or df.empty:
         return _empty(title)
     fig = go.Figure(
@@ -114,9 +116,7 @@ def diffs_fig(df: pd.DataFrame, metric: str) -> go.Figure:
             y=df["comparison"],
             mode="markers",
             marker=dict(size=10, color=[CLEAN if v == "random" else OTHER for v in df["vs"]]),
-            error_x=dict(
-                type="data", symmetric=False, array=df["hi"] - df["diff"], arrayminus=df["diff"] - df["lo"]
-            ),
+            error_x=_interval(df["diff"], df["lo"], df["hi"]),
             customdata=df[["lo", "hi", "p"]].to_numpy(),
             hovertemplate=(
                 "%{y}: %{x:+.4f} [%{customdata[0]:+.4f}, %{customdata[1]:+.4f}], p %{customdata[2]:.3g}"
@@ -169,13 +169,7 @@ def overlap_fig(rows: pd.DataFrame) -> go.Figure:
             mode="markers",
             name="random: expected, 95% range",
             marker=dict(symbol="line-ns-open", size=14, color=THETA),
-            error_x=dict(
-                type="data",
-                symmetric=False,
-                array=rows["null_hi"] - rows["chance"],
-                arrayminus=rows["chance"] - rows["null_lo"],
-                color=THETA,
-            ),
+            error_x=_interval(rows["chance"], rows["null_lo"], rows["null_hi"], color=THETA),
         )
     )
     fig.add_trace(
@@ -204,12 +198,7 @@ def correlation_fig(rows: pd.DataFrame) -> go.Figure:
                 mode="markers",
                 name=name.capitalize(),
                 marker=dict(size=10, color=color, symbol=symbol),
-                error_x=dict(
-                    type="data",
-                    symmetric=False,
-                    array=rows[f"{name}_hi"] - rows[name],
-                    arrayminus=rows[name] - rows[f"{name}_lo"],
-                ),
+                error_x=_interval(rows[name], rows[f"{name}_lo"], rows[f"{name}_hi"]),
             )
         )
     c = float(rows["chance_abs_r"].max())

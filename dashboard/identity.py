@@ -90,12 +90,16 @@ def roles_config() -> tuple[set[str], set[str] | None]:
     return curators, (_names(allowed) if allowed is not None else None)
 
 
-def cli_user() -> str | None:
-    """`streamlit run dashboard/app.py -- --user NAME` (what `prefsift serve --user` passes)."""
+def script_option(name: str) -> str | None:
+    """`streamlit run dashboard/app.py -- --NAME VALUE`: what `prefsift serve` passes the app."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--user")
-    known, _ = parser.parse_known_args(sys.argv[1:])
-    return (known.user or "").strip() or None
+    parser.add_argument(f"--{name}")
+    return getattr(parser.parse_known_args(sys.argv[1:])[0], name)
+
+
+def cli_user() -> str | None:
+    """`prefsift serve --user NAME`."""
+    return (script_option("user") or "").strip() or None
 
 
 def current() -> Identity | None:

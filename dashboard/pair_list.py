@@ -21,7 +21,7 @@ from prefsift.storage.pair_lists import ids_position, scored_filters
 KEY = "inspect_list"
 FRESH = "inspect_list_fresh"  # set by open_pair: the inspector was entered from that list
 INSPECTOR = "views/inspector.py"
-TITLES = {"explore": "Explore", "disagreements": "Disagreements", "compare": "Compare models"}
+TITLES = {path: title for path, title, _ in data.PAGES}
 
 
 def open_pair(
@@ -58,6 +58,50 @@ def pick(event, pair_ids) -> str | None:
     return ids[rows[0]] if rows and 0 <= rows[0] < len(ids) else None
 
 
+def table(
+    df,
+    dataset: str,
+    *,
+    prefix: str,
+    page: str,
+    label: str,
+    note: str = "",
+    query: dict | None = None,
+    skip: tuple[str, ...] = (),
+    column_config: dict | None = None,
+) -> None:
+    """A table whose selected row opens its pair in the inspector of this session (a link would
+    open a new tab, a new session); next/previous there walk `query`, else this table's pairs in
+    this order. The page's widgets (keys starting with `prefix`, but `skip`) are kept for the way
+    back; the table's key is `<prefix>table_sel`. (A chart without on_select has no state to skip.)"""
+    key = f"{prefix}table_sel"
+    event = st.dataframe(
+        df,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=key,
+        column_config=column_config,
+    )
+    st.caption(
+        " ".join(
+            filter(None, (note, "Select a row (the box at its left) to open the pair in the inspector."))
+        )
+    )
+    picked = pick(event, df["pair_id"])
+    if picked:
+        open_pair(
+            picked,
+            dataset,
+            page=page,
+            label=label,
+            ids=None if query else list(df["pair_id"]),
+            query=query,
+            restore=widget_values(prefix, skip=(key, *skip)),
+        )
+
+
 def widget_values(prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The current values of a page's plain widgets (keys starting with `prefix`), for the way back."""
     return {
@@ -88,7 +132,7 @@ def entered_inspector() -> None:
 
 def md_escape(text: str) -> str:
     """Text shown through st.markdown as it is (search text, model names are data, not markup)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in str(text))
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$&" else ch for ch in str(text))
 
 
 def _scored_run(runs) -> str | None:

@@ -55,10 +55,7 @@ st.dataframe(
     pd.DataFrame(rows),
     hide_index=True,
     width="stretch",
-    column_config={
-        "Spearman ρ": st.column_config.NumberColumn(format="%.3f"),
-        "Pearson r": st.column_config.NumberColumn(format="%.3f"),
-    },
+    column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("Spearman ρ", "Pearson r")},
 )
 
 st.subheader("Verdict flips")
@@ -86,29 +83,12 @@ else:
             "keep_b": f"kept · {pb_}",
         }
     )
-    event = st.dataframe(
+    pair_list.table(
         flips,
-        hide_index=True,
-        width="stretch",
-        on_select="rerun",
-        selection_mode="single-row",
-        key="compare_table_sel",
-        column_config={
-            "rank_a": st.column_config.NumberColumn(format="percent"),
-            "rank_b": st.column_config.NumberColumn(format="percent"),
-        },
+        dataset,
+        prefix="compare_",
+        page="compare",
+        label=f"Compare models: {metric} verdict flips, {pa_} vs {pb_}, keep band {lo:g}–{hi:g}",
+        note="The pairs whose rank moves the most between the two models among those that change verdict.",
+        column_config={r: st.column_config.NumberColumn(format="percent") for r in ("rank_a", "rank_b")},
     )
-    st.caption(
-        "The pairs whose rank moves the most between the two models among those that change verdict. "
-        "Select a row (the box at its left) to open the pair in the inspector."
-    )
-    picked = pair_list.pick(event, flips["pair_id"])
-    if picked:
-        pair_list.open_pair(
-            picked,
-            dataset,
-            page="compare",
-            label=f"Compare models: {metric} verdict flips, {pa_} vs {pb_}, keep band {lo:g}–{hi:g}",
-            ids=list(flips["pair_id"]),
-            restore=pair_list.widget_values("compare_", skip=("compare_table_sel", "compare_verdicts")),
-        )

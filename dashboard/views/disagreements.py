@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from prefsift.dashboard import charts, data, pair_list
@@ -24,16 +23,8 @@ if b0 == a0:
 c = st.columns([3, 3, 2, 1])
 a = c[0].selectbox("score A", ids, index=ids.index(a0), format_func=labels.get, key="disagree_a")
 b = c[1].selectbox("score B", ids, index=ids.index(b0), format_func=labels.get, key="disagree_b")
-direction = c[2].selectbox(
-    "show",
-    ["both", "a_high", "b_high"],
-    key="disagree_dir",
-    format_func={
-        "both": "largest |rank A − rank B|",
-        "a_high": "A ranks higher",
-        "b_high": "B ranks higher",
-    }.get,
-)
+shown = {"both": "largest |rank A − rank B|", "a_high": "A ranks higher", "b_high": "B ranks higher"}
+direction = c[2].selectbox("show", list(shown), key="disagree_dir", format_func=shown.get)
 n = c[3].selectbox("rows", [25, 50, 100], index=1, key="disagree_n")
 split = st.radio("split", ["train", "all"], horizontal=True, key="disagree_split")
 if a == b:
@@ -58,45 +49,17 @@ st.plotly_chart(
     charts.ranks_fig(df, labels[a], labels[b], f"The {len(df)} largest rank disagreements"),
     key="disagree_fig",
 )
-prev = data.cached(
-    "previews",
+df = data.with_previews(dataset, df, ("prompt",))
+pair_list.table(
+    df.rename(columns={"a": f"A: {labels[a]}", "b": f"B: {labels[b]}"}),
     dataset,
-    tuple(df["pair_id"]),
-    100,
-    tuple(df["rid"]),
-    default=pd.DataFrame(columns=["pair_id"]),
-)
-df = df.merge(prev[["pair_id", "prompt"]] if "prompt" in prev else prev, on="pair_id", how="left").drop(
-    columns=["rid"]
-)
-df = df.rename(columns={"a": f"A: {labels[a]}", "b": f"B: {labels[b]}"})
-# Select a row to open its pair in the inspector of this session; next/previous there walk this
-# table's pairs in this order.
-event = st.dataframe(
-    df,
-    hide_index=True,
-    width="stretch",
-    on_select="rerun",
-    selection_mode="single-row",
-    key="disagree_table_sel",
+    prefix="disagree_",
+    page="disagreements",
+    label=f"Disagreements: {labels[a]} vs {labels[b]}, {shown[direction]}, {split} split",
+    note="Ranks are `percent_rank()` over each run's scored pairs (0 = lowest, 1 = highest).",
     column_config={
         "rank_a": st.column_config.NumberColumn("rank A (pct)", format="percent"),
         "rank_b": st.column_config.NumberColumn("rank B (pct)", format="percent"),
         "rank_diff": st.column_config.NumberColumn("A − B", format="%.3f"),
     },
 )
-st.caption(
-    "Ranks are `percent_rank()` over each run's scored pairs (0 = lowest, 1 = highest). "
-    "Select a row (the box at its left) to open the pair in the inspector."
-)
-picked = pair_list.pick(event, df["pair_id"])
-if picked:
-    shown = {"both": "largest |rank A − rank B|", "a_high": "A ranks higher", "b_high": "B ranks higher"}
-    pair_list.open_pair(
-        picked,
-        dataset,
-        page="disagreements",
-        label=f"Disagreements: {labels[a]} vs {labels[b]}, {shown[direction]}, {split} split",
-        ids=list(df["pair_id"]),
-        restore=pair_list.widget_values("disagree_", skip=("disagree_table_sel", "disagree_fig")),
-    )

@@ -17,7 +17,7 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import data, job_notice
 from prefsift.dashboard import evidence_charts as ec
 
 ARMS = ("selection", "full", "random", "if-low", "if-mid", "if-high")
@@ -35,9 +35,7 @@ experiments = data.cached("experiments", dataset, default=[]) or []
 
 # The experiments' own arm selections (xp-…) go after the person's selections.
 xp_names = {n for s in experiments for n in selections["name"] if str(n).startswith(s["experiment"] + "-")}
-names = [n for n in selections["name"] if n not in xp_names] + [
-    n for n in selections["name"] if n in xp_names
-]
+names = sorted(selections["name"], key=lambda n: n in xp_names)  # stable: each group keeps its order
 
 
 def experiment_argv(selection: str, seeds: int = 3, arms=ARMS, compute: str = "steps", epochs: float = 2.0):
@@ -175,37 +173,7 @@ if names:
             st.caption(f"No warmed-up θ yet: run `prefsift warmup --dataset {dataset}` (or the demo) first.")
 
 
-@st.fragment(run_every="2s")
-def experiment_jobs() -> None:
-    jobs = data.cached("jobs", default=None)
-    if jobs is None or jobs.empty:
-        return
-    xp = jobs[jobs["kind"] == "experiment"]
-    mine = st.session_state.get("evidence_job")
-    active = xp[xp["status"].isin(["queued", "running"]) | (xp["job_id"] == mine)]
-    if active.empty:
-        return
-    st.subheader("Experiment jobs")
-    for job in active.head(3).itertuples():
-        stat = data.job_status(job.status_path)
-        frac = charts.progress_of(stat)
-        st.progress(
-            frac if frac is not None else 0.0,
-            text=f"{job.job_id} — {job.status} · {stat.get('stage', '')} "
-            f"{stat.get('done', '')}/{stat.get('total') or '?'}",
-        )
-        st.code(data.log_tail(job.log_path) or "(no output yet)", language=None)
-        if job.status in ("failed", "killed", "died"):
-            st.error(f"{job.job_id} {job.status}: {job.error if isinstance(job.error, str) else ''}")
-        elif job.status == "done":
-            st.success(f"{job.job_id} finished: its arms are shown above.")
-    ended = xp[(xp["job_id"] == mine) & ~xp["status"].isin(["queued", "running"])]
-    if not ended.empty and st.session_state.get("evidence_job_ended") != mine:
-        st.session_state["evidence_job_ended"] = mine
-        st.rerun(scope="app")  # the results above are outside this fragment
-
-
-experiment_jobs()
+job_notice.follow("experiment", "Experiment jobs", "evidence_job", "its arms are shown above.")
 
 
 # ---------------------------------------------------------------- 2. a selection against TIF

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import streamlit as st
 
 from prefsift.dashboard import charts, data, pair_list
@@ -26,19 +25,15 @@ x0 = data.default_run(runs, "lossdiff") or ids[0]
 y0 = data.default_run(runs, "irm") or ids[min(1, len(ids) - 1)]
 qp = st.query_params
 c = st.columns([3, 3, 2, 2])
-x_run = c[0].selectbox(
-    "x score",
-    ids,
-    index=ids.index(qp.get("x", x0)) if qp.get("x") in ids else ids.index(x0),
-    format_func=labels.get,
-    key="explore_x",
-)
-y_run = c[1].selectbox(
-    "y score",
-    ids,
-    index=ids.index(qp.get("y", y0)) if qp.get("y") in ids else ids.index(y0),
-    format_func=labels.get,
-    key="explore_y",
+x_run, y_run = (
+    col.selectbox(
+        f"{ax} score",
+        ids,
+        index=ids.index(qp[ax] if qp.get(ax) in ids else default),  # ?x=RUN&y=RUN pick the axes
+        format_func=labels.get,
+        key=f"explore_{ax}",
+    )
+    for col, ax, default in ((c[0], "x", x0), (c[1], "y", y0))
 )
 colour_opts = ["noise flag", "band region"] + ids
 colour = c[2].selectbox(
@@ -213,71 +208,34 @@ def pair_table(filters: Filters, table_runs: list[str], selection_note: str) -> 
     page = pc[3].number_input(f"page (of {pages:,})", 1, pages, 1, key="explore_page")
     st.caption(f"**{total:,}** pairs match{selection_note}")
 
-    rows = data.sq(
-        dataset,
-        "page",
-        table_runs,
-        filters,
-        None if order_run == "row order" else order_run,
-        desc,
-        per_page,
-        (int(page) - 1) * per_page,
-    )
-    if not rows.empty:
-        prev = data.cached(
-            "previews",
-            dataset,
-            tuple(rows["pair_id"]),
-            100,
-            tuple(rows["rid"]),
-            default=pd.DataFrame(columns=["pair_id"]),
-        )
-        rows = rows.merge(prev, on="pair_id", how="left").drop(columns=["rid"])
-        rows = rows.rename(columns={f"v{i}": labels[r] for i, r in enumerate(table_runs)})
-        # Text first: what a person reads (prompt, chosen, rejected), then the scores.
-        text_cols = [c for c in ("prompt", "chosen", "rejected") if c in rows]
-        rows = rows[text_cols + [c for c in rows.columns if c not in text_cols]]
-        # Select a row to open its pair in the inspector of this session (a link would open a
-        # new tab, a new session); next/previous there walk this table's pairs in this order.
-        event = st.dataframe(
-            rows,
-            hide_index=True,
-            width="stretch",
-            on_select="rerun",
-            selection_mode="single-row",
-            key="explore_table_sel",
-        )
-        st.caption("Select a row (the box at its left) to open the pair in the inspector.")
-        picked = pair_list.pick(event, rows["pair_id"])
-        if picked:
-            order = None if order_run == "row order" else order_run
-            pair_list.open_pair(
-                picked,
-                dataset,
-                page="explore",
-                label=_describe(order, desc),
-                query={
-                    "runs": tuple(table_runs),
-                    "filters": filters,
-                    "order_run": order,
-                    "descending": desc,
-                    "selection": {"chart_key": chart_key, "box": box, "lasso_ids": lasso_ids}
-                    if box or lasso_ids
-                    else None,
-                },
-                restore=pair_list.widget_values(
-                    "explore_",
-                    skip=(
-                        "explore_chart_",
-                        "explore_hist_",
-                        "explore_table_sel",
-                        "explore_kept_sel",
-                        "explore_clear_sel",
-                    ),
-                ),
-            )
-    else:
+    order = None if order_run == "row order" else order_run
+    rows = data.sq(dataset, "page", table_runs, filters, order, desc, per_page, (int(page) - 1) * per_page)
+    if rows.empty:
         st.caption("No pair matches these filters.")
+        return
+    rows = data.with_previews(dataset, rows)
+    rows = rows.rename(columns={f"v{i}": labels[r] for i, r in enumerate(table_runs)})
+    # Text first: what a person reads (prompt, chosen, rejected), then the scores.
+    text_cols = [c for c in ("prompt", "chosen", "rejected") if c in rows]
+    rows = rows[text_cols + [c for c in rows.columns if c not in text_cols]]
+    # Next/previous in the inspector walk this query (every matching pair, in this order).
+    pair_list.table(
+        rows,
+        dataset,
+        prefix="explore_",
+        page="explore",
+        label=_describe(order, desc),
+        query={
+            "runs": tuple(table_runs),
+            "filters": filters,
+            "order_run": order,
+            "descending": desc,
+            "selection": {"chart_key": chart_key, "box": box, "lasso_ids": lasso_ids}
+            if box or lasso_ids
+            else None,
+        },
+        skip=("explore_chart_", "explore_kept_sel", "explore_clear_sel"),
+    )
 
 
 pair_table(filters, table_runs, " (box selection)" if box else " (lasso selection)" if lasso_ids else "")

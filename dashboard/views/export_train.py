@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import charts, data, identity
+from prefsift.dashboard import charts, data, identity, job_notice
 
 st.title("Export & train")
 dataset = data.require_dataset()
@@ -134,38 +134,9 @@ def downloads() -> None:
 downloads()
 
 
-@st.fragment(run_every="2s")
-def training_jobs() -> None:
-    jobs = data.cached("jobs", default=None)
-    if jobs is None or jobs.empty:
-        return
-    train = jobs[jobs["kind"] == "train"]
-    mine = st.session_state.get("export_job")
-    active = train[train["status"].isin(["queued", "running"]) | (train["job_id"] == mine)]
-    if active.empty:
-        return
-    st.subheader("Training")
-    for job in active.head(3).itertuples():
-        s = data.job_status(job.status_path)
-        frac = charts.progress_of(s)
-        st.progress(
-            frac if frac is not None else 0.0,
-            text=f"{job.job_id} — {job.status} · {s.get('stage', '')} {s.get('done', '')}/{s.get('total') or '?'}",
-        )
-        st.code(data.log_tail(job.log_path) or "(no output yet)", language=None)
-        if job.status == "failed" and isinstance(job.error, str):
-            st.error(job.error)
-        elif job.status == "done":
-            st.success(
-                f"{job.job_id} finished: the trained model and its held-out metrics are in the ledger."
-            )
-    ended = train[(train["job_id"] == mine) & ~train["status"].isin(["queued", "running"])]
-    if not ended.empty and st.session_state.get("export_job_ended") != mine:
-        st.session_state["export_job_ended"] = mine
-        st.rerun(scope="app")  # the ledger below is outside this fragment: refresh the page once
-
-
-training_jobs()
+job_notice.follow(
+    "train", "Training", "export_job", "the trained model and its held-out metrics are in the ledger."
+)
 
 st.subheader("Ledger: held-out metrics of every trained model")
 ledger = data.cached("ledger", dataset, default=pd.DataFrame())

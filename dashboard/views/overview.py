@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from prefsift.dashboard import charts, data
+from prefsift.dashboard import data, job_notice
 
 st.title("Overview")
 
@@ -50,11 +50,7 @@ def pipeline_panel() -> None:
                 secs += f" · peak memory {r['peak_rss_gib']:.1f} GiB"
             st.markdown(f"{_MARK.get(r.get('state'), _MARK['pending'])} {r['title']}{secs}")
         if running and s.get("stage"):
-            frac = charts.progress_of(s)
-            st.progress(
-                frac if frac is not None else 0.0,
-                text=f"{s.get('stage')} {s.get('done', '')}/{s.get('total') or '?'}",
-            )
+            job_notice.progress(s, s.get("stage"))
     if job["status"] in ("failed", "killed", "died"):
         st.error(
             f"The demo pipeline stopped: {job['error']}. Its log: `{job['log_path']}`; rerun `prefsift demo` to resume."
@@ -76,6 +72,14 @@ if bundle is None:
 sel, trained, models = bundle["selections"], bundle["training_runs"], bundle["models"]
 
 roles = data.cached("model_roles", dataset, default={}) or {}
+
+
+def _table(df, empty: str) -> None:
+    """A table, or what to do while it is empty."""
+    if df is None or df.empty:
+        st.caption(empty)
+    else:
+        st.dataframe(df, hide_index=True, width="stretch")
 
 
 def _name(role: str) -> str | None:
@@ -111,7 +115,6 @@ with st.container(border=True):
         "influence of the pair on the validation loss, **TIF** its middle band. The paper finds the pairs "
         "in the *middle* bands help most; the LossDiff-IRM rule keeps the intersection of the two middle bands."
     )
-    done = [s for s in steps if s[1]]
     todo = [s for s in steps if not s[1]]
     st.markdown(
         "**Where you are:** "
@@ -123,7 +126,7 @@ with st.container(border=True):
     if todo:
         what, _, how = todo[0]
         st.markdown(f"**Next:** {what}: " + (f"`{how}`" if how.startswith("prefsift") else f"open **{how}**"))
-    elif done:
+    else:
         st.markdown(
             "**Next:** compare the trained models in the ledger (**Export & train**) and the scores of θ and θ_val (**Compare models**)."
         )
@@ -141,10 +144,7 @@ st.dataframe(ds, hide_index=True, width="stretch")
 left, right = st.columns(2)
 with left:
     st.subheader("Models")
-    if models is None or models.empty:
-        st.caption("No model registered yet: `prefsift warmup` registers θ, `prefsift fit-val` θ_val.")
-    else:
-        st.dataframe(models, hide_index=True, width="stretch")
+    _table(models, "No model registered yet: `prefsift warmup` registers θ, `prefsift fit-val` θ_val.")
 with right:
     st.subheader("Score runs")
     if runs.empty:
@@ -170,20 +170,14 @@ if not runs.empty:
 left, right = st.columns(2)
 with left:
     st.subheader("Selections")
-    if sel is None or sel.empty:
-        st.caption("None saved yet: tune bands on **Tune & select** and save one.")
-    else:
-        st.dataframe(sel, hide_index=True, width="stretch")
+    _table(sel, "None saved yet: tune bands on **Tune & select** and save one.")
     exports = bundle["exports"]
     if exports is not None and not exports.empty:
         st.caption("Exports")
         st.dataframe(exports, hide_index=True, width="stretch")
 with right:
     st.subheader("Training runs")
-    if trained is None or trained.empty:
-        st.caption("None yet: export a selection and train on **Export & train**.")
-    else:
-        st.dataframe(trained, hide_index=True, width="stretch")
+    _table(trained, "None yet: export a selection and train on **Export & train**.")
 
 
 @st.fragment(run_every="2s")
@@ -196,12 +190,8 @@ def jobs_panel() -> None:
     running = jobs[jobs["status"].isin(["queued", "running"])]
     for job in running.itertuples():
         s = data.job_status(job.status_path)
-        frac = charts.progress_of(s)
         eta = f" · ETA {s['eta_s']:.0f}s" if isinstance(s.get("eta_s"), int | float) else ""
-        label = (
-            f"{job.job_id} — {s.get('stage', job.status)} {s.get('done', '')}/{s.get('total') or '?'}{eta}"
-        )
-        st.progress(frac if frac is not None else 0.0, text=label)
+        job_notice.progress(s, f"{job.job_id} — {s.get('stage', job.status)}", eta)
     st.dataframe(
         jobs[["job_id", "kind", "status", "created_at", "finished_at", "error"]],
         hide_index=True,
@@ -213,7 +203,7 @@ jobs_panel()
 
 with st.expander("Start a scoring job"):
     st.caption("Runs `prefsift score` in the background; progress appears under Jobs above.")
-    names = [n for n in (models["name"].dropna().tolist() if models is not None and not models.empty else [])]
+    names = models["name"].dropna().tolist() if models is not None and not models.empty else []
 
     def _index(options: list[str], role: str, fallback: int = 0) -> int:
         n = _name(role)

@@ -8,14 +8,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from prefsift.dashboard import data
-from prefsift.storage import annotations
-
-
-def _md(text: str) -> str:
-    """Names and decisions as literal text in markdown (every markdown character escaped)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$&" else ch for ch in str(text))
-
+from prefsift.dashboard import annotation_form, data, pair_list
 
 st.title("Team review")
 dataset = data.require_dataset()
@@ -82,7 +75,7 @@ if conf is None or conf.empty:
 else:
     st.caption(f"{len(conf):,} pair(s); open one to see each annotator's decision and resolve it.")
     lines = [
-        f"- [{p}]({data.pair_link(p, dataset)}): {_md(d)}"
+        f"- [{p}]({data.pair_link(p, dataset)}): {pair_list.md_escape(d)}"
         for p, d in zip(conf["pair_id"].head(200), conf["decisions"].head(200))
     ]
     st.markdown("\n".join(lines))
@@ -90,19 +83,4 @@ else:
 st.subheader("Recent decisions")
 hist = data.cached("history", dataset, None, None, 200, default=None)
 if hist is not None and not hist.empty:
-    st.dataframe(
-        pd.DataFrame(
-            {
-                "when": hist["saved_at"],
-                "who": hist["annotator"],
-                "role": hist["role"],
-                "pair": hist["pair_id"],
-                "action": hist["action"],
-                "before": [annotations.describe(b) for b in hist["before"]],
-                "after": [annotations.describe(a) for a in hist["after"]],
-            }
-        ),
-        hide_index=True,
-        width="stretch",
-        key="team_history",
-    )
+    st.dataframe(annotation_form.history_frame(hist), hide_index=True, width="stretch", key="team_history")

@@ -131,16 +131,14 @@ rows = [
         "kept": res["n_kept"],
         "noisy among kept": noise_kept,
         "overlap with this rule": 1.0,
-    }
-]
-rows.append(
+    },
     {
         "rule": "random, same size",
         "kept": rand["n"],
         "noisy among kept": rand["noisy"] / max(rand["n"], 1),
         "overlap with this rule": rand["both"] / max(min(rand["n"], res["n_kept"]), 1),
-    }
-)
+    },
+]
 for name, o in res["overlaps"].items():
     mk = compare[name] & pool
     rows.append(

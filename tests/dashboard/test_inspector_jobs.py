@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,36 @@ def test_a_failed_explain_job_is_shown_in_the_inspector(demo_db, tmp_path, monke
     assert any("Explaining this pair failed" in e and f"cannot load adapter for {pid}" in e for e in errors)
     assert not any(other in e for e in errors)  # another pair's job is not this pair's
     assert any("ModelLoadError" in c.value for c in at.code)
+
+
+def test_job_panels_follow_running_and_failed_jobs(demo_db, tmp_path, monkeypatch):
+    """Export & train and Evidence follow their kind's jobs (job_notice.follow): a running job's
+    progress and log, the job this session started and its failure; Overview's Jobs list the ETA."""
+    db = copy_demo_db(demo_db, tmp_path / "data")
+    monkeypatch.setenv("PREFSIFT_DB", str(db))
+    status = tmp_path / "st.json"
+    status.write_text(json.dumps({"stage": "epoch", "done": 3, "total": 10, "eta_s": 42}))
+    log = tmp_path / "job.log"
+    log.write_text("step 3 of 10\n")
+    with connect(db) as con:
+        for jid, kind in (("j-train", "train"), ("j-xp", "experiment")):
+            jobs_store.create_job(con, jid, kind, [kind], str(log), str(status))
+            jobs_store.set_running(con, jid, 1)
+        jobs_store.create_job(con, "j-dead", "train", ["train"], str(log), str(status))
+        jobs_store.finish_job(con, "j-dead", "killed", "out of memory")
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    progress = [p.proto.text for p in at.get("progress")]
+    assert any("j-train — epoch 3/10 · ETA 42s" in t for t in progress), progress
+    at.session_state["export_job"] = "j-dead"
+    for page, title, running in (
+        ("export_train", "Training", "j-train"),
+        ("evidence", "Experiment jobs", "j-xp"),
+    ):
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert title in [s.value for s in at.subheader]
+        progress = [p.proto.text for p in at.get("progress")]
+        assert f"{running} — running · epoch 3/10" in progress, progress
+        assert any("step 3 of 10" in c.value for c in at.code)
+    at.switch_page("views/export_train.py").run()
+    assert any("j-dead killed: out of memory" in e.value for e in at.error)
