@@ -398,19 +398,17 @@ def get_scores(
     con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
     """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
-    metric among the runs of one policy and beta, `latest_score_runs`)."""
+    metric among the runs of one policy and beta, `latest_score_runs`), one row per pair of the
+    dataset that has a value in some run, by pair_id. The pivot is `Snapshot`'s (the one wide-score
+    cache, storage/explore_snapshot.py): runs aligned to the pairs by pair-id hash, not a join."""
+    from prefsift.storage.explore_snapshot import Snapshot  # it reads runs' helpers: import late
+
     runs = dict(sorted(dict(runs or latest_score_runs(con, dataset)).items()))
-    if not runs:
-        return pd.DataFrame({"pair_id": pd.Series(dtype=str)})
-    for m in runs:
-        if not m.replace("_", "").isalnum():
-            raise ValueError(f"bad metric name {m!r}")
-    cols = ", ".join(f'max(value) FILTER (WHERE run_id = ?) AS "{m}"' for m in runs)
-    sql = (
-        f"SELECT pair_id, {cols} FROM scores WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
-        "GROUP BY pair_id ORDER BY pair_id"
+    snap = Snapshot(con, dataset)
+    wide = pd.DataFrame(
+        {"pair_id": snap.ids.to_pandas(), **{m: snap.load_run(con, r) for m, r in runs.items()}}
     )
-    return con.execute(sql, list(runs.values()) + [list(runs.values())]).df()
+    return wide[wide[list(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
 
 
 def save_diagnostics(
