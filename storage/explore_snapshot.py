@@ -59,6 +59,15 @@ class Filters:
         return [r[0] for r in self.ranges]
 
 
+def page_order(runs: Sequence[str], order_run: str | None, descending: bool) -> str:
+    """The ORDER BY of `Snapshot.page` over `Snapshot.table(runs, ...)`: by `order_run` (one of
+    `runs`; unscored last) then row order, else row order. pair_lists walks pages in this order."""
+    runs = list(runs)
+    if order_run not in runs:
+        return "row_idx, pair_id"
+    return f"c{runs.index(order_run)} {'DESC' if descending else 'ASC'} NULLS LAST, row_idx, pair_id"
+
+
 def like_pattern(text: str) -> str:
     """An ILIKE pattern matching `text` literally (its % and _ escaped with \\)."""
     esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -93,11 +102,15 @@ class Snapshot:
         self._mem = duckdb.connect(":memory:")
 
     # ------------------------------------------------------------ loading
-    def positions(self, hashes: np.ndarray) -> np.ndarray:
-        """Snapshot positions of pair-id hashes (unknown ones dropped)."""
+    def _locate(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(snapshot positions of the known pair-id hashes, which of `hashes` are known)."""
         i = np.clip(np.searchsorted(self.h_sorted, hashes), 0, max(self.n - 1, 0))
         ok = self.h_sorted[i] == hashes if self.n else np.zeros(len(hashes), bool)
-        return self.order[i[ok]]
+        return self.order[i[ok]], ok
+
+    def positions(self, hashes: np.ndarray) -> np.ndarray:
+        """Snapshot positions of pair-id hashes (unknown ones dropped)."""
+        return self._locate(hashes)[0]
 
     def load_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> np.ndarray:
         """The values of a score run aligned to the snapshot (NaN where a pair has no score)."""
@@ -115,9 +128,8 @@ class Snapshot:
             if len(h) == self.n and np.array_equal(h, self.h_sorted):
                 out[self.order] = v  # the usual case: the run scores every pair
             else:
-                i = np.clip(np.searchsorted(self.h_sorted, h), 0, max(self.n - 1, 0))
-                ok = self.h_sorted[i] == h if self.n else np.zeros(len(h), bool)
-                out[self.order[i[ok]]] = v[ok]
+                pos, ok = self._locate(h)
+                out[pos] = v[ok]
             # The pairs its tokenization left without a response token: no rule keeps them.
             trunc = fully_truncated_pairs(con, logp_runs_of(con, {"r": run_id}))
             self._masks[("truncated", run_id)] = self._mask(self.hash_ids(trunc))
@@ -142,12 +154,7 @@ class Snapshot:
         """A mask of given pair ids (a selection's members, a lasso), cached under `key`."""
         with self._lock:
             if key not in self._masks:
-                h = (
-                    self._mem.cursor()
-                    .execute("SELECT hash(x) AS h FROM unnest(?::VARCHAR[]) t(x)", [list(pair_ids)])
-                    .fetchnumpy()["h"]
-                )
-                self._masks[key] = self._mask(np.asarray(h, dtype=np.uint64))
+                self._masks[key] = self._mask(self.hash_ids(pair_ids))
             return self._masks[key]
 
     def has_run(self, run_id: str) -> bool:
@@ -372,14 +379,11 @@ class Snapshot:
         """One page of pairs: pair_id, row_idx, split, noise and v<i> per run (texts: `previews`)."""
         runs = list(runs)
         t, where, params = self.table(runs, filters, ids=True)
-        if order_run in runs:
-            order = f"c{runs.index(order_run)} {'DESC' if descending else 'ASC'} NULLS LAST, row_idx, pair_id"
-        else:
-            order = "row_idx, pair_id"
         vals = "".join(f", c{i} AS v{i}" for i in range(len(runs)))
         return self.sql(
             t,
-            f"SELECT pair_id, row_idx, split, noise, rid{vals} FROM t WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT pair_id, row_idx, split, noise, rid{vals} FROM t WHERE {where} "
+            f"ORDER BY {page_order(runs, order_run, descending)} LIMIT ? OFFSET ?",
             params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
         )
 

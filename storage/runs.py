@@ -164,30 +164,27 @@ def save_logp_run(
     logps: pa.Table,
 ) -> None:
     """Store a finished log-prob run and its rows in one transaction (idempotent)."""
-    _replace_run(
-        con,
-        "logp_runs",
-        "INSERT INTO logp_runs (run_id, model_id, dataset, config, n_pairs, status) VALUES (?, ?, ?, ?, ?, 'done')",
-        [run_id, model_id, dataset, json.dumps(dict(config), sort_keys=True), logps.num_rows],
-        "logps",
-        logps.select(LOGP_SCHEMA.names).cast(LOGP_SCHEMA),
-    )
+    run = {"run_id": run_id, "model_id": model_id, "dataset": dataset, "config": config, "status": "done"}
+    _replace_run(con, "logp_runs", run, "logps", logps, LOGP_SCHEMA)
 
 
-def _replace_run(
-    con, runs_table: str, insert_run: str, run_row: list, rows_table: str, rows: pa.Table
-) -> None:
-    """A run's row and its rows (columns in the table's order after run_id), replacing any earlier
-    ones, in one transaction."""
-    run_id = run_row[0]
+def _replace_run(con, runs_table: str, run: dict, rows_table: str, rows: pa.Table, schema: pa.Schema) -> None:
+    """A run's row (its config as sorted JSON, n_pairs counted) and its rows (the schema's columns,
+    in the table's order after run_id), replacing any earlier ones, in one transaction."""
+    run = {**run, "config": json.dumps(dict(run["config"]), sort_keys=True), "n_pairs": rows.num_rows}
+    rows = rows.select(schema.names).cast(schema)
     con.register("_rows_in", rows)
     try:
         with transaction(con):
-            con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run_id])
-            con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run_id])
-            con.execute(insert_run, run_row)
+            con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run["run_id"]])
+            con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run["run_id"]])
             con.execute(
-                f"INSERT INTO {rows_table} SELECT ?, {', '.join(rows.column_names)} FROM _rows_in", [run_id]
+                f"INSERT INTO {runs_table} ({', '.join(run)}) VALUES ({', '.join('?' * len(run))})",
+                list(run.values()),
+            )
+            con.execute(
+                f"INSERT INTO {rows_table} SELECT ?, {', '.join(rows.column_names)} FROM _rows_in",
+                [run["run_id"]],
             )
     finally:
         con.unregister("_rows_in")
@@ -274,14 +271,8 @@ def save_score_run(
     scores: pa.Table,
 ) -> None:
     """Store a finished score run (pair_id, value) in one transaction (idempotent)."""
-    _replace_run(
-        con,
-        "score_runs",
-        "INSERT INTO score_runs (run_id, dataset, metric, config, n_pairs) VALUES (?, ?, ?, ?, ?)",
-        [run_id, dataset, metric, json.dumps(dict(config), sort_keys=True), scores.num_rows],
-        "scores",
-        scores.select(SCORE_SCHEMA.names).cast(SCORE_SCHEMA),
-    )
+    run = {"run_id": run_id, "dataset": dataset, "metric": metric, "config": config}
+    _replace_run(con, "score_runs", run, "scores", scores, SCORE_SCHEMA)
 
 
 def list_score_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
