@@ -15,29 +15,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from prefsift.storage import annotations as ann
 from prefsift.storage.engine import draw, evaluate_on
-from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, like_pattern
+from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, page_limit
 from prefsift.storage.rules import Band
-
-__all__ = [
-    "MAX_LIMIT",
-    "Filters",
-    "Snapshot",
-    "like_pattern",
-    "get_annotation",
-    "list_annotations",
-    "neighbour_ids",
-    "overview_table",
-    "pair_fates",
-    "pair_scores",
-    "previews",
-    "save_annotation",
-    "UNCHECKED",
-    "score_runs",
-    "token_logps",
-    "tune",
-    "verdict_flips",
-]
 
 
 def _json(text) -> dict:
@@ -76,28 +57,25 @@ def policy_of(config, names: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def _model_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """model_id, adapter path and base path -> name of every registered model that has a name."""
-    rows = con.execute(
+def _with_policy(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a `policy` column from its score runs' `config`: the registered name of each run's
+    policy (a model's id, adapter path or base path names it), else what the config says."""
+    names = {}
+    for mid, path, adapter, name in con.execute(
         "SELECT model_id, path, adapter_path, name FROM models WHERE name IS NOT NULL ORDER BY created_at"
-    ).fetchall()
-    out = {}
-    for mid, path, adapter, name in rows:
-        out[mid] = name
+    ).fetchall():
+        names[mid] = name
         if adapter:
-            out[adapter] = name
-        out.setdefault(path, name)
-    return out
+            names[adapter] = name
+        names.setdefault(path, name)
+    df["policy"] = [policy_of(c, names) for c in df["config"]]
+    return df
 
 
 def score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     """Score runs of a dataset, oldest first, with the policy model and a short label for menus."""
-    df = con.execute(
-        "SELECT run_id, metric, n_pairs, config, created_at FROM score_runs WHERE dataset = ? ORDER BY created_at",
-        [dataset],
-    ).df()
-    names = _model_names(con)
-    df["policy"] = [policy_of(c, names) for c in df["config"]]
+    sql = "SELECT run_id, metric, n_pairs, config, created_at FROM score_runs WHERE dataset = ? ORDER BY created_at"
+    df = _with_policy(con, con.execute(sql, [dataset]).df())
     # Menus show "metric · policy"; the run id is added only where that pair repeats.
     base = [f"{m} · {p or '?'}" for m, p in zip(df["metric"], df["policy"])]
     dup = {b for b in base if base.count(b) > 1}
@@ -129,7 +107,7 @@ def overview_table(
         where, params = "WHERE dataset = ?", [dataset]
     elif dataset and table == "exports":
         where, params = "WHERE selection IN (SELECT name FROM selections WHERE dataset = ?)", [dataset]
-    return con.execute(sql.format(where=where), params + [max(1, min(int(limit), MAX_LIMIT))]).df()
+    return con.execute(sql.format(where=where), params + [page_limit(limit)]).df()
 
 
 def previews(
@@ -174,9 +152,7 @@ def pair_scores(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> p
         "WHERE r.dataset = ? AND s.pair_id = ? ORDER BY r.metric, r.created_at",
         [dataset, pair_id],
     ).df()
-    names = _model_names(con)
-    df["policy"] = [policy_of(c, names) for c in df["config"]]
-    return df.drop(columns=["config"])
+    return _with_policy(con, df).drop(columns=["config"])
 
 
 def token_logps(con: duckdb.DuckDBPyConnection, pair_id: str) -> pd.DataFrame:
@@ -213,22 +189,13 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
     ).df()
 
 
-def get_annotation(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
-    """The pair's effective decision (storage.annotations: several annotators, one policy)."""
-    from prefsift.storage.annotations import effective_one
-
-    return effective_one(con, dataset, pair_id)
+get_annotation = ann.effective_one  # the pair's effective decision (several annotators, one policy)
 
 
 def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: bool = False) -> pd.DataFrame:
     """The effective decisions of a dataset (only those forcing keep/drop with `forced_only`)."""
-    from prefsift.storage.annotations import effective
-
-    df = effective(con, dataset)
+    df = ann.effective(con, dataset)
     return df[df["force"].isin(["keep", "drop"])].reset_index(drop=True) if forced_only else df
-
-
-UNCHECKED = object()  # save_annotation(expected=UNCHECKED): no optimistic check (scripts, the CLI)
 
 
 def save_annotation(
@@ -238,7 +205,7 @@ def save_annotation(
     flag: str | None,
     note: str | None,
     force: str | None,
-    expected=UNCHECKED,
+    expected=ann.UNCHECKED,
     tries: int = 8,
     annotator: str | None = None,
     role: str = "curator",
@@ -246,17 +213,15 @@ def save_annotation(
 ) -> dict | None:
     """One person's decision (default: this machine's user, a curator, as on loopback), stored per
     annotator with history by storage.annotations; an empty one withdraws theirs. Returns the
-    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision."""
-    from prefsift.storage import annotations as ann
-
+    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision
+    (annotations.UNCHECKED: no optimistic check, for scripts and the CLI)."""
     who = annotator or ann.local_user()
-    exp = ann.UNCHECKED if expected is UNCHECKED else expected
     if not (flag or note or force or swapped):
-        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=exp, tries=tries)
+        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=expected, tries=tries)
         return None
     return ann.save_decision(
         con, dataset, pair_id, who, flag=flag, note=note, force=force, swapped=swapped, role=role,
-        expected=exp, tries=tries,
+        expected=expected, tries=tries,
     )  # fmt: skip
 
 
@@ -284,16 +249,14 @@ def neighbour_ids(
     ).fetchone()
     if me is None:
         return None, None
-    prev = con.execute(
-        "SELECT pair_id FROM pairs WHERE dataset = ? AND (row_idx < ? OR (row_idx = ? AND pair_id < ?)) "
-        "ORDER BY row_idx DESC, pair_id DESC LIMIT 1",
-        [dataset, me[0], me[0], pair_id],
-    ).fetchone()
-    nxt = con.execute(
-        "SELECT pair_id FROM pairs WHERE dataset = ? AND (row_idx > ? OR (row_idx = ? AND pair_id > ?)) "
-        "ORDER BY row_idx, pair_id LIMIT 1",
-        [dataset, me[0], me[0], pair_id],
-    ).fetchone()
+    prev, nxt = (
+        con.execute(
+            f"SELECT pair_id FROM pairs WHERE dataset = ? AND (row_idx {op} ? OR (row_idx = ? AND pair_id {op} ?)) "
+            f"ORDER BY row_idx {order}, pair_id {order} LIMIT 1",
+            [dataset, me[0], me[0], pair_id],
+        ).fetchone()
+        for op, order in (("<", "DESC"), (">", "ASC"))
+    )
     return (prev[0] if prev else None), (nxt[0] if nxt else None)
 
 
@@ -333,7 +296,7 @@ def verdict_flips(
     flips = snap.sql(
         t,
         cte + "SELECT * FROM k WHERE keep_a <> keep_b ORDER BY abs(rank_a - rank_b) DESC, pair_id LIMIT ?",
-        params + [max(1, min(int(limit), MAX_LIMIT))],
+        params + [page_limit(limit)],
     )
     return {k: int(row[k]) for k in ("both", "a_only", "b_only", "neither", "n")}, flips
 

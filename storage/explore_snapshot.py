@@ -59,6 +59,11 @@ class Filters:
         return [r[0] for r in self.ranges]
 
 
+def page_limit(limit: int) -> int:
+    """How many rows a page may ask for: 1 to MAX_LIMIT."""
+    return max(1, min(int(limit), MAX_LIMIT))
+
+
 def page_order(runs: Sequence[str], order_run: str | None, descending: bool) -> str:
     """The ORDER BY of `Snapshot.page` over `Snapshot.table(runs, ...)`: by `order_run` (one of
     `runs`; unscored last) then row order, else row order. pair_lists walks pages in this order."""
@@ -168,9 +173,9 @@ class Snapshot:
         return self._values[run_id]
 
     def noise_mask(self) -> np.ndarray:
-        if "noise" not in self._derived:
-            self._derived["noise"] = self.base.column("noise").to_numpy(zero_copy_only=False).astype(bool)
-        return self._derived["noise"]
+        return self.derived(
+            ("noise",), lambda: self.base.column("noise").to_numpy(zero_copy_only=False).astype(bool)
+        )
 
     def derived(self, key: tuple, make):
         """An array derived from the snapshot (sorted scores, bin indices, hash orders), cached."""
@@ -384,7 +389,7 @@ class Snapshot:
             t,
             f"SELECT pair_id, row_idx, split, noise, rid{vals} FROM t WHERE {where} "
             f"ORDER BY {page_order(runs, order_run, descending)} LIMIT ? OFFSET ?",
-            params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
+            params + [page_limit(limit), max(0, int(offset))],
         )
 
     def disagreements(
@@ -406,7 +411,7 @@ class Snapshot:
             f"SELECT pair_id, c0 AS a, c1 AS b, k0 AS rank_a, k1 AS rank_b, k0 - k1 AS rank_diff, noise, rid "
             f"FROM t WHERE {where} AND k0 IS NOT NULL AND k1 IS NOT NULL "
             f"ORDER BY {order} DESC, pair_id LIMIT ? OFFSET ?",
-            params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
+            params + [page_limit(limit), max(0, int(offset))],
         )
 
     def rank_correlation(self, run_a: str, run_b: str, filters: Filters = Filters()) -> dict:

@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from prefsift.storage import connect, engine, explore
+from prefsift.storage import connect, engine, explore, explore_snapshot
 from prefsift.storage.explore import Filters
 
 
@@ -127,7 +127,7 @@ def test_text_search_is_literal_and_parameterised(seeded, snap):
         assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == snap.n
     assert m.sum() == 1 and snap.ids[int(np.flatnonzero(m)[0])].as_py() == seeded["xss_pair"]
     assert evil.sum() == 0 and pct.sum() == 0
-    assert explore.like_pattern("a%b_c\\") == "%a\\%b\\_c\\\\%"
+    assert explore_snapshot.like_pattern("a%b_c\\") == "%a\\%b\\_c\\\\%"
     assert snap.count([], Filters(text="<SCRIPT>alert")) == 1
 
 
