@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from prefsift.storage import rules as R
+from prefsift.storage.annotations import forced as forced_annotations  # the dashboard reads it here
 from prefsift.storage.errors import StorageError
 from prefsift.storage.explore_snapshot import Snapshot
 from prefsift.storage.pairs import SPLITS, require_dataset
@@ -218,14 +219,6 @@ def evaluate_on(
 
 
 # ---------------------------------------------------------------- from a connection
-def forced_annotations(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, str]:
-    """pair id -> 'keep' | 'drop': the annotations that override every rule."""
-    rows = con.execute(
-        "SELECT pair_id, force FROM annotations WHERE dataset = ? AND force IN ('keep', 'drop')", [dataset]
-    ).fetchall()
-    return dict(rows)
-
-
 def load(
     con: duckdb.DuckDBPyConnection,
     dataset: str,

@@ -64,33 +64,25 @@ def register_model(
     )
 
 
+_MODEL_COLS = "model_id name path revision adapter_path weights_hash role lineage created_at".split()
+
+
+def _models(con: duckdb.DuckDBPyConnection, where_order: str, params: list | None = None) -> list[dict]:
+    """Registered models as dicts (every column, lineage parsed), filtered and ordered by `where_order`."""
+    rows = con.execute(f"SELECT {', '.join(_MODEL_COLS)} FROM models {where_order}", params or []).fetchall()
+    return [{**dict(zip(_MODEL_COLS, r)), "lineage": json.loads(r[7] or "{}")} for r in rows]
+
+
 def get_model(con: duckdb.DuckDBPyConnection, ref: str) -> dict:
     """A model by fingerprint, name (newest first) or path."""
-    row = con.execute(
-        """
-        SELECT model_id, name, path, revision, adapter_path, weights_hash, role, lineage, created_at
-        FROM models WHERE model_id = ? OR name = ? OR path = ?
-        ORDER BY (model_id = ?) DESC, created_at DESC LIMIT 1
-        """,
+    found = _models(
+        con,
+        "WHERE model_id = ? OR name = ? OR path = ? ORDER BY (model_id = ?) DESC, created_at DESC LIMIT 1",
         [ref, ref, ref, ref],
-    ).fetchall()
-    row = row[0] if row else None
-    if row is None:
+    )
+    if not found:
         raise NotFound(f"no model registered as {ref!r}")
-    keys = [
-        "model_id",
-        "name",
-        "path",
-        "revision",
-        "adapter_path",
-        "weights_hash",
-        "role",
-        "lineage",
-        "created_at",
-    ]
-    out = dict(zip(keys, row))
-    out["lineage"] = json.loads(out["lineage"] or "{}")
-    return out
+    return found[0]
 
 
 def list_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -108,15 +100,9 @@ def model_roles(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> d
     policy θ: the newest model warmed up on `dataset` (role 'policy'; any dataset's if none);
     validation θ_val: the newest one trained from that θ; reference π_ref: the reference θ was
     trained against (else the newest registered reference); trained: models trained on the
-    dataset's selections, oldest first. Each present role is a dict (model_id, name, path,
-    adapter_path, role, lineage); absent ones are None ([] for trained)."""
-    rows = con.execute(
-        "SELECT model_id, name, path, adapter_path, role, lineage, created_at FROM models ORDER BY created_at"
-    ).fetchall()
-    keys = ("model_id", "name", "path", "adapter_path", "role", "lineage", "created_at")
-    models = [dict(zip(keys, r)) for r in rows]
-    for m in models:
-        m["lineage"] = json.loads(m["lineage"] or "{}")
+    dataset's selections, oldest first. Each present role is a dict (`get_model`'s); absent ones
+    are None ([] for trained)."""
+    models = _models(con, "ORDER BY created_at")
     by_id = {m["model_id"]: m for m in models}
 
     def newest(cands: list[dict]) -> dict | None:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
+from prefsift.storage.db import transaction
+
 
 def save_token_logps(
     con: duckdb.DuckDBPyConnection,
@@ -16,8 +18,7 @@ def save_token_logps(
     rows: Sequence[dict],
 ) -> None:
     """Replace the token rows of (run_id, pair_id). Each row: side, tokens, logps, ref_logps."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM token_logps WHERE run_id = ? AND pair_id = ?", [run_id, pair_id])
         for r in rows:
             if r["side"] not in ("chosen", "rejected"):
@@ -38,10 +39,6 @@ def save_token_logps(
                     None if ref is None else [float(x) for x in ref],
                 ],
             )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def get_token_logps(con: duckdb.DuckDBPyConnection, pair_id: str, run_id: str | None = None) -> pd.DataFrame:
