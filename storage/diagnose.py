@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from prefsift.storage.chance import overlap_chance, p_at_least
 from prefsift.storage.db import lit
-from prefsift.storage.engine import evaluate_on, load, wide
+from prefsift.storage.engine import evaluate_on, load
 from prefsift.storage.selections import (
     MEMBERS_SQL,
     get_selection,
@@ -51,7 +51,7 @@ def _text_len(column: str) -> str:
 
 def _pool_table(snap, runs: dict, split: str | None) -> pa.Table:
     """The engine's wide frame of the split as Arrow, m_<metric> columns, NaN as NULL."""
-    return pa.Table.from_pandas(wide(snap, runs, split).rename(columns={m: f"m_{m}" for m in runs}))
+    return pa.Table.from_pandas(snap.wide(runs, split).rename(columns={m: f"m_{m}" for m in runs}))
 
 
 def diagnose(

@@ -16,7 +16,7 @@ bound parameters, and run ids are only ever bound values.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -161,6 +161,15 @@ class Snapshot:
             if key not in self._masks:
                 self._masks[key] = self._mask(self.hash_ids(pair_ids))
             return self._masks[key]
+
+    def wide(self, runs: Mapping[str, str], split: str | None = None) -> pd.DataFrame:
+        """The split's pairs (every pair with None) as a frame: pair_id + one float column per
+        metric of `runs` (loaded run ids; NaN = missing), in snapshot order. The one long-to-wide
+        pivot of scores: get_scores, calibration and diagnostics read it."""
+        pos = np.flatnonzero(self.split_mask(split))
+        cols = {"pair_id": self.ids.take(pos)}
+        cols.update({m: pa.array(self._values[r][pos]) for m, r in runs.items()})
+        return pa.table(cols).to_pandas()
 
     def has_run(self, run_id: str) -> bool:
         return run_id in self._values

@@ -382,9 +382,9 @@ def get_scores(
 
     runs = dict(sorted(dict(runs or latest_score_runs(con, dataset)).items()))
     snap = Snapshot(con, dataset)
-    wide = pd.DataFrame(
-        {"pair_id": snap.ids.to_pandas(), **{m: snap.load_run(con, r) for m, r in runs.items()}}
-    )
+    for run_id in runs.values():
+        snap.load_run(con, run_id)
+    wide = snap.wide(runs)
     return wide[wide[list(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
 
 
