@@ -323,18 +323,34 @@ class Snapshot:
 
     def histogram(self, run: str, bins: int = 60, filters: Filters = Filters()) -> pd.DataFrame:
         """Equal-width bins of one score over the matching pairs: bin_lo, bin_hi, count."""
-        bins = max(1, min(int(bins), 500))
-        t, where, params = self.table([run], filters)
+        g = self._grid([run], max(1, min(int(bins), 500)), filters)
+        return g.rename(columns={"lo0": "bin_lo", "hi0": "bin_hi"})
+
+    def _grid(self, runs: list[str], bins: int, filters: Filters) -> pd.DataFrame:
+        """Equal-width bins per run (over the matching pairs scored by every run; the last bin
+        closed), counted per occupied cell in bin order: lo<k>, hi<k> per run, then count."""
+        t, where, params = self.table(runs, filters)
+        d = range(len(runs))
+        scored = "".join(f" AND c{k} IS NOT NULL" for k in d)
+        widths = ", ".join(
+            f"min(c{k}) AS x{k}, CASE WHEN max(c{k}) > min(c{k}) THEN (max(c{k}) - min(c{k})) / ? ELSE 1.0 END AS w{k}"
+            for k in d
+        )
+        cells = ", ".join(
+            f"least(floor((c{k} - x{k}) / w{k}), ? - 1)::INTEGER AS i{k}, any_value(x{k}) AS x{k}, any_value(w{k}) AS w{k}"
+            for k in d
+        )
         df = self.sql(
             t,
-            f"""WITH v AS (SELECT c0 AS x FROM t WHERE {where} AND c0 IS NOT NULL),
-                     w AS (SELECT min(x) AS lo, CASE WHEN max(x) > min(x) THEN (max(x) - min(x)) / ? ELSE 1.0 END AS wd FROM v)
-                SELECT least(floor((x - lo) / wd), ? - 1)::INTEGER AS i, count(*) AS n, any_value(lo) AS lo, any_value(wd) AS wd
-                FROM v, w GROUP BY i ORDER BY i""",
-            params + [bins, bins],
+            f"WITH v AS (SELECT * FROM t WHERE {where}{scored}), w AS (SELECT {widths} FROM v) "
+            f"SELECT {cells}, count(*) AS n FROM v, w GROUP BY {', '.join(f'i{k}' for k in d)} ORDER BY ALL",
+            params + [bins] * 2 * len(runs),
         )
-        lo = df["lo"] + df["i"] * df["wd"]
-        return pd.DataFrame({"bin_lo": lo, "bin_hi": lo + df["wd"], "count": df["n"].astype("int64")})
+        out = {}
+        for k in d:
+            out[f"lo{k}"] = df[f"x{k}"] + df[f"i{k}"] * df[f"w{k}"]
+            out[f"hi{k}"] = out[f"lo{k}"] + df[f"w{k}"]
+        return pd.DataFrame({**out, "count": df["n"].astype("int64")})
 
     def scatter_sample(
         self,
@@ -357,29 +373,8 @@ class Snapshot:
 
     def bins_2d(self, x_run: str, y_run: str, bins: int = 80, filters: Filters = Filters()) -> pd.DataFrame:
         """A 2-D histogram of two scores over every matching pair: x_lo, x_hi, y_lo, y_hi, count."""
-        bins = max(2, min(int(bins), 400))
-        t, where, params = self.table([x_run, y_run], filters)
-        df = self.sql(
-            t,
-            f"""WITH v AS (SELECT c0 AS x, c1 AS y FROM t WHERE {where} AND c0 IS NOT NULL AND c1 IS NOT NULL),
-                     b AS (SELECT min(x) AS x0, max(x) AS x1, min(y) AS y0, max(y) AS y1 FROM v),
-                     w AS (SELECT x0, y0, CASE WHEN x1 > x0 THEN (x1 - x0) / ? ELSE 1.0 END AS wx,
-                                  CASE WHEN y1 > y0 THEN (y1 - y0) / ? ELSE 1.0 END AS wy FROM b)
-                SELECT least(floor((x - x0) / wx), ? - 1)::INTEGER AS i, least(floor((y - y0) / wy), ? - 1)::INTEGER AS j,
-                       count(*) AS n, any_value(x0) AS x0, any_value(y0) AS y0, any_value(wx) AS wx, any_value(wy) AS wy
-                FROM v, w GROUP BY i, j""",
-            params + [bins] * 4,
-        )
-        x_lo, y_lo = df["x0"] + df["i"] * df["wx"], df["y0"] + df["j"] * df["wy"]
-        return pd.DataFrame(
-            {
-                "x_lo": x_lo,
-                "x_hi": x_lo + df["wx"],
-                "y_lo": y_lo,
-                "y_hi": y_lo + df["wy"],
-                "count": df["n"].astype("int64"),
-            }
-        )
+        g = self._grid([x_run, y_run], max(2, min(int(bins), 400)), filters)
+        return g.rename(columns={"lo0": "x_lo", "hi0": "x_hi", "lo1": "y_lo", "hi1": "y_hi"})
 
     def page(
         self,
