@@ -158,22 +158,18 @@ def _replace_run(con, runs_table: str, run: dict, rows_table: str, rows: pa.Tabl
     """A run's row (its config as sorted JSON, n_pairs counted) and its rows (the schema's columns,
     in the table's order after run_id), replacing any earlier ones, in one transaction."""
     run = {**run, "config": json.dumps(dict(run["config"]), sort_keys=True), "n_pairs": rows.num_rows}
-    rows = rows.select(schema.names).cast(schema)
-    con.register("_rows_in", rows)
-    try:
-        with transaction(con):
-            con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run["run_id"]])
-            con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run["run_id"]])
-            con.execute(
-                f"INSERT INTO {runs_table} ({', '.join(run)}) VALUES ({', '.join('?' * len(run))})",
-                list(run.values()),
-            )
-            con.execute(
-                f"INSERT INTO {rows_table} SELECT ?, {', '.join(rows.column_names)} FROM _rows_in",
-                [run["run_id"]],
-            )
-    finally:
-        con.unregister("_rows_in")
+    _rows_in = rows.select(schema.names).cast(schema)  # read by DuckDB by name (a replacement scan)
+    with transaction(con):
+        con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run["run_id"]])
+        con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run["run_id"]])
+        con.execute(
+            f"INSERT INTO {runs_table} ({', '.join(run)}) VALUES ({', '.join('?' * len(run))})",
+            list(run.values()),
+        )
+        con.execute(
+            f"INSERT INTO {rows_table} SELECT ?, {', '.join(_rows_in.column_names)} FROM _rows_in",
+            [run["run_id"]],
+        )
 
 
 def get_logps(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
