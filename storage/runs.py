@@ -372,16 +372,13 @@ def get_scores(
 ) -> pd.DataFrame:
     """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
     metric among the runs of one policy and beta, `latest_score_runs`), one row per pair of the
-    dataset that has a value in some run, by pair_id. The pivot is `Snapshot`'s (the one wide-score
-    cache, storage/explore_snapshot.py): runs aligned to the pairs by pair-id hash, not a join."""
-    from prefsift.storage.explore_snapshot import Snapshot  # it reads runs' helpers: import late
+    dataset that has a value in some run, by pair_id. The runs are checked and loaded as the
+    selection engine loads them (`engine.load`), and the pivot is `Snapshot.wide`'s."""
+    from prefsift.storage.engine import load  # the engine reads this module: import late
 
-    runs = dict(sorted(dict(runs or latest_score_runs(con, dataset)).items()))
-    snap = Snapshot(con, dataset)
-    for run_id in runs.values():
-        snap.load_run(con, run_id)
-    wide = snap.wide(runs)
-    return wide[wide[list(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
+    snap, runs = load(con, dataset, runs, tuple(runs or ()), split=None, only_need=True)
+    wide = snap.wide(dict(sorted(runs.items())))
+    return wide[wide[sorted(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
 
 
 def save_diagnostics(
