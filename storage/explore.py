@@ -83,15 +83,12 @@ def score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     return df
 
 
-_OVERVIEW_SQL = {
-    "selections": "SELECT name, dataset, n_kept, n_total, round(100.0 * n_kept / nullif(n_total, 0), 1) AS kept_pct, "
-    "rule, created_at FROM selections {where} ORDER BY created_at DESC LIMIT ?",
-    "exports": "SELECT export_id, selection, format, n_rows, path, created_at FROM exports {where} "
-    "ORDER BY created_at DESC LIMIT ?",
-    "training_runs": "SELECT run_id, kind, dataset, selection, status, output_model, created_at, finished_at "
-    "FROM training_runs {where} ORDER BY created_at DESC LIMIT ?",
-    "models": "SELECT name, role, model_id, path, adapter_path, created_at FROM models {where} "
-    "ORDER BY created_at DESC LIMIT ?",
+_OVERVIEW_COLS = {  # the bookkeeping tables overview_table shows, and their columns
+    "selections": "name, dataset, n_kept, n_total, round(100.0 * n_kept / nullif(n_total, 0), 1) AS kept_pct, "
+    "rule, created_at",
+    "exports": "export_id, selection, format, n_rows, path, created_at",
+    "training_runs": "run_id, kind, dataset, selection, status, output_model, created_at, finished_at",
+    "models": "name, role, model_id, path, adapter_path, created_at",
 }
 
 
@@ -99,15 +96,15 @@ def overview_table(
     con: duckdb.DuckDBPyConnection, table: str, dataset: str | None = None, limit: int = 50
 ) -> pd.DataFrame:
     """The newest rows of a bookkeeping table (whitelisted), of one dataset where the table has one."""
-    sql = _OVERVIEW_SQL.get(table)
-    if sql is None:
+    if table not in _OVERVIEW_COLS:
         raise ValueError(f"unknown table {table!r}")
     where, params = "", []
     if dataset and table in ("selections", "training_runs"):
         where, params = "WHERE dataset = ?", [dataset]
     elif dataset and table == "exports":
         where, params = "WHERE selection IN (SELECT name FROM selections WHERE dataset = ?)", [dataset]
-    return con.execute(sql.format(where=where), params + [page_limit(limit)]).df()
+    sql = f"SELECT {_OVERVIEW_COLS[table]} FROM {table} {where} ORDER BY created_at DESC LIMIT ?"
+    return con.execute(sql, params + [page_limit(limit)]).df()
 
 
 def previews(
