@@ -19,6 +19,7 @@ from prefsift.storage import annotations as ann
 from prefsift.storage.engine import draw, evaluate_on
 from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, page_limit
 from prefsift.storage.rules import Band
+from prefsift.storage.tokens import token_logps  # noqa: F401 (the dashboard reads it here)
 
 
 def _json(text) -> dict:
@@ -150,16 +151,6 @@ def pair_scores(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> p
         [dataset, pair_id],
     ).df()
     return _with_policy(con, df).drop(columns=["config"])
-
-
-def token_logps(con: duckdb.DuckDBPyConnection, pair_id: str) -> pd.DataFrame:
-    """Per-token log-probs of a pair under a policy and its reference, newest explanation first."""
-    return con.execute(
-        "SELECT t.run_id, t.ref_run, t.side, t.tokens, t.logps, t.ref_logps, m.name AS policy "
-        "FROM token_logps t LEFT JOIN logp_runs l ON l.run_id = t.run_id LEFT JOIN models m ON m.model_id = l.model_id "
-        "WHERE t.pair_id = ? ORDER BY l.created_at DESC NULLS LAST, t.run_id, t.side",
-        [pair_id],
-    ).df()
 
 
 def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd.DataFrame:

@@ -133,17 +133,15 @@ def quarantine_summary(con: duckdb.DuckDBPyConnection, dataset: str | None = Non
 
 def get_quarantine(con: duckdb.DuckDBPyConnection, dataset: str | None, limit: int = 100) -> pd.DataFrame:
     """Quarantined rows of `dataset` by row number; of every dataset (with its name) when None."""
+    cols = "source, row_idx, field, reason, detail, raw"
     if dataset is None:
-        return con.execute(
-            "SELECT dataset, source, row_idx, field, reason, detail, raw FROM quarantine "
-            "ORDER BY dataset, row_idx LIMIT ?",
-            [limit],
-        ).df()
-    return con.execute(
-        "SELECT source, row_idx, field, reason, detail, raw FROM quarantine WHERE dataset = ? "
-        "ORDER BY row_idx LIMIT ?",
-        [dataset, limit],
-    ).df()
+        sql, params = f"SELECT dataset, {cols} FROM quarantine ORDER BY dataset, row_idx LIMIT ?", [limit]
+    else:
+        sql, params = (
+            f"SELECT {cols} FROM quarantine WHERE dataset = ? ORDER BY row_idx LIMIT ?",
+            [dataset, limit],
+        )
+    return con.execute(sql, params).df()
 
 
 def get_pairs(
