@@ -252,14 +252,12 @@ def withdraw_decision(
     """Remove `annotator`'s decision on a pair (the history keeps it). No decision: nothing happens."""
     _check(pair_id, annotator, role, None, None, None, False)
 
-    def change(current):
-        if current is None:
-            return None
-        con.execute(
-            "DELETE FROM annotation_decisions WHERE dataset = ? AND pair_id = ? AND annotator = ?",
-            [dataset, pair_id, annotator],
-        )
-        return None
+    def change(current):  # returns None: the history records a withdrawal
+        if current is not None:
+            con.execute(
+                "DELETE FROM annotation_decisions WHERE dataset = ? AND pair_id = ? AND annotator = ?",
+                [dataset, pair_id, annotator],
+            )
 
     if get_decision(con, dataset, pair_id, annotator) is None and expected in (UNCHECKED, None):
         return None

@@ -105,34 +105,27 @@ def model_roles(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> d
     models = _models(con, "ORDER BY created_at")
     by_id = {m["model_id"]: m for m in models}
 
-    def newest(cands: list[dict]) -> dict | None:
-        return cands[-1] if cands else None
-
-    def of_dataset(role: str) -> list[dict]:
+    def of(role: str, **lineage) -> list[dict]:
+        """The models of `role` whose lineage has these values (a None value: any), oldest first."""
         return [
             m
             for m in models
-            if m["role"] == role and (dataset is None or m["lineage"].get("dataset") == dataset)
+            if m["role"] == role and all(v is None or m["lineage"].get(k) == v for k, v in lineage.items())
         ]
 
-    policy = newest(of_dataset("policy")) or newest([m for m in models if m["role"] == "policy"])
-    validation = None
-    if policy is not None:
-        validation = newest(
-            [
-                m
-                for m in models
-                if m["role"] == "validation" and m["lineage"].get("parent") == policy["model_id"]
-            ]
-        )
-    validation = validation or newest(of_dataset("validation"))
-    reference = by_id.get((policy or {}).get("lineage", {}).get("reference")) if policy else None
-    reference = reference or newest([m for m in models if m["role"] == "reference"])
+    def newest(role: str, **lineage) -> dict | None:
+        return (of(role, **lineage) or [None])[-1]
+
+    policy = newest("policy", dataset=dataset) or newest("policy")
+    validation = (policy and newest("validation", parent=policy["model_id"])) or newest(
+        "validation", dataset=dataset
+    )
+    reference = (policy and by_id.get(policy["lineage"].get("reference"))) or newest("reference")
     return {
         "reference": reference,
         "policy": policy,
         "validation": validation,
-        "trained": of_dataset("trained"),
+        "trained": of("trained", dataset=dataset),
     }
 
 
