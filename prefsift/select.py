@@ -4,7 +4,7 @@ Calibration: given IF on all pairs or on a sample, find the LossDiff and IRM per
 whose intersection overlaps most with the TIF selection, among the rules that keep a fraction
 of the pool within [min_kept, max_kept]. A grid search, made exact and fast with ranks:
 
-1. load the pool's three score columns once (storage.engine.wide);
+1. load the pool's three score columns once (Snapshot.wide);
 2. per metric, the grid thresholds thr[0..G] = percentiles 0, step, ..., 100 (numpy's linear
    interpolation, the thresholds the engine resolves a band to);
 3. a value v is inside band (a, b), inclusive, iff a <= J(v) and K(v) <= b with
@@ -180,7 +180,7 @@ def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = Non
 
     m1, m2 = cfg.metrics
     snap, runs = engine.load(con, dataset, runs, (m1, m2, "if"), cfg.split, only_need=True)
-    df = engine.wide(snap, runs, cfg.split)
+    df = snap.wide(runs, cfg.split)
     out = calibrate_arrays(df[m1].to_numpy(), df[m2].to_numpy(), df["if"].to_numpy(), cfg)
     (a1, b1), (a2, b2) = out["bands"][m1], out["bands"][m2]
     rule = R.Intersect((R.Band(m1, a1, b1), R.Band(m2, a2, b2)))

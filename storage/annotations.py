@@ -84,6 +84,13 @@ def _as_dict(row) -> dict | None:
     return None if row is None else dict(zip(_DECISION_COLS, row))
 
 
+def _where(dataset: str, **equal) -> tuple[str, list]:
+    """`WHERE dataset = ? AND col = ? ...` for each given (non-empty) value, and its parameters
+    (column names come from the keyword names, never from a user)."""
+    given = {c: v for c, v in equal.items() if v}
+    return "WHERE " + " AND ".join(f"{c} = ?" for c in ["dataset", *given]), [dataset, *given.values()]
+
+
 def get_decision(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str, annotator: str) -> dict | None:
     """One annotator's current decision on a pair (annotator, role, flag, note, force, swapped,
     updated_at), or None."""
@@ -98,10 +105,10 @@ def get_decision(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str, ann
 
 def decisions(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str | None = None) -> pd.DataFrame:
     """Every annotator's current decision (of one pair, or of the dataset), with its label."""
-    where, params = ("AND pair_id = ?", [dataset, pair_id]) if pair_id else ("", [dataset])
+    where, params = _where(dataset, pair_id=pair_id)
     df = con.execute(
         f"SELECT pair_id, {', '.join(_DECISION_COLS)} FROM annotation_decisions "
-        f"WHERE dataset = ? {where} ORDER BY pair_id, updated_at, annotator",
+        f"{where} ORDER BY pair_id, updated_at, annotator",
         params,
     ).df()
     df = _nulls(df, ("flag", "note", "force", "role"))
@@ -245,14 +252,12 @@ def withdraw_decision(
     """Remove `annotator`'s decision on a pair (the history keeps it). No decision: nothing happens."""
     _check(pair_id, annotator, role, None, None, None, False)
 
-    def change(current):
-        if current is None:
-            return None
-        con.execute(
-            "DELETE FROM annotation_decisions WHERE dataset = ? AND pair_id = ? AND annotator = ?",
-            [dataset, pair_id, annotator],
-        )
-        return None
+    def change(current):  # returns None: the history records a withdrawal
+        if current is not None:
+            con.execute(
+                "DELETE FROM annotation_decisions WHERE dataset = ? AND pair_id = ? AND annotator = ?",
+                [dataset, pair_id, annotator],
+            )
 
     if get_decision(con, dataset, pair_id, annotator) is None and expected in (UNCHECKED, None):
         return None
@@ -268,17 +273,10 @@ def history(
     limit: int = 500,
 ) -> pd.DataFrame:
     """The append-only history, newest first: who, role, when, action, before -> after."""
-    sql = "SELECT event_id, pair_id, annotator, role, saved_at, action, before, after FROM annotation_history WHERE dataset = ?"
-    params: list = [dataset]
-    if pair_id:
-        sql += " AND pair_id = ?"
-        params.append(pair_id)
-    if annotator:
-        sql += " AND annotator = ?"
-        params.append(annotator)
-    sql += " ORDER BY event_id DESC LIMIT ?"
-    params.append(int(limit))
-    return _nulls(con.execute(sql, params).df(), ("before", "after"))
+    where, params = _where(dataset, pair_id=pair_id, annotator=annotator)
+    sql = f"SELECT event_id, pair_id, annotator, role, saved_at, action, before, after FROM annotation_history {where}"
+    df = con.execute(sql + " ORDER BY event_id DESC LIMIT ?", [*params, int(limit)]).df()
+    return _nulls(df, ("before", "after"))
 
 
 def describe(d) -> str:
@@ -308,17 +306,11 @@ def effective(
     con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str | None = None, status: str | None = None
 ) -> pd.DataFrame:
     """The effective decision of every decided pair (or one pair), from the `annotations` view."""
-    sql = f"SELECT {_EFFECTIVE_COLS} FROM annotations WHERE dataset = ?"
-    params: list = [dataset]
-    if pair_id:
-        sql += " AND pair_id = ?"
-        params.append(pair_id)
-    if status:
-        sql += " AND status = ?"
-        params.append(status)
-    return _nulls(
-        con.execute(sql + " ORDER BY updated_at DESC, pair_id", params).df(), ("force", "flag", "note")
+    where, params = _where(dataset, pair_id=pair_id, status=status)
+    df = con.execute(
+        f"SELECT {_EFFECTIVE_COLS} FROM annotations {where} ORDER BY updated_at DESC, pair_id", params
     )
+    return _nulls(df.df(), ("force", "flag", "note"))
 
 
 def effective_one(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:

@@ -74,14 +74,20 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0])
 
 
-def migrate(con: duckdb.DuckDBPyConnection, path: Path | str = "") -> int:
-    """Apply the pending migrations, each in one transaction. Returns the version reached."""
+def _refuse_newer(con: duckdb.DuckDBPyConnection, path: Path | str) -> int:
+    """The database's schema version; `SchemaTooNew` if a newer prefsift wrote it."""
     current = schema_version(con)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"database {path} has schema version {current}, newer than this prefsift "
             f"understands ({SCHEMA_VERSION}). Upgrade prefsift to open it."
         )
+    return current
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path | str = "") -> int:
+    """Apply the pending migrations, each in one transaction. Returns the version reached."""
+    current = _refuse_newer(con, path)
     if current == 0:
         con.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
@@ -90,25 +96,15 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path | str = "") -> int:
     for version, name, sql in MIGRATIONS:
         if version <= current:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(sql)
             con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         log.info("applied migration %d: %s", version, name)
     return SCHEMA_VERSION
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path | str = "") -> None:
-    current = schema_version(con)
-    if current > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"database {path} has schema version {current}, newer than this prefsift "
-            f"understands ({SCHEMA_VERSION}). Upgrade prefsift to open it."
-        )
+    current = _refuse_newer(con, path)
     if current < SCHEMA_VERSION:
         raise StorageError(
             f"database {path} is at schema version {current} (need {SCHEMA_VERSION}); "
@@ -152,9 +148,7 @@ def connect(
             migrate(con, p)
             _MIGRATED.add(key)
         else:
-            # Another process may have replaced the file with a newer one.
-            if schema_version(con) > SCHEMA_VERSION:
-                raise SchemaTooNew(f"database {p} was written by a newer prefsift")
+            _refuse_newer(con, p)  # another process may have replaced the file with a newer one
         yield con
     finally:
         con.close()

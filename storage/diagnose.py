@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from prefsift.storage.chance import overlap_chance, p_at_least
 from prefsift.storage.db import lit
-from prefsift.storage.engine import evaluate_on, load, wide
+from prefsift.storage.engine import evaluate_on, load
+from prefsift.storage.runs import get_score_run_config, logp_runs_of
 from prefsift.storage.selections import (
     MEMBERS_SQL,
     get_selection,
@@ -51,7 +52,7 @@ def _text_len(column: str) -> str:
 
 def _pool_table(snap, runs: dict, split: str | None) -> pa.Table:
     """The engine's wide frame of the split as Arrow, m_<metric> columns, NaN as NULL."""
-    return pa.Table.from_pandas(wide(snap, runs, split).rename(columns={m: f"m_{m}" for m in runs}))
+    return pa.Table.from_pandas(snap.wide(runs, split).rename(columns={m: f"m_{m}" for m in runs}))
 
 
 def diagnose(
@@ -201,27 +202,16 @@ def _diagnose(con, sel: dict, snap, runs: dict, tmp: str, tif_percentiles) -> di
 TOKEN_COLUMNS = ("prompt_tokens", "chosen_tokens", "rejected_tokens")
 
 
-def _run_configs(con: duckdb.DuckDBPyConnection, runs: dict) -> list[dict]:
-    from prefsift.storage.runs import get_score_run_config
-
-    return [get_score_run_config(con, r) for r in runs.values()]
-
-
 def token_logp_run(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
     """A log-prob run behind the score runs (they share one tokenization): where token counts live."""
-    from prefsift.storage.runs import logp_runs_of
-
     found = logp_runs_of(con, runs)
     return found[0] if found else None
 
 
 def policy_of(con: duckdb.DuckDBPyConnection, runs: dict) -> str | None:
     """The policy fingerprint the score runs were made with (the first run that records one)."""
-    for cfg in _run_configs(con, runs):
-        pol = (cfg.get("models") or {}).get("policy")
-        if pol:
-            return pol
-    return None
+    policies = ((get_score_run_config(con, r).get("models") or {}).get("policy") for r in runs.values())
+    return next((p for p in policies if p), None)
 
 
 def trained_pairs(con: duckdb.DuckDBPyConnection, dataset: str, model_id: str) -> list[str] | None:

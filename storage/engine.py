@@ -35,10 +35,9 @@ from dataclasses import asdict, dataclass, field
 
 import duckdb
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 from prefsift.storage import rules as R
+from prefsift.storage.annotations import forced as forced_annotations  # the dashboard reads it here
 from prefsift.storage.errors import StorageError
 from prefsift.storage.explore_snapshot import Snapshot
 from prefsift.storage.pairs import SPLITS, require_dataset
@@ -218,14 +217,6 @@ def evaluate_on(
 
 
 # ---------------------------------------------------------------- from a connection
-def forced_annotations(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, str]:
-    """pair id -> 'keep' | 'drop': the annotations that override every rule."""
-    rows = con.execute(
-        "SELECT pair_id, force FROM annotations WHERE dataset = ? AND force IN ('keep', 'drop')", [dataset]
-    ).fetchall()
-    return dict(rows)
-
-
 def load(
     con: duckdb.DuckDBPyConnection,
     dataset: str,
@@ -268,12 +259,3 @@ def select(
 def evaluate(con, dataset: str, rule, runs=None, split: str | None = "train", with_annotations: bool = True):
     """The counts only (`select(...).result`)."""
     return select(con, dataset, rule, runs, split, with_annotations).result
-
-
-def wide(snap: Snapshot, runs: Mapping[str, str], split: str | None = "train") -> pd.DataFrame:
-    """The split's pairs as a frame: pair_id + one float column per metric of `runs` (NaN =
-    missing), in snapshot order, for array work and SQL over the pool (calibration, diagnostics)."""
-    pos = np.flatnonzero(snap.split_mask(split))
-    cols = {"pair_id": snap.ids.take(pos)}
-    cols.update({m: pa.array(snap.load_run_values(r)[pos]) for m, r in runs.items()})
-    return pa.table(cols).to_pandas()

@@ -15,29 +15,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from prefsift.storage import annotations as ann
 from prefsift.storage.engine import draw, evaluate_on
-from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, like_pattern
+from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, page_limit
 from prefsift.storage.rules import Band
-
-__all__ = [
-    "MAX_LIMIT",
-    "Filters",
-    "Snapshot",
-    "like_pattern",
-    "get_annotation",
-    "list_annotations",
-    "neighbour_ids",
-    "overview_table",
-    "pair_fates",
-    "pair_scores",
-    "previews",
-    "save_annotation",
-    "UNCHECKED",
-    "score_runs",
-    "token_logps",
-    "tune",
-    "verdict_flips",
-]
+from prefsift.storage.tokens import token_logps  # noqa: F401 (the dashboard reads it here)
 
 
 def _json(text) -> dict:
@@ -76,28 +58,25 @@ def policy_of(config, names: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def _model_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """model_id, adapter path and base path -> name of every registered model that has a name."""
-    rows = con.execute(
+def _with_policy(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a `policy` column from its score runs' `config`: the registered name of each run's
+    policy (a model's id, adapter path or base path names it), else what the config says."""
+    names = {}
+    for mid, path, adapter, name in con.execute(
         "SELECT model_id, path, adapter_path, name FROM models WHERE name IS NOT NULL ORDER BY created_at"
-    ).fetchall()
-    out = {}
-    for mid, path, adapter, name in rows:
-        out[mid] = name
+    ).fetchall():
+        names[mid] = name
         if adapter:
-            out[adapter] = name
-        out.setdefault(path, name)
-    return out
+            names[adapter] = name
+        names.setdefault(path, name)
+    df["policy"] = [policy_of(c, names) for c in df["config"]]
+    return df
 
 
 def score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     """Score runs of a dataset, oldest first, with the policy model and a short label for menus."""
-    df = con.execute(
-        "SELECT run_id, metric, n_pairs, config, created_at FROM score_runs WHERE dataset = ? ORDER BY created_at",
-        [dataset],
-    ).df()
-    names = _model_names(con)
-    df["policy"] = [policy_of(c, names) for c in df["config"]]
+    sql = "SELECT run_id, metric, n_pairs, config, created_at FROM score_runs WHERE dataset = ? ORDER BY created_at"
+    df = _with_policy(con, con.execute(sql, [dataset]).df())
     # Menus show "metric · policy"; the run id is added only where that pair repeats.
     base = [f"{m} · {p or '?'}" for m, p in zip(df["metric"], df["policy"])]
     dup = {b for b in base if base.count(b) > 1}
@@ -105,15 +84,12 @@ def score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     return df
 
 
-_OVERVIEW_SQL = {
-    "selections": "SELECT name, dataset, n_kept, n_total, round(100.0 * n_kept / nullif(n_total, 0), 1) AS kept_pct, "
-    "rule, created_at FROM selections {where} ORDER BY created_at DESC LIMIT ?",
-    "exports": "SELECT export_id, selection, format, n_rows, path, created_at FROM exports {where} "
-    "ORDER BY created_at DESC LIMIT ?",
-    "training_runs": "SELECT run_id, kind, dataset, selection, status, output_model, created_at, finished_at "
-    "FROM training_runs {where} ORDER BY created_at DESC LIMIT ?",
-    "models": "SELECT name, role, model_id, path, adapter_path, created_at FROM models {where} "
-    "ORDER BY created_at DESC LIMIT ?",
+_OVERVIEW_COLS = {  # the bookkeeping tables overview_table shows, and their columns
+    "selections": "name, dataset, n_kept, n_total, round(100.0 * n_kept / nullif(n_total, 0), 1) AS kept_pct, "
+    "rule, created_at",
+    "exports": "export_id, selection, format, n_rows, path, created_at",
+    "training_runs": "run_id, kind, dataset, selection, status, output_model, created_at, finished_at",
+    "models": "name, role, model_id, path, adapter_path, created_at",
 }
 
 
@@ -121,15 +97,15 @@ def overview_table(
     con: duckdb.DuckDBPyConnection, table: str, dataset: str | None = None, limit: int = 50
 ) -> pd.DataFrame:
     """The newest rows of a bookkeeping table (whitelisted), of one dataset where the table has one."""
-    sql = _OVERVIEW_SQL.get(table)
-    if sql is None:
+    if table not in _OVERVIEW_COLS:
         raise ValueError(f"unknown table {table!r}")
     where, params = "", []
     if dataset and table in ("selections", "training_runs"):
         where, params = "WHERE dataset = ?", [dataset]
     elif dataset and table == "exports":
         where, params = "WHERE selection IN (SELECT name FROM selections WHERE dataset = ?)", [dataset]
-    return con.execute(sql.format(where=where), params + [max(1, min(int(limit), MAX_LIMIT))]).df()
+    sql = f"SELECT {_OVERVIEW_COLS[table]} FROM {table} {where} ORDER BY created_at DESC LIMIT ?"
+    return con.execute(sql, params + [page_limit(limit)]).df()
 
 
 def previews(
@@ -174,19 +150,7 @@ def pair_scores(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> p
         "WHERE r.dataset = ? AND s.pair_id = ? ORDER BY r.metric, r.created_at",
         [dataset, pair_id],
     ).df()
-    names = _model_names(con)
-    df["policy"] = [policy_of(c, names) for c in df["config"]]
-    return df.drop(columns=["config"])
-
-
-def token_logps(con: duckdb.DuckDBPyConnection, pair_id: str) -> pd.DataFrame:
-    """Per-token log-probs of a pair under a policy and its reference, newest explanation first."""
-    return con.execute(
-        "SELECT t.run_id, t.ref_run, t.side, t.tokens, t.logps, t.ref_logps, m.name AS policy "
-        "FROM token_logps t LEFT JOIN logp_runs l ON l.run_id = t.run_id LEFT JOIN models m ON m.model_id = l.model_id "
-        "WHERE t.pair_id = ? ORDER BY l.created_at DESC NULLS LAST, t.run_id, t.side",
-        [pair_id],
-    ).df()
+    return _with_policy(con, df).drop(columns=["config"])
 
 
 def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd.DataFrame:
@@ -213,22 +177,13 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
     ).df()
 
 
-def get_annotation(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
-    """The pair's effective decision (storage.annotations: several annotators, one policy)."""
-    from prefsift.storage.annotations import effective_one
-
-    return effective_one(con, dataset, pair_id)
+get_annotation = ann.effective_one  # the pair's effective decision (several annotators, one policy)
 
 
 def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: bool = False) -> pd.DataFrame:
     """The effective decisions of a dataset (only those forcing keep/drop with `forced_only`)."""
-    from prefsift.storage.annotations import effective
-
-    df = effective(con, dataset)
+    df = ann.effective(con, dataset)
     return df[df["force"].isin(["keep", "drop"])].reset_index(drop=True) if forced_only else df
-
-
-UNCHECKED = object()  # save_annotation(expected=UNCHECKED): no optimistic check (scripts, the CLI)
 
 
 def save_annotation(
@@ -238,7 +193,7 @@ def save_annotation(
     flag: str | None,
     note: str | None,
     force: str | None,
-    expected=UNCHECKED,
+    expected=ann.UNCHECKED,
     tries: int = 8,
     annotator: str | None = None,
     role: str = "curator",
@@ -246,17 +201,15 @@ def save_annotation(
 ) -> dict | None:
     """One person's decision (default: this machine's user, a curator, as on loopback), stored per
     annotator with history by storage.annotations; an empty one withdraws theirs. Returns the
-    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision."""
-    from prefsift.storage import annotations as ann
-
+    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision
+    (annotations.UNCHECKED: no optimistic check, for scripts and the CLI)."""
     who = annotator or ann.local_user()
-    exp = ann.UNCHECKED if expected is UNCHECKED else expected
     if not (flag or note or force or swapped):
-        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=exp, tries=tries)
+        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=expected, tries=tries)
         return None
     return ann.save_decision(
         con, dataset, pair_id, who, flag=flag, note=note, force=force, swapped=swapped, role=role,
-        expected=exp, tries=tries,
+        expected=expected, tries=tries,
     )  # fmt: skip
 
 
@@ -284,16 +237,14 @@ def neighbour_ids(
     ).fetchone()
     if me is None:
         return None, None
-    prev = con.execute(
-        "SELECT pair_id FROM pairs WHERE dataset = ? AND (row_idx < ? OR (row_idx = ? AND pair_id < ?)) "
-        "ORDER BY row_idx DESC, pair_id DESC LIMIT 1",
-        [dataset, me[0], me[0], pair_id],
-    ).fetchone()
-    nxt = con.execute(
-        "SELECT pair_id FROM pairs WHERE dataset = ? AND (row_idx > ? OR (row_idx = ? AND pair_id > ?)) "
-        "ORDER BY row_idx, pair_id LIMIT 1",
-        [dataset, me[0], me[0], pair_id],
-    ).fetchone()
+    prev, nxt = (
+        con.execute(
+            f"SELECT pair_id FROM pairs WHERE dataset = ? AND (row_idx {op} ? OR (row_idx = ? AND pair_id {op} ?)) "
+            f"ORDER BY row_idx {order}, pair_id {order} LIMIT 1",
+            [dataset, me[0], me[0], pair_id],
+        ).fetchone()
+        for op, order in (("<", "DESC"), (">", "ASC"))
+    )
     return (prev[0] if prev else None), (nxt[0] if nxt else None)
 
 
@@ -333,7 +284,7 @@ def verdict_flips(
     flips = snap.sql(
         t,
         cte + "SELECT * FROM k WHERE keep_a <> keep_b ORDER BY abs(rank_a - rank_b) DESC, pair_id LIMIT ?",
-        params + [max(1, min(int(limit), MAX_LIMIT))],
+        params + [page_limit(limit)],
     )
     return {k: int(row[k]) for k in ("both", "a_only", "b_only", "neither", "n")}, flips
 

@@ -16,7 +16,7 @@ bound parameters, and run ids are only ever bound values.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -59,6 +59,20 @@ class Filters:
         return [r[0] for r in self.ranges]
 
 
+def page_limit(limit: int) -> int:
+    """How many rows a page may ask for: 1 to MAX_LIMIT."""
+    return max(1, min(int(limit), MAX_LIMIT))
+
+
+def page_order(runs: Sequence[str], order_run: str | None, descending: bool) -> str:
+    """The ORDER BY of `Snapshot.page` over `Snapshot.table(runs, ...)`: by `order_run` (one of
+    `runs`; unscored last) then row order, else row order. pair_lists walks pages in this order."""
+    runs = list(runs)
+    if order_run not in runs:
+        return "row_idx, pair_id"
+    return f"c{runs.index(order_run)} {'DESC' if descending else 'ASC'} NULLS LAST, row_idx, pair_id"
+
+
 def like_pattern(text: str) -> str:
     """An ILIKE pattern matching `text` literally (its % and _ escaped with \\)."""
     esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -93,11 +107,15 @@ class Snapshot:
         self._mem = duckdb.connect(":memory:")
 
     # ------------------------------------------------------------ loading
-    def positions(self, hashes: np.ndarray) -> np.ndarray:
-        """Snapshot positions of pair-id hashes (unknown ones dropped)."""
+    def _locate(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(snapshot positions of the known pair-id hashes, which of `hashes` are known)."""
         i = np.clip(np.searchsorted(self.h_sorted, hashes), 0, max(self.n - 1, 0))
         ok = self.h_sorted[i] == hashes if self.n else np.zeros(len(hashes), bool)
-        return self.order[i[ok]]
+        return self.order[i[ok]], ok
+
+    def positions(self, hashes: np.ndarray) -> np.ndarray:
+        """Snapshot positions of pair-id hashes (unknown ones dropped)."""
+        return self._locate(hashes)[0]
 
     def load_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> np.ndarray:
         """The values of a score run aligned to the snapshot (NaN where a pair has no score)."""
@@ -115,9 +133,8 @@ class Snapshot:
             if len(h) == self.n and np.array_equal(h, self.h_sorted):
                 out[self.order] = v  # the usual case: the run scores every pair
             else:
-                i = np.clip(np.searchsorted(self.h_sorted, h), 0, max(self.n - 1, 0))
-                ok = self.h_sorted[i] == h if self.n else np.zeros(len(h), bool)
-                out[self.order[i[ok]]] = v[ok]
+                pos, ok = self._locate(h)
+                out[pos] = v[ok]
             # The pairs its tokenization left without a response token: no rule keeps them.
             trunc = fully_truncated_pairs(con, logp_runs_of(con, {"r": run_id}))
             self._masks[("truncated", run_id)] = self._mask(self.hash_ids(trunc))
@@ -142,13 +159,17 @@ class Snapshot:
         """A mask of given pair ids (a selection's members, a lasso), cached under `key`."""
         with self._lock:
             if key not in self._masks:
-                h = (
-                    self._mem.cursor()
-                    .execute("SELECT hash(x) AS h FROM unnest(?::VARCHAR[]) t(x)", [list(pair_ids)])
-                    .fetchnumpy()["h"]
-                )
-                self._masks[key] = self._mask(np.asarray(h, dtype=np.uint64))
+                self._masks[key] = self._mask(self.hash_ids(pair_ids))
             return self._masks[key]
+
+    def wide(self, runs: Mapping[str, str], split: str | None = None) -> pd.DataFrame:
+        """The split's pairs (every pair with None) as a frame: pair_id + one float column per
+        metric of `runs` (loaded run ids; NaN = missing), in snapshot order. The one long-to-wide
+        pivot of scores: get_scores, calibration and diagnostics read it."""
+        pos = np.flatnonzero(self.split_mask(split))
+        cols = {"pair_id": self.ids.take(pos)}
+        cols.update({m: pa.array(self._values[r][pos]) for m, r in runs.items()})
+        return pa.table(cols).to_pandas()
 
     def has_run(self, run_id: str) -> bool:
         return run_id in self._values
@@ -161,9 +182,9 @@ class Snapshot:
         return self._values[run_id]
 
     def noise_mask(self) -> np.ndarray:
-        if "noise" not in self._derived:
-            self._derived["noise"] = self.base.column("noise").to_numpy(zero_copy_only=False).astype(bool)
-        return self._derived["noise"]
+        return self.derived(
+            ("noise",), lambda: self.base.column("noise").to_numpy(zero_copy_only=False).astype(bool)
+        )
 
     def derived(self, key: tuple, make):
         """An array derived from the snapshot (sorted scores, bin indices, hash orders), cached."""
@@ -302,18 +323,34 @@ class Snapshot:
 
     def histogram(self, run: str, bins: int = 60, filters: Filters = Filters()) -> pd.DataFrame:
         """Equal-width bins of one score over the matching pairs: bin_lo, bin_hi, count."""
-        bins = max(1, min(int(bins), 500))
-        t, where, params = self.table([run], filters)
+        g = self._grid([run], max(1, min(int(bins), 500)), filters)
+        return g.rename(columns={"lo0": "bin_lo", "hi0": "bin_hi"})
+
+    def _grid(self, runs: list[str], bins: int, filters: Filters) -> pd.DataFrame:
+        """Equal-width bins per run (over the matching pairs scored by every run; the last bin
+        closed), counted per occupied cell in bin order: lo<k>, hi<k> per run, then count."""
+        t, where, params = self.table(runs, filters)
+        d = range(len(runs))
+        scored = "".join(f" AND c{k} IS NOT NULL" for k in d)
+        widths = ", ".join(
+            f"min(c{k}) AS x{k}, CASE WHEN max(c{k}) > min(c{k}) THEN (max(c{k}) - min(c{k})) / ? ELSE 1.0 END AS w{k}"
+            for k in d
+        )
+        cells = ", ".join(
+            f"least(floor((c{k} - x{k}) / w{k}), ? - 1)::INTEGER AS i{k}, any_value(x{k}) AS x{k}, any_value(w{k}) AS w{k}"
+            for k in d
+        )
         df = self.sql(
             t,
-            f"""WITH v AS (SELECT c0 AS x FROM t WHERE {where} AND c0 IS NOT NULL),
-                     w AS (SELECT min(x) AS lo, CASE WHEN max(x) > min(x) THEN (max(x) - min(x)) / ? ELSE 1.0 END AS wd FROM v)
-                SELECT least(floor((x - lo) / wd), ? - 1)::INTEGER AS i, count(*) AS n, any_value(lo) AS lo, any_value(wd) AS wd
-                FROM v, w GROUP BY i ORDER BY i""",
-            params + [bins, bins],
+            f"WITH v AS (SELECT * FROM t WHERE {where}{scored}), w AS (SELECT {widths} FROM v) "
+            f"SELECT {cells}, count(*) AS n FROM v, w GROUP BY {', '.join(f'i{k}' for k in d)} ORDER BY ALL",
+            params + [bins] * 2 * len(runs),
         )
-        lo = df["lo"] + df["i"] * df["wd"]
-        return pd.DataFrame({"bin_lo": lo, "bin_hi": lo + df["wd"], "count": df["n"].astype("int64")})
+        out = {}
+        for k in d:
+            out[f"lo{k}"] = df[f"x{k}"] + df[f"i{k}"] * df[f"w{k}"]
+            out[f"hi{k}"] = out[f"lo{k}"] + df[f"w{k}"]
+        return pd.DataFrame({**out, "count": df["n"].astype("int64")})
 
     def scatter_sample(
         self,
@@ -336,29 +373,8 @@ class Snapshot:
 
     def bins_2d(self, x_run: str, y_run: str, bins: int = 80, filters: Filters = Filters()) -> pd.DataFrame:
         """A 2-D histogram of two scores over every matching pair: x_lo, x_hi, y_lo, y_hi, count."""
-        bins = max(2, min(int(bins), 400))
-        t, where, params = self.table([x_run, y_run], filters)
-        df = self.sql(
-            t,
-            f"""WITH v AS (SELECT c0 AS x, c1 AS y FROM t WHERE {where} AND c0 IS NOT NULL AND c1 IS NOT NULL),
-                     b AS (SELECT min(x) AS x0, max(x) AS x1, min(y) AS y0, max(y) AS y1 FROM v),
-                     w AS (SELECT x0, y0, CASE WHEN x1 > x0 THEN (x1 - x0) / ? ELSE 1.0 END AS wx,
-                                  CASE WHEN y1 > y0 THEN (y1 - y0) / ? ELSE 1.0 END AS wy FROM b)
-                SELECT least(floor((x - x0) / wx), ? - 1)::INTEGER AS i, least(floor((y - y0) / wy), ? - 1)::INTEGER AS j,
-                       count(*) AS n, any_value(x0) AS x0, any_value(y0) AS y0, any_value(wx) AS wx, any_value(wy) AS wy
-                FROM v, w GROUP BY i, j""",
-            params + [bins] * 4,
-        )
-        x_lo, y_lo = df["x0"] + df["i"] * df["wx"], df["y0"] + df["j"] * df["wy"]
-        return pd.DataFrame(
-            {
-                "x_lo": x_lo,
-                "x_hi": x_lo + df["wx"],
-                "y_lo": y_lo,
-                "y_hi": y_lo + df["wy"],
-                "count": df["n"].astype("int64"),
-            }
-        )
+        g = self._grid([x_run, y_run], max(2, min(int(bins), 400)), filters)
+        return g.rename(columns={"lo0": "x_lo", "hi0": "x_hi", "lo1": "y_lo", "hi1": "y_hi"})
 
     def page(
         self,
@@ -372,15 +388,12 @@ class Snapshot:
         """One page of pairs: pair_id, row_idx, split, noise and v<i> per run (texts: `previews`)."""
         runs = list(runs)
         t, where, params = self.table(runs, filters, ids=True)
-        if order_run in runs:
-            order = f"c{runs.index(order_run)} {'DESC' if descending else 'ASC'} NULLS LAST, row_idx, pair_id"
-        else:
-            order = "row_idx, pair_id"
         vals = "".join(f", c{i} AS v{i}" for i in range(len(runs)))
         return self.sql(
             t,
-            f"SELECT pair_id, row_idx, split, noise, rid{vals} FROM t WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-            params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
+            f"SELECT pair_id, row_idx, split, noise, rid{vals} FROM t WHERE {where} "
+            f"ORDER BY {page_order(runs, order_run, descending)} LIMIT ? OFFSET ?",
+            params + [page_limit(limit), max(0, int(offset))],
         )
 
     def disagreements(
@@ -402,7 +415,7 @@ class Snapshot:
             f"SELECT pair_id, c0 AS a, c1 AS b, k0 AS rank_a, k1 AS rank_b, k0 - k1 AS rank_diff, noise, rid "
             f"FROM t WHERE {where} AND k0 IS NOT NULL AND k1 IS NOT NULL "
             f"ORDER BY {order} DESC, pair_id LIMIT ? OFFSET ?",
-            params + [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))],
+            params + [page_limit(limit), max(0, int(offset))],
         )
 
     def rank_correlation(self, run_a: str, run_b: str, filters: Filters = Filters()) -> dict:

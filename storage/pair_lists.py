@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prefsift.storage.explore_snapshot import Filters, Snapshot
+from prefsift.storage.explore_snapshot import Filters, Snapshot, page_order
 
 __all__ = ["ids_position", "query_position", "scored_filters"]
 
@@ -41,12 +41,8 @@ def query_position(
     """{index, total, prev, next} of `pair_id` among the pairs matching `filters`, ordered as
     `Snapshot.page` orders them (by `order_run` then row order, or by row order); None if the pair
     does not match. The runs (and a text filter) must be loaded on the snapshot."""
-    runs = list(runs)
     t, where, params = snap.table(runs, filters, ids=True)
-    if order_run in runs:
-        order = f"c{runs.index(order_run)} {'DESC' if descending else 'ASC'} NULLS LAST, row_idx, pair_id"
-    else:
-        order = "row_idx, pair_id"
+    order = page_order(runs, order_run, descending)
     df = snap.sql(
         t,
         "SELECT rn, n, prev, nxt FROM ("

@@ -56,40 +56,33 @@ def insert_pairs(con: duckdb.DuckDBPyConnection, dataset: str, batch: pa.Table) 
     """
     if batch.num_rows == 0:
         return 0
-    batch = batch.select(PAIR_SCHEMA.names).cast(PAIR_SCHEMA)
-    con.register("_pairs_in", batch)
-    try:
-        before = con.execute("SELECT count(*) FROM pairs WHERE dataset = ?", [dataset]).fetchall()[0][0]
-        # Duplicates inside one batch: keep the first occurrence.
-        con.execute(
-            """
-            INSERT INTO pairs (dataset, pair_id, row_idx, split, kind, prompt, chosen, rejected, noise, meta)
-            SELECT ?, pair_id, row_idx, split, kind, prompt, chosen, rejected, noise, meta
-            FROM (SELECT *, row_number() OVER (PARTITION BY pair_id ORDER BY row_idx) AS _rn FROM _pairs_in)
-            WHERE _rn = 1
-            ON CONFLICT DO NOTHING
-            """,
-            [dataset],
-        )
-        after = con.execute("SELECT count(*) FROM pairs WHERE dataset = ?", [dataset]).fetchall()[0][0]
-    finally:
-        con.unregister("_pairs_in")
-    return int(after - before)
+    # Read by DuckDB by name (a replacement scan: unlike con.register it needs no cleanup and works
+    # while an earlier fetchone() result is open on the connection).
+    _pairs_in = batch.select(PAIR_SCHEMA.names).cast(PAIR_SCHEMA)  # noqa: F841
+    before = count_pairs(con, dataset)
+    # Duplicates inside one batch: keep the first occurrence.
+    con.execute(
+        """
+        INSERT INTO pairs (dataset, pair_id, row_idx, split, kind, prompt, chosen, rejected, noise, meta)
+        SELECT ?, pair_id, row_idx, split, kind, prompt, chosen, rejected, noise, meta
+        FROM (SELECT *, row_number() OVER (PARTITION BY pair_id ORDER BY row_idx) AS _rn FROM _pairs_in)
+        WHERE _rn = 1
+        ON CONFLICT DO NOTHING
+        """,
+        [dataset],
+    )
+    return count_pairs(con, dataset) - before
 
 
 def insert_quarantine(con: duckdb.DuckDBPyConnection, dataset: str, batch: pa.Table) -> int:
     if batch.num_rows == 0:
         return 0
-    batch = batch.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
-    con.register("_q_in", batch)
-    try:
-        con.execute(
-            "INSERT INTO quarantine (dataset, source, row_idx, field, reason, detail, raw) "
-            "SELECT ?, source, row_idx, field, reason, detail, raw FROM _q_in",
-            [dataset],
-        )
-    finally:
-        con.unregister("_q_in")
+    _q_in = batch.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)  # noqa: F841 - read by name
+    con.execute(
+        "INSERT INTO quarantine (dataset, source, row_idx, field, reason, detail, raw) "
+        "SELECT ?, source, row_idx, field, reason, detail, raw FROM _q_in",
+        [dataset],
+    )
     return batch.num_rows
 
 
@@ -140,17 +133,15 @@ def quarantine_summary(con: duckdb.DuckDBPyConnection, dataset: str | None = Non
 
 def get_quarantine(con: duckdb.DuckDBPyConnection, dataset: str | None, limit: int = 100) -> pd.DataFrame:
     """Quarantined rows of `dataset` by row number; of every dataset (with its name) when None."""
+    cols = "source, row_idx, field, reason, detail, raw"
     if dataset is None:
-        return con.execute(
-            "SELECT dataset, source, row_idx, field, reason, detail, raw FROM quarantine "
-            "ORDER BY dataset, row_idx LIMIT ?",
-            [limit],
-        ).df()
-    return con.execute(
-        "SELECT source, row_idx, field, reason, detail, raw FROM quarantine WHERE dataset = ? "
-        "ORDER BY row_idx LIMIT ?",
-        [dataset, limit],
-    ).df()
+        sql, params = f"SELECT dataset, {cols} FROM quarantine ORDER BY dataset, row_idx LIMIT ?", [limit]
+    else:
+        sql, params = (
+            f"SELECT {cols} FROM quarantine WHERE dataset = ? ORDER BY row_idx LIMIT ?",
+            [dataset, limit],
+        )
+    return con.execute(sql, params).df()
 
 
 def get_pairs(
@@ -163,12 +154,8 @@ def get_pairs(
     """Pairs of a dataset in a stable order (row_idx, pair_id)."""
     require_dataset(con, dataset)
     cols = ", ".join(_checked_columns(columns))
-    sql = f"SELECT {cols} FROM pairs WHERE dataset = ?"
-    params: list = [dataset]
-    if split is not None:
-        splits = [split] if isinstance(split, str) else list(split)
-        sql += " AND split IN (SELECT unnest(?::VARCHAR[]))"
-        params.append(splits)
+    where, params = _in_splits(dataset, split)
+    sql = f"SELECT {cols} FROM pairs {where}"
     if pair_ids is not None:
         sql += " AND pair_id IN (SELECT unnest(?::VARCHAR[]))"
         params.append(list(pair_ids))
@@ -199,36 +186,33 @@ def get_pair(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict
 
 
 def count_pairs(con: duckdb.DuckDBPyConnection, dataset: str, split: str | None = None) -> int:
-    if split is None:
-        return int(con.execute("SELECT count(*) FROM pairs WHERE dataset = ?", [dataset]).fetchall()[0][0])
-    return int(
-        con.execute(
-            "SELECT count(*) FROM pairs WHERE dataset = ? AND split = ?", [dataset, split]
-        ).fetchall()[0][0]
-    )
+    sql = "SELECT count(*) FROM pairs WHERE dataset = ? AND (?::VARCHAR IS NULL OR split = ?)"
+    return int(con.execute(sql, [dataset, split, split]).fetchall()[0][0])
 
 
 def content_hash(
     con: duckdb.DuckDBPyConnection, dataset: str, split: str | Sequence[str] | None = None
 ) -> str:
     """A hash of which pairs (by content id) a dataset/split holds: the data part of every cache key."""
-    sql = "SELECT coalesce(md5(string_agg(pair_id, ',' ORDER BY pair_id)), '') FROM pairs WHERE dataset = ?"
-    params: list = [dataset]
-    if split is not None:
-        splits = [split] if isinstance(split, str) else list(split)
-        sql += " AND split IN (SELECT unnest(?::VARCHAR[]))"
-        params.append(splits)
+    where, params = _in_splits(dataset, split)
+    sql = f"SELECT coalesce(md5(string_agg(pair_id, ',' ORDER BY pair_id)), '') FROM pairs {where}"
     return con.execute(sql, params).fetchall()[0][0]
+
+
+def _in_splits(dataset: str, split: str | Sequence[str] | None) -> tuple[str, list]:
+    """WHERE (with parameters) for a dataset's pairs of one split, of several, or of all (None)."""
+    if split is None:
+        return "WHERE dataset = ?", [dataset]
+    return "WHERE dataset = ? AND split IN (SELECT unnest(?::VARCHAR[]))", [
+        dataset,
+        [split] if isinstance(split, str) else list(split),
+    ]
 
 
 def assign_splits(con: duckdb.DuckDBPyConnection, dataset: str, assignments: pa.Table) -> None:
     """Set pairs.split from a table (pair_id, split). Pairs not named keep their split."""
-    con.register("_split_in", assignments.select(["pair_id", "split"]))
-    try:
-        con.execute(
-            "UPDATE pairs SET split = s.split FROM _split_in s "
-            "WHERE pairs.dataset = ? AND pairs.pair_id = s.pair_id",
-            [dataset],
-        )
-    finally:
-        con.unregister("_split_in")
+    _split_in = assignments.select(["pair_id", "split"])  # noqa: F841 - read by DuckDB by name
+    con.execute(
+        "UPDATE pairs SET split = s.split FROM _split_in s WHERE pairs.dataset = ? AND pairs.pair_id = s.pair_id",
+        [dataset],
+    )

@@ -64,33 +64,25 @@ def register_model(
     )
 
 
+_MODEL_COLS = "model_id name path revision adapter_path weights_hash role lineage created_at".split()
+
+
+def _models(con: duckdb.DuckDBPyConnection, where_order: str, params: list | None = None) -> list[dict]:
+    """Registered models as dicts (every column, lineage parsed), filtered and ordered by `where_order`."""
+    rows = con.execute(f"SELECT {', '.join(_MODEL_COLS)} FROM models {where_order}", params or []).fetchall()
+    return [{**dict(zip(_MODEL_COLS, r)), "lineage": json.loads(r[7] or "{}")} for r in rows]
+
+
 def get_model(con: duckdb.DuckDBPyConnection, ref: str) -> dict:
     """A model by fingerprint, name (newest first) or path."""
-    row = con.execute(
-        """
-        SELECT model_id, name, path, revision, adapter_path, weights_hash, role, lineage, created_at
-        FROM models WHERE model_id = ? OR name = ? OR path = ?
-        ORDER BY (model_id = ?) DESC, created_at DESC LIMIT 1
-        """,
+    found = _models(
+        con,
+        "WHERE model_id = ? OR name = ? OR path = ? ORDER BY (model_id = ?) DESC, created_at DESC LIMIT 1",
         [ref, ref, ref, ref],
-    ).fetchall()
-    row = row[0] if row else None
-    if row is None:
+    )
+    if not found:
         raise NotFound(f"no model registered as {ref!r}")
-    keys = [
-        "model_id",
-        "name",
-        "path",
-        "revision",
-        "adapter_path",
-        "weights_hash",
-        "role",
-        "lineage",
-        "created_at",
-    ]
-    out = dict(zip(keys, row))
-    out["lineage"] = json.loads(out["lineage"] or "{}")
-    return out
+    return found[0]
 
 
 def list_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -108,45 +100,32 @@ def model_roles(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> d
     policy θ: the newest model warmed up on `dataset` (role 'policy'; any dataset's if none);
     validation θ_val: the newest one trained from that θ; reference π_ref: the reference θ was
     trained against (else the newest registered reference); trained: models trained on the
-    dataset's selections, oldest first. Each present role is a dict (model_id, name, path,
-    adapter_path, role, lineage); absent ones are None ([] for trained)."""
-    rows = con.execute(
-        "SELECT model_id, name, path, adapter_path, role, lineage, created_at FROM models ORDER BY created_at"
-    ).fetchall()
-    keys = ("model_id", "name", "path", "adapter_path", "role", "lineage", "created_at")
-    models = [dict(zip(keys, r)) for r in rows]
-    for m in models:
-        m["lineage"] = json.loads(m["lineage"] or "{}")
+    dataset's selections, oldest first. Each present role is a dict (`get_model`'s); absent ones
+    are None ([] for trained)."""
+    models = _models(con, "ORDER BY created_at")
     by_id = {m["model_id"]: m for m in models}
 
-    def newest(cands: list[dict]) -> dict | None:
-        return cands[-1] if cands else None
-
-    def of_dataset(role: str) -> list[dict]:
+    def of(role: str, **lineage) -> list[dict]:
+        """The models of `role` whose lineage has these values (a None value: any), oldest first."""
         return [
             m
             for m in models
-            if m["role"] == role and (dataset is None or m["lineage"].get("dataset") == dataset)
+            if m["role"] == role and all(v is None or m["lineage"].get(k) == v for k, v in lineage.items())
         ]
 
-    policy = newest(of_dataset("policy")) or newest([m for m in models if m["role"] == "policy"])
-    validation = None
-    if policy is not None:
-        validation = newest(
-            [
-                m
-                for m in models
-                if m["role"] == "validation" and m["lineage"].get("parent") == policy["model_id"]
-            ]
-        )
-    validation = validation or newest(of_dataset("validation"))
-    reference = by_id.get((policy or {}).get("lineage", {}).get("reference")) if policy else None
-    reference = reference or newest([m for m in models if m["role"] == "reference"])
+    def newest(role: str, **lineage) -> dict | None:
+        return (of(role, **lineage) or [None])[-1]
+
+    policy = newest("policy", dataset=dataset) or newest("policy")
+    validation = (policy and newest("validation", parent=policy["model_id"])) or newest(
+        "validation", dataset=dataset
+    )
+    reference = (policy and by_id.get(policy["lineage"].get("reference"))) or newest("reference")
     return {
         "reference": reference,
         "policy": policy,
         "validation": validation,
-        "trained": of_dataset("trained"),
+        "trained": of("trained", dataset=dataset),
     }
 
 
@@ -164,33 +143,26 @@ def save_logp_run(
     logps: pa.Table,
 ) -> None:
     """Store a finished log-prob run and its rows in one transaction (idempotent)."""
-    _replace_run(
-        con,
-        "logp_runs",
-        "INSERT INTO logp_runs (run_id, model_id, dataset, config, n_pairs, status) VALUES (?, ?, ?, ?, ?, 'done')",
-        [run_id, model_id, dataset, json.dumps(dict(config), sort_keys=True), logps.num_rows],
-        "logps",
-        logps.select(LOGP_SCHEMA.names).cast(LOGP_SCHEMA),
-    )
+    run = {"run_id": run_id, "model_id": model_id, "dataset": dataset, "config": config, "status": "done"}
+    _replace_run(con, "logp_runs", run, "logps", logps, LOGP_SCHEMA)
 
 
-def _replace_run(
-    con, runs_table: str, insert_run: str, run_row: list, rows_table: str, rows: pa.Table
-) -> None:
-    """A run's row and its rows (columns in the table's order after run_id), replacing any earlier
-    ones, in one transaction."""
-    run_id = run_row[0]
-    con.register("_rows_in", rows)
-    try:
-        with transaction(con):
-            con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run_id])
-            con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run_id])
-            con.execute(insert_run, run_row)
-            con.execute(
-                f"INSERT INTO {rows_table} SELECT ?, {', '.join(rows.column_names)} FROM _rows_in", [run_id]
-            )
-    finally:
-        con.unregister("_rows_in")
+def _replace_run(con, runs_table: str, run: dict, rows_table: str, rows: pa.Table, schema: pa.Schema) -> None:
+    """A run's row (its config as sorted JSON, n_pairs counted) and its rows (the schema's columns,
+    in the table's order after run_id), replacing any earlier ones, in one transaction."""
+    run = {**run, "config": json.dumps(dict(run["config"]), sort_keys=True), "n_pairs": rows.num_rows}
+    _rows_in = rows.select(schema.names).cast(schema)  # read by DuckDB by name (a replacement scan)
+    with transaction(con):
+        con.execute(f"DELETE FROM {rows_table} WHERE run_id = ?", [run["run_id"]])
+        con.execute(f"DELETE FROM {runs_table} WHERE run_id = ?", [run["run_id"]])
+        con.execute(
+            f"INSERT INTO {runs_table} ({', '.join(run)}) VALUES ({', '.join('?' * len(run))})",
+            list(run.values()),
+        )
+        con.execute(
+            f"INSERT INTO {rows_table} SELECT ?, {', '.join(_rows_in.column_names)} FROM _rows_in",
+            [run["run_id"]],
+        )
 
 
 def get_logps(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
@@ -274,14 +246,8 @@ def save_score_run(
     scores: pa.Table,
 ) -> None:
     """Store a finished score run (pair_id, value) in one transaction (idempotent)."""
-    _replace_run(
-        con,
-        "score_runs",
-        "INSERT INTO score_runs (run_id, dataset, metric, config, n_pairs) VALUES (?, ?, ?, ?, ?)",
-        [run_id, dataset, metric, json.dumps(dict(config), sort_keys=True), scores.num_rows],
-        "scores",
-        scores.select(SCORE_SCHEMA.names).cast(SCORE_SCHEMA),
-    )
+    run = {"run_id": run_id, "dataset": dataset, "metric": metric, "config": config}
+    _replace_run(con, "score_runs", run, "scores", scores, SCORE_SCHEMA)
 
 
 def list_score_runs(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> pd.DataFrame:
@@ -398,19 +364,14 @@ def get_scores(
     con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
     """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
-    metric among the runs of one policy and beta, `latest_score_runs`)."""
-    runs = dict(sorted(dict(runs or latest_score_runs(con, dataset)).items()))
-    if not runs:
-        return pd.DataFrame({"pair_id": pd.Series(dtype=str)})
-    for m in runs:
-        if not m.replace("_", "").isalnum():
-            raise ValueError(f"bad metric name {m!r}")
-    cols = ", ".join(f'max(value) FILTER (WHERE run_id = ?) AS "{m}"' for m in runs)
-    sql = (
-        f"SELECT pair_id, {cols} FROM scores WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
-        "GROUP BY pair_id ORDER BY pair_id"
-    )
-    return con.execute(sql, list(runs.values()) + [list(runs.values())]).df()
+    metric among the runs of one policy and beta, `latest_score_runs`), one row per pair of the
+    dataset that has a value in some run, by pair_id. The runs are checked and loaded as the
+    selection engine loads them (`engine.load`), and the pivot is `Snapshot.wide`'s."""
+    from prefsift.storage.engine import load  # the engine reads this module: import late
+
+    snap, runs = load(con, dataset, runs, tuple(runs or ()), split=None, only_need=True)
+    wide = snap.wide(dict(sorted(runs.items())))
+    return wide[wide[sorted(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
 
 
 def save_diagnostics(

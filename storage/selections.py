@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from prefsift.storage.db import lit
+from prefsift.storage.db import lit, transaction
 from prefsift.storage.engine import RuleResult, select
 from prefsift.storage.errors import NotFound, StorageError
 from prefsift.storage.pairs import require_dataset
@@ -69,8 +69,7 @@ def save_selection(
     check_name(name)
     require_dataset(con, dataset)
     sel_members_in = members.select(["pair_id"])  # noqa: F841 - read by DuckDB by name
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if selection_exists(con, name):
             if not force:
                 raise SelectionExists(f"a selection named {name!r} exists (use --force to replace it)")
@@ -93,10 +92,6 @@ def save_selection(
                 int(result.n_total),
             ],
         )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return get_selection(con, name)
 
 
@@ -172,14 +167,9 @@ def delete_selection(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     """Delete a selection and its members; False when there was none."""
     if not selection_exists(con, name):
         return False
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM selection_members WHERE selection = ?", [name])
         con.execute("DELETE FROM selections WHERE name = ?", [name])
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return True
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
+from prefsift.storage.db import transaction
+
 
 def save_token_logps(
     con: duckdb.DuckDBPyConnection,
@@ -16,8 +18,7 @@ def save_token_logps(
     rows: Sequence[dict],
 ) -> None:
     """Replace the token rows of (run_id, pair_id). Each row: side, tokens, logps, ref_logps."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM token_logps WHERE run_id = ? AND pair_id = ?", [run_id, pair_id])
         for r in rows:
             if r["side"] not in ("chosen", "rejected"):
@@ -38,17 +39,13 @@ def save_token_logps(
                     None if ref is None else [float(x) for x in ref],
                 ],
             )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
-def get_token_logps(con: duckdb.DuckDBPyConnection, pair_id: str, run_id: str | None = None) -> pd.DataFrame:
-    """Rows (run_id, ref_run, side, tokens, logps, ref_logps) of a pair; all runs unless run_id."""
-    sql = "SELECT run_id, ref_run, side, tokens, logps, ref_logps FROM token_logps WHERE pair_id = ?"
-    params: list = [pair_id]
-    if run_id:
-        sql += " AND run_id = ?"
-        params.append(run_id)
-    return con.execute(sql + " ORDER BY run_id, side", params).df()
+def token_logps(con: duckdb.DuckDBPyConnection, pair_id: str) -> pd.DataFrame:
+    """Per-token log-probs of a pair under a policy and its reference, newest explanation first."""
+    return con.execute(
+        "SELECT t.run_id, t.ref_run, t.side, t.tokens, t.logps, t.ref_logps, m.name AS policy "
+        "FROM token_logps t LEFT JOIN logp_runs l ON l.run_id = t.run_id LEFT JOIN models m ON m.model_id = l.model_id "
+        "WHERE t.pair_id = ? ORDER BY l.created_at DESC NULLS LAST, t.run_id, t.side",
+        [pair_id],
+    ).df()

@@ -241,10 +241,10 @@ def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b,
     cached = logps_frame(tiny_db, ex["run_id"]).loc[pair_id]
     assert ex["sides"]["chosen"]["logp"] == pytest.approx(cached["chosen_logp"], abs=1e-5)
     assert ex["sides"]["rejected"]["logp"] == pytest.approx(cached["rejected_logp"], abs=1e-5)
-    from prefsift.storage.tokens import get_token_logps
+    from prefsift.storage.tokens import token_logps
 
     with connect(tiny_db, read_only=True) as con:
-        rows = get_token_logps(con, pair_id).set_index("side")
+        rows = token_logps(con, pair_id).set_index("side")
         irm = (
             runs.get_scores(con, "tiny", {"irm": out["score_runs"]["irm"]})
             .set_index("pair_id")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
-from prefsift.storage import connect, engine, explore
+from prefsift.storage import connect, engine, explore, explore_snapshot
 from prefsift.storage.explore import Filters
 
 
@@ -21,14 +22,16 @@ def snap(seeded):
 
 @pytest.fixture(scope="module")
 def wide(seeded):
-    """The reference: pairs + every run as a column, by the storage layer's own get_scores."""
+    """The reference: pairs + every run as a column, pivoted here from the long scores table
+    (get_scores is built on Snapshot, so it cannot be the reference for it)."""
     from prefsift.storage.pairs import get_pairs
-    from prefsift.storage.runs import get_scores
 
     with connect(seeded["db"], read_only=True) as con:
         pairs = get_pairs(con, seeded["dataset"]).to_pandas()
-        scores = get_scores(con, seeded["dataset"], runs={k: v for k, v in seeded["runs"].items()})
-    return pairs.merge(scores, on="pair_id", how="left")
+        long = con.execute("SELECT pair_id, run_id, value FROM scores").df()
+    scores = long.pivot(index="pair_id", columns="run_id", values="value")
+    scores = scores.rename(columns={r: k for k, r in seeded["runs"].items()})[list(seeded["runs"])]
+    return pairs.merge(scores.reset_index(), on="pair_id", how="left")
 
 
 def test_snapshot_aligns_every_run(snap, wide, seeded):
@@ -36,6 +39,17 @@ def test_snapshot_aligns_every_run(snap, wide, seeded):
     ref = wide.set_index("pair_id").loc[ids]
     for name, run in seeded["runs"].items():
         np.testing.assert_array_equal(snap.load_run_values(run), ref[name].to_numpy())
+
+
+def test_get_scores_is_the_wide_pivot(wide, seeded):
+    """get_scores: a row per pair scored by some run, a column per metric (name order), by pair_id."""
+    from prefsift.storage.runs import get_scores
+
+    names = sorted(seeded["runs"])
+    with connect(seeded["db"], read_only=True) as con:
+        got = get_scores(con, seeded["dataset"], seeded["runs"])
+    ref = wide.dropna(subset=names, how="all")[["pair_id", *names]].sort_values("pair_id", ignore_index=True)
+    pd.testing.assert_frame_equal(got, ref, check_dtype=False)
 
 
 def test_partial_run_leaves_missing_as_nan(tmp_path):
@@ -113,7 +127,7 @@ def test_text_search_is_literal_and_parameterised(seeded, snap):
         assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == snap.n
     assert m.sum() == 1 and snap.ids[int(np.flatnonzero(m)[0])].as_py() == seeded["xss_pair"]
     assert evil.sum() == 0 and pct.sum() == 0
-    assert explore.like_pattern("a%b_c\\") == "%a\\%b\\_c\\\\%"
+    assert explore_snapshot.like_pattern("a%b_c\\") == "%a\\%b\\_c\\\\%"
     assert snap.count([], Filters(text="<SCRIPT>alert")) == 1
 
 
