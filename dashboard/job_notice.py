@@ -14,7 +14,13 @@ from prefsift.dashboard import charts, data
 
 
 def show(kind: str, *argv_has: str, what: str = "The job") -> None:
-    """The newest `kind` job whose arguments include all of `argv_has` (e.g. one pair's id)."""
+    """The newest `kind` job whose arguments include all of `argv_has` (e.g. one pair's id).
+
+    The page reruns when that job has ended since the page was drawn: `drawn` is read once per
+    full run (the fragment keeps it in its closure), so no poll has to catch the job while it runs
+    and a rerun that got lost is asked for again on the next poll."""
+    job = data.latest_job(kind, *argv_has)
+    drawn = job["job_id"] if job and job["status"] not in ("queued", "running") else None
 
     @st.fragment(run_every=2.0)
     def _poll() -> None:
@@ -23,14 +29,13 @@ def show(kind: str, *argv_has: str, what: str = "The job") -> None:
             return
         status, jid = job["status"], job["job_id"]
         if status in ("queued", "running"):
-            st.session_state[f"job_notice_live_{jid}"] = True
             prog = charts.progress_of(data.job_status(job.get("status_path")))
             st.info(f"{what} is running (job `{jid}`); this page updates when it ends.", icon="⏳")
             if prog is not None:
                 st.progress(prog)
             return
-        if st.session_state.pop(f"job_notice_live_{jid}", False):
-            st.rerun(scope="app")  # it just ended: show its result on the whole page
+        if jid != drawn:
+            st.rerun(scope="app")  # it ended after the page was drawn: show its result on the whole page
         if status in ("failed", "killed", "died"):
             st.error(f"{what} failed (job `{jid}`, {status}): {job.get('error') or 'no error recorded'}")
             tail = data.log_tail(job.get("log_path"))

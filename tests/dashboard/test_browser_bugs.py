@@ -24,6 +24,7 @@ from browser import (
 )
 
 from prefsift.storage import connect, explore
+from prefsift.storage import jobs as jobs_store
 from tests.conftest import copy_demo_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
@@ -155,6 +156,32 @@ def test_explain_this_pair_works_when_served_elsewhere(served, browser):
     assert f"(policy {policy})" in text, text
     assert exceptions(page) == []
     assert page.locator('[data-testid="stAppDeployButton"]').count() == 0  # no "Deploy" button (UX)
+
+
+def test_a_pair_explained_from_another_session_shows_without_a_reload(served, browser):
+    """A job that ends between two polls of an open page (here: another annotator's, run and
+    finished while this page waited) still updates the page: the page reruns on a job that ended
+    after it was drawn, not only on one it saw running (CI once waited 240 s on a missed one)."""
+    import subprocess
+    import sys
+
+    url, pid = served["url"], _train_pair(served["db"], 7)
+    page = _page(browser)
+    page.goto(f"{url}/inspector?pair={pid}&dataset=demo")
+    settle(page, "Pair inspector")
+    page.get_by_role("button", name="Explain this pair").wait_for()
+    with connect(served["db"], read_only=True) as con:
+        roles = dict(con.execute("SELECT role, name FROM models ORDER BY created_at").fetchall())
+    argv = ["explain-pair", "--dataset", "demo", "--pair", pid, "--policy", roles["policy"]]
+    argv += ["--ref", roles["reference"]]
+    subprocess.run([sys.executable, "-m", "prefsift", *argv, "--db", str(served["db"])], check=True)
+    with connect(served["db"]) as con:
+        jobs_store.create_job(con, "elsewhere-1", "explain-pair", argv, "", "")
+        jobs_store.finish_job(con, "elsewhere-1", "done")
+    caption = page.get_by_text(re.compile(r"From log-prob run .*\(policy "))
+    caption.first.wait_for(timeout=60_000)
+    assert f"(policy {roles['policy']})" in caption.first.inner_text()
+    assert exceptions(page) == []
 
 
 def _box_caption(page) -> str:
