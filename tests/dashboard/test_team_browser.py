@@ -46,6 +46,20 @@ def _decide(page, url: str, pair_id: str, force: str, swapped: bool = False) -> 
     no_error(page)
 
 
+def _shows(page, *texts: str, timeout_ms: int = 120_000) -> str:
+    """Wait until the page's text holds every one of `texts` (a rerun may still be drawing the
+    part asserted on); return that text. On a timeout the failure names what was missing."""
+    try:
+        page.wait_for_function(
+            "(ts) => ts.every(t => document.body.innerText.includes(t))", arg=list(texts), timeout=timeout_ms
+        )
+    except Exception:
+        body = page.inner_text("body")
+        missing = [t for t in texts if t not in body]
+        raise AssertionError(f"{missing} not on {page.url} after {timeout_ms / 1000:.0f} s") from None
+    return page.inner_text("body")
+
+
 @contextlib.contextmanager
 def _evidence_on_failure(browser, where: Path):
     """On a failure, a screenshot and the text of every open page, named in the error."""
@@ -89,7 +103,7 @@ def test_team_signs_in_annotates_and_sees_agreement(demo_db, tmp_path):
 
             # 2. alice and bob, each signed in through the provider, decide the same pairs
             alice = sign_in(browser, url, "alice@example.com")
-            assert "(annotator)" in alice.inner_text("body")
+            _shows(alice, "(annotator)")
             _decide(alice, url, pids[0], "force drop")
             _decide(alice, url, pids[1], "force drop")
             _decide(alice, url, pids[2], "rule decides", swapped=True)
@@ -97,29 +111,27 @@ def test_team_signs_in_annotates_and_sees_agreement(demo_db, tmp_path):
             _decide(bob, url, pids[0], "force keep")
             _decide(bob, url, pids[1], "force drop")
             _decide(bob, url, pids[2], "rule decides", swapped=True)
-            text = bob.inner_text("body")  # bob on pair 2, after saving: both decisions shown
-            assert "alice@example.com" in text and "bob@example.com" in text
+            _shows(bob, "alice@example.com", "bob@example.com")  # bob on pair 2, after saving: both decisions
             bob.goto(f"{url}/inspector?pair={pids[0]}&dataset=demo")
             settle(bob, "Pair inspector")
-            text = bob.inner_text("body")
-            assert "in conflict" in text and "force keep" in text and "force drop" in text
+            _shows(bob, "in conflict", "force keep", "force drop")
 
             # 3. the agreement view: kappa of alice and bob, with its interval and the chance level
             bob.goto(f"{url}/team")
             settle(bob, "Team review")
             no_error(bob)
-            text = bob.inner_text("body")
-            assert "alice@example.com · bob@example.com" in text
-            assert "Cohen's κ [95% CI]" in text and "chance agreement" in text
-            assert pids[0] in text  # listed in conflict
+            text = _shows(
+                bob, "alice@example.com · bob@example.com", "Cohen's κ [95% CI]", "chance agreement"
+            )
+            text = _shows(bob, pids[0], "Recent decisions")  # pids[0] listed in conflict
             conflict_block = text[text.index("Pairs in conflict") :]
             assert pids[1] not in conflict_block.split("Recent decisions")[0]
 
             # 4. a curator settles the conflict
             carol = sign_in(browser, url, "carol@example.com")
-            assert "(curator)" in carol.inner_text("body")
+            _shows(carol, "(curator)")
             _decide(carol, url, pids[0], "force drop")
-            assert "a curator's decision" in carol.inner_text("body")
+            _shows(carol, "a curator's decision")
 
     with connect(db, read_only=True) as con:
         hist = A.history(con, "demo", pids[0]).sort_values("event_id")
