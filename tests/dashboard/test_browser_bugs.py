@@ -144,7 +144,17 @@ def test_explain_this_pair_works_when_served_elsewhere(served, browser):
     page.get_by_role("button", name="Explain this pair").click()
     caption = page.get_by_text(re.compile(r"From log-prob run .*\(policy "))
     failed = page.get_by_text(re.compile("Explaining this pair failed"))
-    caption.or_(failed).first.wait_for(timeout=240_000)
+    try:
+        caption.or_(failed).first.wait_for(timeout=240_000)
+    except Exception:  # say where it stood: the page, and the job's row and log
+        with connect(served["db"], read_only=True) as con:
+            jobs = con.execute(
+                "SELECT job_id, status, error, log_path FROM jobs WHERE kind = 'explain-pair'"
+            ).fetchall()
+        logs = [open(j[3]).read()[-1500:] for j in jobs if j[3]]
+        raise AssertionError(
+            f"page: {page.inner_text('body')[:1500]!r}\njobs: {jobs}\nlogs: {logs}"
+        ) from None
     served["shots"].mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(served["shots"] / "inspector_explained.png"), full_page=True)
     assert failed.count() == 0, failed.first.inner_text()
