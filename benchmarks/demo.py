@@ -53,6 +53,9 @@ def main() -> None:
             shutil.rmtree(work)
         work.mkdir(parents=True)
     extra = (["--limit", str(args.limit)] if args.limit else []) + args.demo_args
+    # the demo runs in the work folder: a data file named relative to here must still be found there
+    given = [str(Path(a).resolve()) if i and extra[i - 1] == "--dataset" and Path(a).exists() else a
+             for i, a in enumerate(extra)]  # fmt: skip
     if args.from_log:  # re-render from the two JSON summaries a run printed (and its load averages)
         text = Path(args.from_log).read_text()
         dec, i = json.JSONDecoder(), text.index("{")
@@ -61,9 +64,9 @@ def main() -> None:
         load0 = load1 = "/".join(f"{float(x):.1f}" for x in args.loads.split(","))
     else:
         load0 = C.load()
-        first = run_demo(work, extra)
+        first = run_demo(work, given)
         print(json.dumps(first, indent=1), flush=True)
-        second = run_demo(work, extra)
+        second = run_demo(work, given)
         print(json.dumps(second, indent=1), flush=True)
         load1 = C.load()
     stages = list(first["stage_seconds"])

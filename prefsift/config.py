@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from prefsift.errors import UserError
+from prefsift.scoring.tokenize import TokenizeConfig
 
 KINDS = ("warmup", "fit-val", "train")
 
@@ -237,6 +238,20 @@ def build_config(
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """`prefsift score`, `logps`, `evaluate` and `explain-pair`: the split, beta, and how pairs are
+    tokenized (TokenizeConfig's defaults, so every log-prob run of a dataset agrees) and batched."""
+
+    split: str = "train"
+    beta: float = DEFAULT_DPO["beta"]
+    max_length: int | None = TokenizeConfig.max_length
+    truncation_mode: str = TokenizeConfig.truncation_mode
+    dtype: str = "float32"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_tokens: int = 8192  # padded tokens per forward batch: memory, not results
+
+
+@dataclass(frozen=True)
 class InfluenceConfig:
     """One influence run. Every field except batch_tokens/grad_batch_tokens/device changes the numbers."""
 
@@ -246,7 +261,7 @@ class InfluenceConfig:
     adapter: str | None = None  # PEFT adapter folder for the policy (or registered with it)
     split: str = "train"  # the pairs that get IF
     val_split: str = "val"  # the pairs whose mean DPO loss defines g_val
-    beta: float = 0.1
+    beta: float = ScoreConfig.beta
     method: str = "jvp"  # jvp | fd | grad (jvp falls back to fd if the model has no forward AD)
     band: tuple[float, float] = (10.0, 90.0)  # TIF = IF inside these percentiles (inclusive)
     params: str | None = None  # regex over parameter names (default: LoRA adapters, else all)
@@ -258,8 +273,8 @@ class InfluenceConfig:
     # forward-mode passes. SmolLM2-135M, float32, AlpacaEval at max_length 256: peak RSS 6.0 GiB at
     # 1024, 3.6 GiB at 512 (benchmarks/results/demo_alpaca.md).
     grad_batch_tokens: int = 512
-    max_length: int | None = 1024  # same tokenization defaults as `prefsift score`, so the
-    truncation_mode: str = "keep_start"  # reference log-prob runs are shared with IRM's
+    max_length: int | None = ScoreConfig.max_length  # tokenized as `prefsift score` does, so the
+    truncation_mode: str = ScoreConfig.truncation_mode  # reference log-prob runs are shared with IRM's
     fd_rel_step: float = 1e-3  # ||h v|| / ||theta_sel|| for --method fd
     precondition: str | None = None  # None | "cg": query v = (H_val + damping I)^-1 g_val
     damping: float = 0.01
@@ -287,6 +302,52 @@ class InfluenceConfig:
             raise ValueError("the validation split must differ from the scored split")
 
 
+@dataclass(frozen=True)
+class EvaluateConfig(ScoreConfig):
+    """`prefsift evaluate`: held-out pairs; beta and max_length default to the model's training's."""
+
+    split: str = "eval"
+    beta: float | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where `prefsift serve` (and the demo's dashboard) listens: this machine only by default."""
+
+    host: str = "127.0.0.1"
+    port: int = 8501
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """What `prefsift calibrate` searches."""
+
+    min_kept: float = 0.5  # smallest kept fraction of the pool allowed
+    max_kept: float = 0.7  # largest kept fraction allowed (the paper keeps 50-64%)
+    step: float = 5.0  # percentile grid step of the band edges
+    tif_lo: float = InfluenceConfig.band[0]  # the TIF band of IF (percentiles over the pairs that have IF)
+    tif_hi: float = InfluenceConfig.band[1]
+    metrics: tuple[str, str] = ("lossdiff", "irm")
+    split: str = "train"
+    # The best of a grid overlaps TIF more than one fixed rule would by chance: the null of the
+    # search itself is the best overlap reached when IF is shuffled among its pairs (n_perm times).
+    n_perm: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.min_kept <= self.max_kept <= 1):
+            raise ValueError(f"need 0 <= min_kept <= max_kept <= 1, got {self.min_kept}, {self.max_kept}")
+        if not (0 < self.step <= 50) or abs(100 / self.step - round(100 / self.step)) > 1e-9:
+            raise ValueError(f"step must divide 100 (e.g. 1, 2, 5, 10), got {self.step}")
+        if not (0 <= self.tif_lo < self.tif_hi <= 100):
+            raise ValueError(f"bad TIF band {self.tif_lo}-{self.tif_hi}")
+        if len(self.metrics) != 2 or self.metrics[0] == self.metrics[1]:
+            raise ValueError("calibration needs two different metrics")
+        if self.n_perm < 0:
+            raise ValueError(f"n_perm must be >= 0, got {self.n_perm}")
+
+
 # ---------------------------------------------------------------- CLI
 def from_args(cls, args, rename: Mapping[str, str] | None = None, **given):
     """A config dataclass from parsed options: each field from the option of its name (or
@@ -299,6 +360,26 @@ def from_args(cls, args, rename: Mapping[str, str] | None = None, **given):
         if hasattr(args, rename.get(f.name, f.name))
     }
     return cls(**{**kwargs, **given})
+
+
+def option(p, owner, flag: str, help: str = "", field: str | None = None, **kw):
+    """`p.add_argument(flag, ...)` whose default is the field of that name (or `field`) of the
+    dataclass `owner`: one place for each default, as TRL's HfArgumentParser reads DPOConfig's.
+    The help ends with the default; the action remembers its owner (tests/app/test_cli_defaults.py)."""
+    name = field or flag.lstrip("-").replace("-", "_")
+    f = next(x for x in dataclasses.fields(owner) if x.name == name)
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if isinstance(default, tuple):
+        default = list(default)
+    shown = (
+        " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        if isinstance(default, list)
+        else default
+    )
+    shown = f"{shown:g}" if isinstance(shown, float) else shown
+    action = p.add_argument(flag, default=default, help=f"{help} (default {shown})".lstrip(), **kw)
+    action.owner = f"{owner.__name__}.{name}"
+    return action
 
 
 # (shared by warmup, fit-val, train)

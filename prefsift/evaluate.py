@@ -14,11 +14,10 @@ import logging
 
 import numpy as np
 
+from prefsift.config import EvaluateConfig
 from prefsift.errors import UserError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_TOKENS = 8192
 
 
 def _tok_config(lineage: dict, max_length: int | None):
@@ -49,13 +48,13 @@ def pair_margins(
     db,
     model: str,
     dataset: str,
-    split: str = "eval",
+    split: str = EvaluateConfig.split,
     beta: float | None = None,
     reference: str | None = None,
     max_length: int | None = None,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    device: str = "auto",
-    dtype: str = "float32",
+    batch_tokens: int = EvaluateConfig.batch_tokens,
+    device: str = EvaluateConfig.device,
+    dtype: str = EvaluateConfig.dtype,
 ) -> tuple[list[str], np.ndarray, dict]:
     """(pair ids sorted, each pair's margin m vs the reference, what was used): the per-pair
     numbers behind `evaluate` (paired comparisons of models need them pair by pair)."""
@@ -95,7 +94,7 @@ def pair_margins(
     return ids, m, {**used, "tokenize": tok_config.to_dict(), "dtype": dtype}
 
 
-def evaluate(db, model: str, dataset: str, split: str = "eval", **options) -> dict:
+def evaluate(db, model: str, dataset: str, split: str = EvaluateConfig.split, **options) -> dict:
     """The ledger row of `model` on `split`: DPO loss, reward accuracy and mean margin vs its
     reference. `options`: those of `pair_margins` (beta, reference, max_length, batch_tokens,
     device, dtype)."""

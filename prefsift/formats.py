@@ -24,6 +24,7 @@ FORMATS = ("standard", "conversational", "implicit", "pairwise")
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 ASSISTANT_MARK = "\n\nAssistant:"
 HUMAN_MARK = "\n\nHuman:"
+DEFAULT_MAX_CHARS = 200_000  # the largest accepted field, in characters
 NOISE_KEYS = ("noise", "is_noise", "label_noise", "swapped")
 ALPACA_KEYS = {"instruction", "output_1", "output_2", "preference"}
 

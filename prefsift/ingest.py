@@ -17,7 +17,16 @@ from pathlib import Path
 import pyarrow as pa
 
 from prefsift.errors import UserError
-from prefsift.formats import FORMATS, Bad, ColumnMap, as_chat, glued_boundary, normalise, vote_format
+from prefsift.formats import (
+    DEFAULT_MAX_CHARS,
+    FORMATS,
+    Bad,
+    ColumnMap,
+    as_chat,
+    glued_boundary,
+    normalise,
+    vote_format,
+)
 from prefsift.progress import Progress
 from prefsift.sources import RawError, SourceBroken, read_rows, source_kind
 from prefsift.storage import connect
@@ -27,7 +36,6 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 50_000
 HEAD_ROWS = 200  # rows that vote on the format
-DEFAULT_MAX_CHARS = 200_000
 
 
 def _flush(db, name: str, good: list, bad: list, before=None) -> int:

@@ -20,7 +20,6 @@ from prefsift.errors import UserError
 log = logging.getLogger(__name__)
 
 GIB = 2**30
-DEFAULT_BATCH_TOKENS = 1024
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Bytes kept per token and layer until the backward pass, in units of hidden (or intermediate)
 # size x 4 bytes: q, k, v, attention output, two norms, residuals and the MLP's three

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from prefsift.config import ScoreConfig
 from prefsift.errors import UserError
 from prefsift.scoring.models import ModelSpec, fingerprint
 from prefsift.scoring.tokenize import TokenizeConfig
@@ -139,9 +140,9 @@ def ensure_logps(
     db,
     spec: ModelSpec,
     dataset: str,
-    split: str | None = "train",
+    split: str | None = ScoreConfig.split,
     tok_config: TokenizeConfig | None = None,
-    batch_tokens: int = 8192,
+    batch_tokens: int = ScoreConfig.batch_tokens,
     name: str | None = None,
     role: str | None = None,
 ) -> str:
@@ -262,10 +263,10 @@ def score_dataset(
     ref: ModelSpec,
     policy: ModelSpec,
     val: ModelSpec | None = None,
-    beta: float = 0.1,
-    split: str | None = "train",
+    beta: float = ScoreConfig.beta,
+    split: str | None = ScoreConfig.split,
     tok_config: TokenizeConfig | None = None,
-    batch_tokens: int = 8192,
+    batch_tokens: int = ScoreConfig.batch_tokens,
     names: dict[str, str | None] | None = None,
 ) -> dict[str, str]:
     """metric -> score run_id for `irm`, `policy_loss` and, with `val`, `lossdiff` (and `val_loss`)."""

@@ -17,39 +17,10 @@ is re-evaluated by the engine so the reported counts are exactly those `prefsift
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-
-@dataclass(frozen=True)
-class CalibrationConfig:
-    """What `prefsift calibrate` searches."""
-
-    min_kept: float = 0.5  # smallest kept fraction of the pool allowed
-    max_kept: float = 0.7  # largest kept fraction allowed (the paper keeps 50-64%)
-    step: float = 5.0  # percentile grid step of the band edges
-    tif_lo: float = 10.0  # the TIF band of IF (percentiles over the pairs that have IF)
-    tif_hi: float = 90.0
-    metrics: tuple[str, str] = ("lossdiff", "irm")
-    split: str = "train"
-    # The best of a grid overlaps TIF more than one fixed rule would by chance: the null of the
-    # search itself is the best overlap reached when IF is shuffled among its pairs (n_perm times).
-    n_perm: int = 200
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.min_kept <= self.max_kept <= 1):
-            raise ValueError(f"need 0 <= min_kept <= max_kept <= 1, got {self.min_kept}, {self.max_kept}")
-        if not (0 < self.step <= 50) or abs(100 / self.step - round(100 / self.step)) > 1e-9:
-            raise ValueError(f"step must divide 100 (e.g. 1, 2, 5, 10), got {self.step}")
-        if not (0 <= self.tif_lo < self.tif_hi <= 100):
-            raise ValueError(f"bad TIF band {self.tif_lo}-{self.tif_hi}")
-        if len(self.metrics) != 2 or self.metrics[0] == self.metrics[1]:
-            raise ValueError("calibration needs two different metrics")
-        if self.n_perm < 0:
-            raise ValueError(f"n_perm must be >= 0, got {self.n_perm}")
+from prefsift.config import CalibrationConfig
 
 
 def _codes(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

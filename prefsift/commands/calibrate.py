@@ -8,39 +8,62 @@ HELP = "grid-search LossDiff/IRM percentile bands that maximise overlap with TIF
 
 def add_arguments(p) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (needs lossdiff, irm and if scores)")
-    p.add_argument("--min-kept", type=float, default=0.5, help="smallest kept fraction (default 0.5)")
-    p.add_argument("--max-kept", type=float, default=0.7, help="largest kept fraction (default 0.7)")
-    p.add_argument("--step", type=float, default=5.0, help="percentile grid step (default 5)")
-    p.add_argument("--tif-band", default="10-90", help="percentile band of IF defining TIF (default 10-90)")
-    p.add_argument("--split", default="train", help="split (default train)")
+    from prefsift.config import CalibrationConfig as C
+    from prefsift.config import option
+
+    option(p, C, "--min-kept", "smallest kept fraction", type=float)
+    option(p, C, "--max-kept", "largest kept fraction", type=float)
+    option(p, C, "--step", "percentile grid step", type=float)
+    add_tif_band_argument(p)
+    option(p, C, "--split", "the split searched")
     p.add_argument("--save", metavar="NAME", help="also save the chosen rule as a selection")
     p.add_argument("--force", action="store_true", help="replace the --save selection if it exists")
     add_evidence_arguments(p)
-    p.add_argument(
-        "--permutations",
-        type=int,
-        default=200,
-        help="shuffles of IF for the null of the best overlap the search finds (default 200; 0: none)",
+    option(p, C, "--permutations", "shuffles of IF for the null of the best overlap the search finds (0: none)",
+           field="n_perm", type=int)  # fmt: skip
+
+
+def add_tif_band_argument(p) -> None:
+    """`--tif-band LO-HI` of `diagnose` and `calibrate`; its default is CalibrationConfig's."""
+    from prefsift.config import CalibrationConfig as C
+
+    action = p.add_argument(
+        "--tif-band",
+        default=f"{C.tif_lo:g}-{C.tif_hi:g}",
+        help=f"percentile band of IF defining TIF (default {C.tif_lo:g}-{C.tif_hi:g})",
     )
+    action.owner = "CalibrationConfig.tif_lo-tif_hi"
+
+
+def tif_band(args) -> tuple[float, float]:
+    from prefsift.errors import UserError
+
+    try:
+        lo, hi = (float(x) for x in args.tif_band.split("-"))
+    except ValueError as exc:
+        raise UserError(f"--tif-band expects LO-HI percentiles, got {args.tif_band!r} ({exc})") from exc
+    return lo, hi
 
 
 def add_evidence_arguments(p) -> None:
     """Options shared by `diagnose` and `calibrate`: the bootstrap behind every interval."""
-    p.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples per interval (default 1000)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutations (default 0)")
+    from prefsift.config import option
+    from prefsift.evidence import EvidenceConfig
+
+    option(p, EvidenceConfig, "--bootstrap", "bootstrap resamples per interval", field="n_boot", type=int)
+    option(p, EvidenceConfig, "--seed", "seed of the bootstrap and permutations", type=int)
     p.add_argument("--no-evidence", action="store_true", help="skip correlations/AUROC with intervals")
 
 
 def run(args):
+    from prefsift.config import CalibrationConfig
     from prefsift.errors import UserError
     from prefsift.evidence import EvidenceConfig, evidence, format_evidence
-    from prefsift.select import CalibrationConfig, calibrate, frames_to_records
+    from prefsift.select import calibrate, frames_to_records
     from prefsift.storage import connect
 
+    lo, hi = tif_band(args)
     try:
-        lo, hi = (float(x) for x in args.tif_band.split("-"))
         cfg = CalibrationConfig(
             args.min_kept,
             args.max_kept,

@@ -15,38 +15,26 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
+    from prefsift.config import option
     from prefsift.demo import DemoConfig as D  # light: the defaults' one owner
 
     p.add_argument("--model", help="a hub id or local folder instead of the embedded SmolLM2-135M-Instruct")
     p.add_argument("--dataset", help="a file or hub dataset id instead of the bundled demo pairs")
-    p.add_argument("--name", default=D.name, help=f"dataset name in the database (default {D.name})")
+    option(p, D, "--name", "dataset name in the database")
     p.add_argument("--limit", type=int, help="use only the first N rows (a quick look)")
-    p.add_argument(
-        "--max-length",
-        type=int,
-        default=D.max_length,
-        help=f"max prompt+completion tokens (default {D.max_length})",
-    )
-    p.add_argument("--batch-size", type=int, default=D.batch_size)
-    p.add_argument(
-        "--epochs",
-        type=float,
-        default=D.epochs,
-        help=f"warm-up epochs (default {D.epochs:g}, as in the paper)",
-    )
-    p.add_argument(
-        "--lr", type=float, default=D.lr, help="LoRA learning rate of warm-up and θ_val (default 5e-4)"
-    )
-    p.add_argument("--dtype", default=D.dtype, choices=["float32", "bfloat16"])
-    p.add_argument("--device", default=D.device, help="auto | cpu | cuda | cuda:N")
+    option(p, D, "--max-length", "max prompt+completion tokens", type=int)
+    option(p, D, "--batch-size", "pairs per optimizer step", type=int)
+    option(p, D, "--epochs", "warm-up epochs, as in the paper", type=float)
+    option(p, D, "--lr", "LoRA learning rate of warm-up and θ_val", type=float)
+    option(p, D, "--dtype", "model dtype", choices=["float32", "bfloat16"])
+    option(p, D, "--device", "auto | cpu | cuda | cuda:N")
     p.add_argument("--no-influence", action="store_true", help="skip exact IF/TIF")
     p.add_argument(
         "--no-serve", action="store_true", help="stop after the pipeline (do not start the dashboard)"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8501)
-    from prefsift.commands.serve import add_auth_argument
+    from prefsift.commands.serve import add_address_arguments, add_auth_argument
 
+    add_address_arguments(p)
     add_auth_argument(p)
 
 

@@ -8,13 +8,14 @@ HELP = "diagnostics of a selection: kept share, overlaps (TIF, others), score an
 
 def add_arguments(p) -> None:
     p.add_argument("--selection", required=True, help="selection name")
-    p.add_argument("--tif-band", default="10-90", help="percentile band of IF defining TIF (default 10-90)")
-    from prefsift.commands.calibrate import add_evidence_arguments
+    from prefsift.commands.calibrate import add_evidence_arguments, add_tif_band_argument
 
+    add_tif_band_argument(p)
     add_evidence_arguments(p)
 
 
 def run(args):
+    from prefsift.commands.calibrate import tif_band
     from prefsift.errors import UserError
     from prefsift.evidence import BANDS, EvidenceConfig, evidence, format_evidence
     from prefsift.select import format_diagnostics, frames_to_records
@@ -22,12 +23,12 @@ def run(args):
     from prefsift.storage.diagnose import diagnose
     from prefsift.storage.selections import get_selection
 
+    lo, hi = tif_band(args)
     try:
-        lo, hi = (float(x) for x in args.tif_band.split("-"))
         bands = ((lo, hi), *(b for b in BANDS if b != (lo, hi)))
         ev_cfg = EvidenceConfig(n_boot=args.bootstrap, seed=args.seed, bands=bands)
     except ValueError as exc:
-        raise UserError(f"--tif-band expects LO-HI percentiles, got {args.tif_band!r} ({exc})") from exc
+        raise UserError(str(exc)) from exc
     with connect(args.db, read_only=True) as con:
         d = diagnose(con, args.selection, (lo, hi))
         ev = None

@@ -9,13 +9,17 @@ HELP = "evaluate a model on the held-out 'eval' pairs (loss, reward accuracy, ma
 def add_arguments(p) -> None:
     p.add_argument("model", help="registered model name (theta, theta_val, trained-...), fingerprint or path")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--split", default="eval", choices=["eval", "val", "train"], help="default eval")
+    from prefsift.config import EvaluateConfig, option
+
+    option(p, EvaluateConfig, "--split", choices=["eval", "val", "train"])
     p.add_argument("--reference", help="reference model (default: the one the model was trained against)")
     p.add_argument("--beta", type=float, help="default: the model's training beta")
     p.add_argument("--max-length", type=int, help="default: the model's training max_length")
-    p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    option(
+        p, EvaluateConfig, "--batch-tokens", "padded tokens per forward batch (memory, not results)", type=int
+    )
+    option(p, EvaluateConfig, "--device", "auto | cpu | cuda | cuda:N")
+    option(p, EvaluateConfig, "--dtype", "model dtype", choices=["float32", "bfloat16", "float64"])
     p.add_argument("--ledger", action="store_true", help="also print every evaluated model of the dataset")
 
 

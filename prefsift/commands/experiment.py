@@ -14,24 +14,20 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
-    from prefsift.config import add_training_arguments
+    from prefsift.config import add_training_arguments, option
     from prefsift.experiment import ARMS
+    from prefsift.experiment import ExperimentConfig as X
 
     p.add_argument("--selection", required=True, help="the selection under test (prefsift select)")
     p.add_argument("--name", help="prefix of the arms' selections and models (default: the selection)")
-    p.add_argument("--policy", default="theta", help="θ, the registered model every arm starts from")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms (default all)")
-    p.add_argument(
-        "--compute",
-        choices=("steps", "epochs"),
-        default="steps",
-        help="steps: every arm takes the selection arm's optimizer steps (default); epochs: every arm "
-        "takes --epochs passes over its own pairs",
-    )
-    p.add_argument("--eval-split", default="eval", help="held-out pairs to judge on (default eval)")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
-    p.add_argument("--boot-seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+    option(p, X, "--policy", "θ, the registered model every arm starts from")
+    option(p, X, "--seeds", "training seeds", type=int, nargs="+")
+    option(p, X, "--arms", "arms", nargs="+", choices=ARMS)
+    option(p, X, "--compute", "steps: every arm takes the selection arm's optimizer steps; epochs: every "
+           "arm takes --epochs passes over its own pairs", choices=("steps", "epochs"))  # fmt: skip
+    option(p, X, "--eval-split", "held-out pairs to judge on")
+    option(p, X, "--bootstrap", "bootstrap replicates", field="n_boot", type=int)
+    option(p, X, "--boot-seed", "the bootstrap's seed", type=int)
     add_training_arguments(p)
 
 
@@ -51,7 +47,7 @@ def run(args):
             seeds=tuple(args.seeds),
             arms=tuple(dict.fromkeys(args.arms)),
             compute=args.compute,
-            epochs=args.epochs if args.epochs is not None else 2.0,
+            epochs=args.epochs if args.epochs is not None else ExperimentConfig.epochs,
             eval_split=args.eval_split,
             n_boot=args.bootstrap,
             boot_seed=args.boot_seed,

@@ -13,15 +13,20 @@ def add_arguments(p) -> None:
     p.add_argument("--ref", required=True, help="path, hub id or registered name")
     p.add_argument("--policy-adapter")
     p.add_argument("--ref-adapter")
-    p.add_argument("--beta", type=float, default=0.1)
+    from prefsift.commands.score import DTYPES
+    from prefsift.config import ScoreConfig, option
+
+    option(p, ScoreConfig, "--beta", "DPO β of the margin printed", type=float)
     p.add_argument(
         "--max-length",
-        default=None,
-        help="tokens per sequence (default: the policy's scoring run's, so the tokens match its scores; else 1024)",
+        help="tokens per sequence (default: the policy's scoring run's, so the tokens match its scores; "
+        f"else {ScoreConfig.max_length})",
     )
-    p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
-    p.add_argument("--device", default="auto")
+    option(
+        p, ScoreConfig, "--truncation-mode", "which end a long pair keeps", choices=["keep_start", "keep_end"]
+    )
+    option(p, ScoreConfig, "--dtype", "model dtype", choices=DTYPES)
+    option(p, ScoreConfig, "--device", "auto | cpu | cuda | cuda:N")
 
 
 def _tok_config(d: dict):
@@ -40,6 +45,7 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
     inspector shows the tokens behind the scores and can name the policy."""
     import json
 
+    from prefsift.config import ScoreConfig
     from prefsift.errors import UserError
     from prefsift.score import logp_run_key
     from prefsift.scoring.logprobs import pair_token_logps, use_packed
@@ -60,7 +66,11 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
         raise UserError(f"no pair {pair_id!r} in dataset {dataset!r}")
     if tok_config is None:
         pol_run = scored["policy"]
-        tok_config = _tok_config(pol_run[1]["tokenize"]) if pol_run else TokenizeConfig(max_length=1024)
+        tok_config = (
+            _tok_config(pol_run[1]["tokenize"])
+            if pol_run
+            else TokenizeConfig(max_length=ScoreConfig.max_length)
+        )
     if row["kind"] == "conversational":
         row = {**row, **{k: json.loads(row[k]) for k in ("prompt", "chosen", "rejected")}}
     tok = load_tokenizer(policy)

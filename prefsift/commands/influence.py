@@ -13,7 +13,9 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
+    from prefsift.commands.score import DTYPES, add_tokenize_arguments
     from prefsift.config import InfluenceConfig as D  # the defaults' one owner
+    from prefsift.config import option
 
     p.add_argument("--dataset", required=True, help="dataset name")
     p.add_argument(
@@ -23,71 +25,33 @@ def add_arguments(p) -> None:
         "--ref", help="π_ref: model path or registered name (default: the one θ was trained against)"
     )
     p.add_argument("--adapter", help="PEFT adapter folder for the policy (if not registered with it)")
-    p.add_argument("--split", default=D.split, help=f"the pairs that get IF (default {D.split})")
-    p.add_argument(
-        "--val-split", default=D.val_split, help=f"the pairs that define g_val (default {D.val_split})"
-    )
-    p.add_argument("--beta", type=float, default=D.beta, help=f"DPO beta (default {D.beta})")
-    p.add_argument(
-        "--method",
-        choices=("jvp", "fd", "grad"),
-        default=D.method,
-        help="jvp: forward-mode AD (exact, default; on CUDA with a fused attention kernel, 1.4-1.9x "
-        "the cost of IRM scoring; falls back to fd if unsupported); fd: central finite differences "
-        "(two forwards; on a CPU the cheapest, relative error ~1e-3 in float32); grad: per-sequence "
-        "autograd gradients (slow reference)",
-    )
-    p.add_argument(
-        "--band",
-        nargs=2,
-        type=float,
-        default=D.band,
-        metavar=("LO", "HI"),
-        help=f"TIF percentile band (default {D.band[0]:g} {D.band[1]:g})",
-    )
+    option(p, D, "--split", "the pairs that get IF")
+    option(p, D, "--val-split", "the pairs that define g_val")
+    option(p, D, "--beta", "DPO beta", type=float)
+    option(p, D, "--method", "jvp: forward-mode AD (exact; on CUDA with a fused attention kernel, 1.4-1.9x "
+           "the cost of IRM scoring; falls back to fd if unsupported); fd: central finite differences "
+           "(two forwards; on a CPU the cheapest, relative error ~1e-3 in float32); grad: per-sequence "
+           "autograd gradients (slow reference)", choices=("jvp", "fd", "grad"))  # fmt: skip
+    option(p, D, "--band", "TIF percentile band", nargs=2, type=float, metavar=("LO", "HI"))
     p.add_argument(
         "--params",
         metavar="REGEX",
         help="parameters to take influence over (default: LoRA adapters, else all)",
     )
-    p.add_argument(
-        "--dtype",
-        default=D.dtype,
-        choices=("float32", "bfloat16", "float16", "float64"),
-        help=f"model dtype (default {D.dtype})",
-    )
-    p.add_argument("--device", default=D.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--batch-tokens",
-        type=int,
-        default=D.batch_tokens,
-        help=f"tokens per batch, padding included (default {D.batch_tokens})",
-    )
-    p.add_argument(
-        "--grad-batch-tokens",
-        type=int,
-        default=D.grad_batch_tokens,
-        help=f"padded tokens per backward pass of g_val (default {D.grad_batch_tokens}; a backward keeps every activation, "
-        "so memory grows with it; the total cost does not)",
-    )
-    p.add_argument(
-        "--max-length",
-        default=str(D.max_length),
-        help="max prompt+completion tokens, or 'none' (as `prefsift score`)",
-    )
-    p.add_argument("--truncation-mode", default=D.truncation_mode, choices=["keep_start", "keep_end"])
-    p.add_argument(
-        "--fd-step", type=float, default=D.fd_rel_step, help="fd: ||h v|| / ||theta_sel|| (default 1e-3)"
-    )
+    option(p, D, "--dtype", "model dtype", choices=DTYPES)
+    option(p, D, "--device", "auto | cpu | cuda | cuda:N")
+    option(p, D, "--batch-tokens", "tokens per batch, padding included", type=int)
+    option(p, D, "--grad-batch-tokens", "padded tokens per backward pass of g_val (a backward keeps every "
+           "activation, so memory grows with it; the total cost does not)", type=int)  # fmt: skip
+    add_tokenize_arguments(p, D)
+    option(p, D, "--fd-step", "fd: ||h v|| / ||theta_sel||", field="fd_rel_step", type=float)
     p.add_argument(
         "--precondition",
         choices=("cg",),
         help="query vector (H_val + damping I)^-1 g_val by conjugate gradients",
     )
-    p.add_argument(
-        "--damping", type=float, default=D.damping, help=f"CG damping lambda (default {D.damping})"
-    )
-    p.add_argument("--cg-iters", type=int, default=D.cg_iters, help=f"CG iterations (default {D.cg_iters})")
+    option(p, D, "--damping", "CG damping lambda", type=float)
+    option(p, D, "--cg-iters", "CG iterations", type=int)
     p.add_argument("--wait", action="store_true", help="queue behind another running job instead of failing")
 
 

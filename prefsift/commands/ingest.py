@@ -25,7 +25,15 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--hub-split", default="train", help="split to read from a hub dataset")
     p.add_argument("--config", dest="hub_config", help="config name of a hub dataset")
-    p.add_argument("--max-chars", type=int, default=200_000, help="largest accepted field, in characters")
+    from prefsift.formats import DEFAULT_MAX_CHARS
+
+    action = p.add_argument(
+        "--max-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help=f"largest accepted field, in characters (default {DEFAULT_MAX_CHARS:,})",
+    )
+    action.owner = "prefsift.formats.DEFAULT_MAX_CHARS"
     p.add_argument("--limit", type=int, help="read at most this many rows")
     p.add_argument(
         "--chat",

@@ -11,19 +11,29 @@ DESCRIPTION = (
 )
 
 
-def add_model_arguments(p) -> None:
-    """Options shared by `score` and `logps`: tokenization, dtype, device, batching."""
-    p.add_argument("--split", default="train", help="train | val | eval | all (default train)")
-    p.add_argument(
-        "--max-length", default="1024", help="max prompt+completion tokens, or 'none' (TRL default 1024)"
-    )
-    p.add_argument("--truncation-mode", default="keep_start", choices=["keep_start", "keep_end"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--batch-tokens", type=int, default=8192, help="padded tokens per forward batch (memory knob)"
-    )
+DTYPES = ["float32", "bfloat16", "float16", "float64"]
+
+
+def add_model_arguments(p, owner=None, split: bool = True) -> None:
+    """Options shared by `score`, `logps`, `evaluate`, `explain-pair` and `influence`: tokenization,
+    dtype, device, batching, each default from `owner` (ScoreConfig unless given)."""
+    from prefsift.config import ScoreConfig, option
+
+    owner = owner or ScoreConfig
+    if split:
+        option(p, owner, "--split", "train | val | eval | all")
+    add_tokenize_arguments(p, owner)
+    option(p, owner, "--dtype", "model dtype", choices=DTYPES)
+    option(p, owner, "--device", "auto | cpu | cuda | cuda:N")
+    option(p, owner, "--batch-tokens", "padded tokens per forward batch (memory, not results)", type=int)
     p.add_argument("--wait", action="store_true", help="queue behind a running job instead of failing")
+
+
+def add_tokenize_arguments(p, owner) -> None:
+    from prefsift.config import option
+
+    option(p, owner, "--max-length", "max prompt+completion tokens, or 'none'")
+    option(p, owner, "--truncation-mode", "which end a long pair keeps", choices=["keep_start", "keep_end"])
 
 
 def add_arguments(p) -> None:
@@ -43,7 +53,9 @@ def add_arguments(p) -> None:
     )
     for who in ("ref", "policy", "val"):
         p.add_argument(f"--{who}-adapter", help=f"PEFT adapter folder for --{who}")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO β (default 0.1)")
+    from prefsift.config import ScoreConfig, option
+
+    option(p, ScoreConfig, "--beta", "DPO β", type=float)
     add_model_arguments(p)
 
 

@@ -7,10 +7,7 @@ HELP = "start the dashboard in a browser-less server (open the printed URL)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
-    )
-    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    add_address_arguments(p)
     p.add_argument(
         "--user",
         help="your name on decisions when nobody signs in (default $PREFSIFT_USER, else the OS user)",
@@ -21,6 +18,14 @@ def add_arguments(p) -> None:
         "(with sign-in; also [prefsift.roles] curators in secrets.toml)",
     )
     add_auth_argument(p)
+
+
+def add_address_arguments(p) -> None:
+    """`--host` and `--port` of `serve` and `demo` (ServeConfig: this machine only by default)."""
+    from prefsift.config import ServeConfig, option
+
+    option(p, ServeConfig, "--host", "address to listen on (0.0.0.0: every interface)")
+    option(p, ServeConfig, "--port", "port", type=int)
 
 
 def add_auth_argument(p) -> None:

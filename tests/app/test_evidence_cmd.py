@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from prefsift.cli import main
-from prefsift.select import CalibrationConfig, calibrate_arrays
+from prefsift.config import CalibrationConfig
+from prefsift.select import calibrate_arrays
 
 
 def cli(capsys, *argv) -> dict:

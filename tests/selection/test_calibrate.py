@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from prefsift.select import CalibrationConfig, calibrate, calibrate_arrays
+from prefsift.config import CalibrationConfig
+from prefsift.select import calibrate, calibrate_arrays
 from prefsift.storage import connect
 
 
