@@ -4,6 +4,7 @@ puts each trained model's held-out metrics next to the others'."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,11 +26,20 @@ me = identity.current()
 if me is not None and not me.is_curator:
     st.info(f"Exports and training are for curators: you ({me.name}) can look, not export or train.")
 names = list(selections["name"])
-last = st.session_state.get("tune_saved")
+
+
+def _default() -> int:
+    """The selection this session saved on Tune, else the newest that is not a baseline (a random
+    draw, or one band of IF: what `prefsift demo` saves to compare LossDiff-IRM with), else the newest."""
+    last = st.session_state.get("tune_saved")
+    if last in names:
+        return names.index(last)
+    chosen = [i for i, r in enumerate(selections["rule"]) if not re.fullmatch(r"random:.*|if:[^&]*", r)]
+    return chosen[-1] if chosen else len(names) - 1
+
+
 c = st.columns([3, 2, 2])
-name = c[0].selectbox(
-    "selection", names, index=names.index(last) if last in names else len(names) - 1, key="export_selection"
-)
+name = c[0].selectbox("selection", names, index=_default(), key="export_selection")
 fmt = c[1].radio("format", ["parquet", "jsonl"], horizontal=True, key="export_format")
 roles = data.cached("model_roles", dataset, default={}) or {}
 policy = roles.get("policy")
