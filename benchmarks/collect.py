@@ -23,6 +23,7 @@ ORDER = [
     "dashboard",
     "crash",
     "demo",
+    "demo_alpaca",
 ]
 
 HEADER = """# Benchmark results
