@@ -264,12 +264,21 @@ _SNAP_FUNCTIONS = {
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=512)
 def _snap_call(db: str, version: tuple, dataset: str, method: str, args: tuple, kwargs: tuple):
-    snap = _snapshot(db, version, dataset)
-    if method in _SNAP_FUNCTIONS:
-        return _SNAP_FUNCTIONS[method](snap, *args, **dict(kwargs))
-    if method not in _SNAP_METHODS:
+    if method not in _SNAP_FUNCTIONS and method not in _SNAP_METHODS:
         raise ValueError(f"not a snapshot query: {method!r}")
-    return getattr(snap, method)(*args, **dict(kwargs))
+    snap = _snapshot(db, version, dataset)
+    for _ in range(32):
+        try:
+            if method in _SNAP_FUNCTIONS:
+                return _SNAP_FUNCTIONS[method](snap, *args, **dict(kwargs))
+            return getattr(snap, method)(*args, **dict(kwargs))
+        except explore.NotLoaded as missing:
+            # A job committed between the page's `snapshot()` and this query, so the version moved
+            # and this is a fresh snapshot: load what the query needs, then ask again.
+            with storage.connect(db, read_only=True, timeout_s=5.0) as con:
+                load = snap.load_run if missing.what == "run" else snap.load_text
+                load(con, missing.key)
+    raise RuntimeError(f"snapshot query {method!r} kept asking for more runs")
 
 
 def sq(dataset: str, method: str, *args, **kwargs):

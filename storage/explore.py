@@ -17,7 +17,7 @@ import pandas as pd
 
 from prefsift.storage import annotations as ann
 from prefsift.storage.engine import draw, evaluate_on
-from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, Snapshot, page_limit
+from prefsift.storage.explore_snapshot import MAX_LIMIT, Filters, NotLoaded, Snapshot, page_limit  # noqa: F401
 from prefsift.storage.rules import Band
 from prefsift.storage.tokens import token_logps  # noqa: F401 (the dashboard reads it here)
 

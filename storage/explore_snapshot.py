@@ -79,6 +79,15 @@ def like_pattern(text: str) -> str:
     return f"%{esc}%"
 
 
+class NotLoaded(KeyError):
+    """A query needs a score run (`load_run`) or a text search (`load_text`) this snapshot has not
+    loaded: `what` is "run" or "text", `key` the run id or the text."""
+
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(key)
+        self.what, self.key = what, key
+
+
 class Snapshot:
     """One dataset's pairs (small columns) and score runs, in memory, for fast interactive SQL."""
 
@@ -168,18 +177,24 @@ class Snapshot:
         pivot of scores: get_scores, calibration and diagnostics read it."""
         pos = np.flatnonzero(self.split_mask(split))
         cols = {"pair_id": self.ids.take(pos)}
-        cols.update({m: pa.array(self._values[r][pos]) for m, r in runs.items()})
+        cols.update({m: pa.array(self._run(r)[pos]) for m, r in runs.items()})
         return pa.table(cols).to_pandas()
 
     def has_run(self, run_id: str) -> bool:
         return run_id in self._values
+
+    def _run(self, run_id: str) -> np.ndarray:
+        try:
+            return self._values[run_id]
+        except KeyError:
+            raise NotLoaded("run", run_id) from None
 
     def has_text(self, text: str) -> bool:
         return ("text", text) in self._masks
 
     def load_run_values(self, run_id: str) -> np.ndarray:
         """The aligned values of an already loaded run (NaN: no score)."""
-        return self._values[run_id]
+        return self._run(run_id)
 
     def noise_mask(self) -> np.ndarray:
         return self.derived(
@@ -225,7 +240,7 @@ class Snapshot:
         bins over the split's score range, the last one closed; cached."""
 
         def make():
-            v = self._values[run_id]
+            v = self._run(run_id)
             ok = self.split_mask(split) & ~np.isnan(v)
             x = v[ok]
             lo, hi = (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)
@@ -251,7 +266,7 @@ class Snapshot:
         """percent_rank (0..1, SQL semantics: ties share the lowest) of a loaded run over its scored pairs."""
         with self._lock:
             if run_id not in self._ranks:
-                v = self._values[run_id]
+                v = self._run(run_id)
                 cur = self._mem.cursor()
                 cur.register("t", pa.table({"pos": np.arange(self.n), "v": pa.array(v, from_pandas=True)}))
                 r = cur.execute(
@@ -275,7 +290,7 @@ class Snapshot:
         cols = list(dict.fromkeys(list(runs) + filters.runs()))
         t = self.base
         for i, run in enumerate(cols):
-            t = t.append_column(f"c{i}", pa.array(self._values[run], from_pandas=True))
+            t = t.append_column(f"c{i}", pa.array(self._run(run), from_pandas=True))
         for i, run in enumerate(ranks):
             t = t.append_column(f"k{i}", pa.array(self.ranks(run), from_pandas=True))
         if ids:
@@ -297,6 +312,8 @@ class Snapshot:
                 params.append(float(hi))
         all_masks = dict(masks or {})
         if filters.text:
+            if not self.has_text(filters.text):
+                raise NotLoaded("text", filters.text)
             all_masks["m_text"] = self._masks[("text", filters.text)]
         if filters.pair_ids is not None:
             all_masks["m_ids"] = self.load_ids(("ids", filters.pair_ids), filters.pair_ids)
@@ -442,7 +459,7 @@ class Snapshot:
     def percentile(self, run_id: str, pair_id: str) -> tuple[float | None, float | None]:
         """(value, share of the run's scored pairs with a value <= it, in %) of one pair."""
         pos = self.positions(self.hash_ids([pair_id]))
-        v = self._values[run_id]
+        v = self._run(run_id)
         if not len(pos) or np.isnan(v[pos[0]]):
             return None, None
         x = float(v[pos[0]])
