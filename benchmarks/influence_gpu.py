@@ -401,14 +401,17 @@ def run_packed(model, plain, mode: str, batch: dict, args, clock: Clock) -> dict
     res["g_val_packed"] = (t, m)
     g = {n: x.detach() for n, x in g.items()}
     results = {}
-    for name, b, method in (
-        ("jvp_packed", packed, "jvp"),  # a 4D mask: the math SDPA kernel (the fused one takes none)
-        ("jvp_padded", batch, "jvp"),  # right-padded rows: the fused Triton kernel where it applies
-        ("fd_packed", packed, "fd"),
+    for name, b, method, attention in (
+        ("jvp_packed", packed, "jvp", "auto"),  # the fused Triton kernel where it applies (its 4D mask)
+        ("jvp_packed_math", packed, "jvp", "math"),  # the unfused math SDPA kernel, for comparison
+        ("jvp_padded", batch, "jvp", "auto"),  # right-padded rows: the fused kernel where it applies
+        ("fd_packed", packed, "fd", "auto"),
     ):
         try:
             t, m, results[name] = clock.time(
-                lambda b=b, method=method: I.directional_logps(logp_fn, params, g, b, method=method)
+                lambda b=b, method=method, attention=attention: I.directional_logps(
+                    logp_fn, params, g, b, method=method, attention=attention
+                )
             )
             res[name] = (t, m)
         except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as exc:
@@ -417,6 +420,9 @@ def run_packed(model, plain, mode: str, batch: dict, args, clock: Clock) -> dict
             if clock.cuda:
                 torch.cuda.empty_cache()
     res["fused_attention_padded"] = A.supports(model, batch)
+    res["fused_attention_packed"] = A.supports(model, packed)
+    if "jvp_packed" in results and "jvp_packed_math" in results:
+        res["relerr_jvp_packed_fused_math"] = rel_err(results["jvp_packed"][1], results["jvp_packed_math"][1])
 
     def pair_if(f, df):
         mrg = I.dpo_margin(f[:k], f[k:], ref_c, ref_r, args.beta)
@@ -469,7 +475,13 @@ def packed_report(r: dict, peaks: dict[str, float]) -> list[str]:
     ]
     for key, label in (
         ("g_val_packed", "g_val, one batch (forward + backward), packed"),
-        ("jvp_packed", "**D_v log-probs by JVP, packed** (math SDPA: the fused kernel takes no 4D mask)"),
+        (
+            "jvp_packed",
+            "**D_v log-probs by JVP, packed** ("
+            + ("fused Triton attention JVP, 4D mask" if r.get("fused_attention_packed") else "math SDPA")
+            + ")",
+        ),
+        ("jvp_packed_math", "D_v log-probs by JVP, packed (math SDPA)"),
         (
             "jvp_padded",
             "D_v log-probs by JVP, padded rows ("
@@ -492,7 +504,11 @@ def packed_report(r: dict, peaks: dict[str, float]) -> list[str]:
             f"IF from the packed JVP vs the padded JVP: Pearson {r['pearson_if_packed_padded']:.6f}, relative "
             f"difference {r['relerr_if_packed_padded']:.2e}."
         )
-    for key in ("jvp_packed_error", "jvp_padded_error", "fd_packed_error"):
+    if "relerr_jvp_packed_fused_math" in r:
+        lines.append(
+            f"Packed JVP, fused vs math kernel: relative difference {r['relerr_jvp_packed_fused_math']:.2e}."
+        )
+    for key in ("jvp_packed_error", "jvp_packed_math_error", "jvp_padded_error", "fd_packed_error"):
         if key in r:
             lines.append(f"`{key}`: {r[key]}")
     return lines + [""]

@@ -349,7 +349,7 @@ def directional_logps(
           (error O(h^2)). Needs no AD at all: the fallback for models without forward AD.
     grad: one autograd backward per sequence, dotted with v (reference).
     `attention` (jvp only): "auto" uses the fused forward-mode attention kernel on CUDA for
-    right-padded batches (scoring.attention_jvp), "math" always the unfused math kernel.
+    right-padded and packed batches (scoring.attention_jvp), "math" always the unfused math kernel.
     """
     if method == "jvp":
         # Dual tensors on the selected parameters only (torch.autograd.forward_ad): the same

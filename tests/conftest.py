@@ -11,6 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFSIFT_NO_PROGRESS", "1")
+if "TRITON_INTERPRET" not in os.environ:  # read when triton is imported: before any test imports it
+    import torch
+
+    if not torch.cuda.is_available():  # the fused JVP kernel's CPU tests run it interpreted
+        os.environ["TRITON_INTERPRET"] = "1"
 
 from pathlib import Path  # noqa: E402
 
