@@ -100,7 +100,7 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
             ],
         ),
         (
-            "warm up the policy θ (DPO, LoRA, 1 epoch)",
+            f"warm up the policy θ (DPO, LoRA, {cfg.epochs:g} epoch{'' if cfg.epochs == 1 else 's'})",
             [
                 "warmup",
                 "--dataset",

@@ -219,3 +219,17 @@ def test_stage_peak_rss_is_the_stage_alone_not_the_process_so_far():
     after = stage_peak_rss_gib()
     del small
     assert after < before - 0.2, (before, after)  # GiB: the 256 MiB of the earlier stage are gone
+
+
+def test_the_warmup_stage_title_says_the_epochs_it_runs(tmp_path):
+    from prefsift.demo import stages
+
+    for epochs, said in (
+        (1.0, "(DPO, LoRA, 1 epoch)"),
+        (0.25, "(DPO, LoRA, 0.25 epochs)"),
+        (2, "(DPO, LoRA, 2 epochs)"),
+    ):
+        cfg = DemoConfig(db=str(tmp_path / "d.duckdb"), epochs=epochs)
+        ((title, argv),) = [(t, a) for t, a in stages(cfg, "some/model", chat=False) if a[0] == "warmup"]
+        assert title.endswith(said), title
+        assert argv[argv.index("--epochs") + 1] == str(epochs)
