@@ -177,9 +177,6 @@ class TrainConfig:
             "lora_config": _jsonable(self.lora_kwargs()) if self.lora else None,
         }
 
-    def with_kind(self, kind: str) -> TrainConfig:
-        return dataclasses.replace(self, kind=kind)
-
 
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(d), default=str, sort_keys=True))

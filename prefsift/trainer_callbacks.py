@@ -35,7 +35,6 @@ class MetricsCallback(TrainerCallback):
         self.run_id = run_id
         self.status_path = status_path or os.environ.get("PREFSIFT_STATUS_FILE")
         self.stage = stage
-        self.rows_written = 0
 
     def _status(self, state, **extra) -> None:
         write_status(
@@ -58,7 +57,7 @@ class MetricsCallback(TrainerCallback):
 
         try:
             with connect(self.db) as con:
-                self.rows_written += tstore.add_metrics(con, self.run_id, state.global_step, logs)
+                tstore.add_metrics(con, self.run_id, state.global_step, logs)
         except Exception as exc:  # noqa: BLE001 - reporting must not kill the run
             log.warning("could not record metrics of step %d: %s", state.global_step, exc)
         extra = {k.replace("/", "_"): logs[k] for k in STATUS_KEYS if k in logs}

@@ -326,14 +326,6 @@ def forced(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, str]:
     return dict(rows)
 
 
-def swapped_pairs(con: duckdb.DuckDBPyConnection, dataset: str) -> list[str]:
-    """Pairs whose effective decision says chosen and rejected are the wrong way round."""
-    rows = con.execute(
-        "SELECT pair_id FROM annotations WHERE dataset = ? AND swapped ORDER BY pair_id", [dataset]
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def conflicts(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     """Pairs in conflict, with each annotator's decision listed ('alice: drop; bob: rule')."""
     return con.execute(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import duckdb
-import pandas as pd
 
 
 def _plain(obj):
@@ -33,10 +32,3 @@ def record(
         "INSERT INTO audit_log (saved_at, who, role, action, detail) VALUES (now()::TIMESTAMP, ?, ?, ?, ?)",
         [who, role, action, json.dumps(_plain(detail or {}))],
     )
-
-
-def list_audit(con: duckdb.DuckDBPyConnection, limit: int = 200) -> pd.DataFrame:
-    return con.execute(
-        "SELECT saved_at, who, role, action, detail FROM audit_log ORDER BY saved_at DESC LIMIT ?",
-        [int(limit)],
-    ).df()

@@ -91,9 +91,6 @@ def list_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
-ROLE_NAMES = {"reference": "π_ref", "policy": "θ", "validation": "θ_val", "trained": "trained"}
-
-
 def model_roles(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> dict:
     """The models of a dataset by role, from their lineage (never from a hard-coded name).
 
