@@ -383,6 +383,7 @@ def select(run: Run, name: str, rule: str) -> dict:
         "tif": d.get("tif"),
         "noise": d.get("noise"),
         "resolved": d.get("resolved"),
+        "evidence": d.get("evidence"),  # intervals, chance levels, AUROC (the same for every rule)
     }
 
 
@@ -463,7 +464,9 @@ def main() -> int:
         help="keep pairs of at most this many tokens (default max_length; "
         "0 = no filter, long pairs get truncated)",
     )
-    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", help="downstream seeds (none: diagnostics only, no downstream DPO)"
+    )
     p.add_argument("--epochs", type=float, help="downstream epochs")
     p.add_argument(
         "--model",

@@ -72,6 +72,103 @@ def diagnostics_findings(dg: dict, chk: dict | None, fit_val: dict | None) -> li
     return out
 
 
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion k/n."""
+    p = k / n
+    centre, half = (p + z * z / (2 * n)), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def criteria_rows(ev: dict) -> list[tuple[str, str, str]]:
+    """(criterion, what was measured, verdict) for docs/REPRODUCTION_CRITERIA.md's C1-C5, from
+    `prefsift diagnose --json`'s evidence."""
+    rows = []
+    pe = ev.get("policy_eval")
+    if pe:
+        lo, hi = wilson(pe["reward_accuracy"] * pe["n_pairs"], pe["n_pairs"])
+        ok = pe["mean_margin"] >= 0.2 and lo > 0.5
+        rows.append(
+            (
+                "C1 θ moved",
+                f"eval margin {pe['mean_margin']:.3f}; reward accuracy {pe['reward_accuracy']:.3f} "
+                f"[{lo:.3f}, {hi:.3f}] on {pe['n_pairs']} pairs",
+                "holds" if ok else "fails",
+            )
+        )
+    else:
+        rows.append(("C1 θ moved", "θ has no evaluation", "not measured"))
+    corr = {r["score"]: r for r in ev.get("correlations", []) if r.get("subset") == "all" and "pearson" in r}
+    for cid, score in (("C2 LossDiff tracks IF", "lossdiff"), ("C3 IRM tracks IF", "irm")):
+        r = corr.get(score)
+        if not r:
+            rows.append((cid, "no correlation measured", "not measured"))
+            continue
+        ok = r["pearson_lo"] > 0 and (score != "irm" or (r.get("partial_pearson_lo") or 0) > 0)
+        rows.append(
+            (
+                cid,
+                f"Pearson {r['pearson']:.3f} [{r['pearson_lo']:.3f}, {r['pearson_hi']:.3f}], partial "
+                f"{r['partial_pearson']:.3f} [{r['partial_pearson_lo']:.3f}, {r['partial_pearson_hi']:.3f}], "
+                f"n {r['n']}",
+                "holds" if ok else "fails",
+            )
+        )
+    bands = {r["rule"]: r for r in ev.get("bands", []) if r.get("band") == "10-90"}
+    for rule in ("lossdiff-irm", "lossdiff", "irm"):
+        r = bands.get(rule)
+        if r:
+            ok = r["lift"] > 1 and r["p_value"] < 0.05
+            rows.append(
+                (
+                    f"C4 {rule} 10–90 finds TIF",
+                    f"overlap {r['overlap']:.3f} vs chance {r['chance']:.3f} (null 95% {r['null_lo']:.3f}–"
+                    f"{r['null_hi']:.3f}), lift {r['lift']:.3f}, p {r['p_value']:.3g}",
+                    "holds" if ok else "fails",
+                )
+            )
+    auc = {r["score"]: r for r in ev.get("noise_auroc", []) if r.get("auroc") is not None}
+    for score in ("irm", "if"):
+        r = auc.get(score)
+        if not r:
+            rows.append((f"C5 {score} sees swapped pairs", "no AUROC (no flagged pairs?)", "not measured"))
+            continue
+        rows.append(
+            (
+                f"C5 {score} sees swapped pairs",
+                f"AUROC {r['auroc']:.3f} [{r['auroc_lo']:.3f}, {r['auroc_hi']:.3f}] "
+                f"({r['n_positive']} swapped, {r['n_negative']} clean)",
+                "holds" if r["auroc_lo"] > 0.5 else "fails",
+            )
+        )
+    return rows
+
+
+def evidence_section(ev: dict) -> list[str]:
+    """The criteria verdicts and `prefsift diagnose`'s evidence, as the command prints it."""
+    from prefsift.evidence import format_evidence
+
+    L = [
+        "## The criteria (docs/REPRODUCTION_CRITERIA.md, written before the run) and the evidence",
+        "",
+        "Verdicts computed from `prefsift diagnose --selection ldirm --json` by the rules written down before "
+        "the run: an interval that includes the null value is a fail, whatever its point estimate.",
+        "",
+        "| criterion | measured (95% intervals) | verdict |",
+        "| --- | --- | --- |",
+    ]
+    L += [f"| {a} | {b} | **{c}** |" for a, b, c in criteria_rows(ev)]
+    L += [
+        "",
+        "`prefsift diagnose --selection ldirm`, its evidence part:",
+        "",
+        "```",
+        format_evidence(ev),
+        "```",
+        "",
+    ]
+    return L
+
+
 def canonical_command(c: dict) -> str:
     """The command that regenerates a run with this config from scratch."""
     parts = ["python benchmarks/reproduce.py"]
@@ -248,6 +345,9 @@ def write_report(state: dict, out: Path) -> None:
         L += diagnostics_findings(dg, chk, res.get("fit_val")) + [""]
 
     sels = res.get("selections")
+    ev = ((sels or {}).get("ldirm") or {}).get("evidence")
+    if ev:
+        L += evidence_section(ev)
     if sels:
         L += [
             "## Label noise: which pairs each rule drops",
