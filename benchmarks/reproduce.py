@@ -534,9 +534,9 @@ def main() -> int:
         run.stage("score", score, run)
         run.stage("influence", influence, run)
         run.stage("truncation", truncation, run)
+        run.stage("eval_theta", evaluate, run, "theta")  # before diagnose: its evidence reads θ's eval (C1)
         run.stage("selections", selections, run)
         run.stage("check", independent_check, run)
-        run.stage("eval_theta", evaluate, run, "theta")
         for seed in args.seeds:  # seeds outermost: a partial run holds whole seeds
             for cond in args.conditions:
                 run.stage(f"dpo:{cond}:{seed}", downstream, run, cond, seed)
