@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prefsift.evidence import influence_diagnostics
 from prefsift.scoring import diagnostics as D
 from prefsift.scoring import influence as I
 from prefsift.scoring.logprobs import ROW_TOKENS, collate, pair_batches, pair_logps
@@ -325,7 +326,7 @@ def main() -> None:
     print(f"theta_val fit + log-probs: {T.get('theta_val', nan):.1f} s")
 
     # 8. diagnostics (IF by JVP vs the cheap scores)
-    diag = D.influence_diagnostics(if_j, {"lossdiff": lossdiff, "irm": irm})
+    diag = influence_diagnostics(if_j, {"lossdiff": lossdiff, "irm": irm})
     print(json.dumps(diag, indent=1))
     for d in (T, CPU):
         d["irm"] = d["irm_ref"] + d["irm_policy"]

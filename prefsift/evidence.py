@@ -80,6 +80,28 @@ def band_rows(df, cfg: EvidenceConfig) -> list[dict]:
     return rows
 
 
+def influence_diagnostics(influence, others: dict, band: tuple[float, float] = (10.0, 90.0)) -> dict:
+    """`prefsift influence`'s summary, flat: Pearson/Spearman of IF with each cheap score (`others`:
+    name -> scores aligned with `influence`), and `band_rows` at the one band: overlap_<m>,
+    n_kept_<m>, n_both_<m>, chance_<m>, null_lo_<m>, null_hi_<m>, p_value_<m> (LossDiff-IRM as
+    lossdiff_irm), n_tif, n_pairs."""
+    import pandas as pd
+
+    from prefsift.scoring.diagnostics import pearson, spearman
+
+    f = np.asarray(influence, np.float64)
+    out = {"n_pairs": float(np.isfinite(f).sum())}
+    for m, v in others.items():
+        out[f"pearson_{m}"], out[f"spearman_{m}"] = pearson(f, v), spearman(f, v)
+    for r in band_rows(pd.DataFrame({"if": f, **others}), EvidenceConfig(bands=(tuple(band),))):
+        m = r["rule"].replace("-", "_")
+        out["n_tif"] = float(r["n_b"])
+        keys = {"overlap": "overlap", "n_kept": "n_a", "n_both": "n_both", "chance": "chance"}
+        keys |= {k: k for k in ("null_lo", "null_hi", "p_value")}
+        out |= {f"{k}_{m}": float("nan") if r[c] is None else r[c] for k, c in keys.items()}
+    return out
+
+
 def _subsets(df) -> list[tuple[str, np.ndarray]]:
     out = [("all", np.ones(len(df), bool))]
     if "trained" in df:  # a subset equal to all pairs is not repeated (its row would be a copy)

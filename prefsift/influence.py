@@ -147,9 +147,9 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
 
     import torch
 
+    from prefsift.evidence import influence_diagnostics
     from prefsift.models import resolve_model
     from prefsift.score import ensure_logps
-    from prefsift.scoring import diagnostics as D
     from prefsift.scoring import influence as I
     from prefsift.scoring import metrics
     from prefsift.scoring.logprobs import pair_batches
@@ -305,16 +305,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     compare = {"irm": margin}  # IRM(d) = m_theta(d), from the same theta and pi_ref
     if others is not None:
         compare["lossdiff"] = others.set_index("pair_id").reindex(train_ids)["lossdiff"].to_numpy(np.float64)
-    diag = D.influence_diagnostics(influence, compare, band=cfg.band, other_band=cfg.band)
-    # Each overlap beside what a random selection of the same size gets (docs/METHOD.md, chance levels).
-    from prefsift.storage.chance import overlap_chance
-
-    for name in [k[len("n_kept_") :] for k in diag if k.startswith("n_kept_")]:
-        ch = overlap_chance(
-            int(diag["n_pairs"]), int(diag[f"n_kept_{name}"]), int(diag["n_tif"]), int(diag[f"n_both_{name}"])
-        )
-        for k in ("chance", "null_lo", "null_hi", "p_value"):
-            diag[f"{k}_{name}"] = ch[k]
+    diag = influence_diagnostics(influence, compare, band=cfg.band)  # with chance levels (docs/METHOD.md)
 
     # 6. commit (one short write connection)
     config = {

@@ -1,8 +1,8 @@
 """How well the cheap scores track exact influence: correlations and selection overlaps.
 
-Pure numpy, NaN-aware (a NaN score never counts as selected and drops out of correlations).
-Percentiles use linear interpolation (numpy's default, which equals DuckDB's quantile_cont),
-so a band computed here equals the same band computed in SQL by the selection rules.
+Pure numpy, NaN-aware (a NaN score drops out of correlations). Bands (what a rule keeps) are the
+selection engine's, storage/engine.py; prefsift/evidence.py arranges these numbers beside their
+chance levels.
 """
 
 from __future__ import annotations
@@ -27,66 +27,18 @@ def _paired(x, y) -> tuple[np.ndarray, np.ndarray]:
 def pearson(x, y) -> float:
     """Pearson correlation over the pairs where both are finite; NaN if < 2 or a constant input."""
     x, y = _paired(x, y)
-    if x.size < 2 or x.min() == x.max() or y.min() == y.max():  # exact test: a constant has no correlation
-        return float("nan")
-    dx, dy = x - x.mean(), y - y.mean()
-    sx, sy = np.abs(dx).max(), np.abs(dy).max()
-    if sx == 0 or sy == 0:
-        return float("nan")
-    dx, dy = dx / sx, dy / sy  # scale first: squares of tiny deviations would underflow to 0
-    den = np.sqrt((dx * dx).sum() * (dy * dy).sum())
-    return float((dx * dy).sum() / den) if den > 0 else float("nan")
+    return float(pearson_rows(x[None], y[None])[0]) if x.size >= 2 else float("nan")
 
 
 def average_ranks(x) -> np.ndarray:
     """1-based ranks with ties sharing their average rank (scipy.stats.rankdata 'average')."""
-    x = _f64(x)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    # Runs of equal values: each run gets the mean of the positions it spans.
-    starts = np.r_[0, np.flatnonzero(np.diff(xs) != 0) + 1]
-    ends = np.r_[starts[1:], xs.size]
-    avg = (starts + ends + 1) / 2.0  # mean of the 1-based positions start+1 .. end
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+    return average_ranks_rows(_f64(x)[None])[0]
 
 
 def spearman(x, y) -> float:
     """Spearman correlation = Pearson of average ranks (ties averaged), over finite pairs."""
     x, y = _paired(x, y)
-    if x.size < 2:
-        return float("nan")
-    return pearson(average_ranks(x), average_ranks(y))
-
-
-def band_thresholds(x, lo: float, hi: float) -> tuple[float, float]:
-    """(lo-th, hi-th) percentiles of the finite values, linear interpolation."""
-    if not 0 <= lo < hi <= 100:
-        raise ValueError(f"band must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}")
-    x = _f64(x)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan")
-    a, b = np.percentile(x, [lo, hi])
-    return float(a), float(b)
-
-
-def band_mask(x, lo: float = 10.0, hi: float = 90.0, inclusive: bool = True) -> np.ndarray:
-    """The middle band δ_lo <= x <= δ_hi; NaN -> False.
-
-    Inclusive by default, like every band of the selection engine (storage/engine.py), so the
-    influence run's overlaps count what the rules keep. docs/METHOD.md writes
-    the band with strict inequalities (`inclusive=False`); the two differ only on ties with
-    a threshold. A bound at 0 or 100 always keeps the extreme values themselves.
-    """
-    x = _f64(x)
-    a, b = band_thresholds(x, lo, hi)
-    fin = np.isfinite(x)
-    with np.errstate(invalid="ignore"):
-        above = (x >= a) if (inclusive or lo == 0) else (x > a)
-        below = (x <= b) if (inclusive or hi == 100) else (x < b)
-    return fin & above & below
+    return float(spearman_rows(x[None], y[None])[0]) if x.size >= 2 else float("nan")
 
 
 def overlap(a, b) -> float:
@@ -96,39 +48,6 @@ def overlap(a, b) -> float:
         raise ValueError(f"length mismatch: {a.size} vs {b.size}")
     m = min(int(a.sum()), int(b.sum()))
     return float((a & b).sum() / m) if m else float("nan")
-
-
-def influence_diagnostics(
-    influence,
-    others: Mapping[str, np.ndarray],
-    band: tuple[float, float] = (10.0, 90.0),
-    other_band: tuple[float, float] = (10.0, 90.0),
-) -> dict[str, float]:
-    """Correlations and TIF overlaps of IF with the cheap scores, aligned by position.
-
-    `others`: metric name -> scores (e.g. {"irm": ..., "lossdiff": ...}). With both irm and
-    lossdiff present, the LossDiff-IRM rule (intersection of both bands) is compared too.
-    Keys: pearson_<m>, spearman_<m>, overlap_<m>, overlap_lossdiff_irm, n_tif, n_pairs, and the
-    counts behind each overlap (n_kept_<m>, n_both_<m>: kept among pairs with IF, shared with TIF)
-    from which a chance level follows (storage.chance.overlap_chance).
-    """
-    inf = _f64(influence)
-    tif = band_mask(inf, *band)
-    out: dict[str, float] = {"n_pairs": float(np.isfinite(inf).sum()), "n_tif": float(tif.sum())}
-    masks = {}
-    for name, values in others.items():
-        v = _f64(values)
-        out[f"pearson_{name}"] = pearson(inf, v)
-        out[f"spearman_{name}"] = spearman(inf, v)
-        masks[name] = band_mask(v, *other_band)
-    if "irm" in masks and "lossdiff" in masks:
-        masks["lossdiff_irm"] = masks["irm"] & masks["lossdiff"]
-    has_if = np.isfinite(inf)
-    for name, m in masks.items():
-        out[f"overlap_{name}"] = overlap(m, tif)
-        out[f"n_kept_{name}"] = float((m & has_if).sum())
-        out[f"n_both_{name}"] = float((m & tif).sum())
-    return out
 
 
 # ---------------------------------------------------------------- uncertainty and chance levels
@@ -160,37 +79,36 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0, max_cells: int 
 
 
 def bootstrap_interval(
-    stat, columns: tuple, n_boot: int = 1000, seed: int = 0, level: float = 0.95, rows=None
+    rows, columns: tuple, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of `stat(*columns)`: rows resampled jointly, `n_boot` times.
-    `rows`, if given, computes the statistic of many resamples at once from (b, n) column
-    blocks (the vectorised form of `stat`). Resamples where it is undefined (NaN) are left out."""
+    """Percentile bootstrap interval of a statistic: rows of `columns` resampled jointly, `n_boot`
+    times; `rows` computes it for many resamples at once from (b, n) column blocks (pearson_rows,
+    ...). Resamples where it is undefined (NaN) are left out."""
     cols = [np.asarray(c) for c in columns]
     n = len(cols[0])
     if n < 3:
         return float("nan"), float("nan")
-    vals = []
-    for idx in bootstrap_indices(n, n_boot, seed):
-        if rows is not None:
-            vals.append(np.asarray(rows(*(c[idx] for c in cols)), dtype=np.float64))
-        else:
-            vals.append(np.array([stat(*(c[i] for c in cols)) for i in idx], dtype=np.float64))
+    vals = [
+        np.asarray(rows(*(c[idx] for c in cols)), np.float64) for idx in bootstrap_indices(n, n_boot, seed)
+    ]
     return _percentile_interval(np.concatenate(vals), level)
 
 
 def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row pair of (b, n) arrays; NaN for a constant row."""
-    dx = x - x.mean(axis=1, keepdims=True)
-    dy = y - y.mean(axis=1, keepdims=True)
-    den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
-    const = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
+    const = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)  # exact: a constant has no correlation
     with np.errstate(invalid="ignore", divide="ignore"):
+        dx, dy = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+        # scale first: squares of tiny deviations would underflow to 0
+        dx, dy = dx / np.abs(dx).max(axis=1, keepdims=True), dy / np.abs(dy).max(axis=1, keepdims=True)
+        den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
         r = (dx * dy).sum(axis=1) / den
     return np.where(const | ~(den > 0), np.nan, r)
 
 
 def average_ranks_rows(a: np.ndarray) -> np.ndarray:
-    """`average_ranks` of every row of a (b, n) array at once."""
+    """`average_ranks` of every row of a (b, n) array at once: a run of ties shares the mean of
+    the 1-based positions it spans."""
     b, n = a.shape
     order = np.argsort(a, axis=1, kind="mergesort")
     s = np.take_along_axis(a, order, axis=1)
@@ -225,15 +143,6 @@ def chance_abs_r(n: int) -> float:
     return 2.0 / np.sqrt(n) if n > 0 else float("nan")
 
 
-def residualize(x, covariates) -> np.ndarray:
-    """x minus its least-squares fit on [1, covariates] (covariates: (n,) or (n, k))."""
-    x = _f64(x)
-    z = np.asarray(covariates, dtype=np.float64).reshape(len(x), -1)
-    design = np.column_stack([np.ones(len(x)), z])  # (n, k + 1)
-    coef, *_ = np.linalg.lstsq(design, x, rcond=None)
-    return x - design @ coef
-
-
 def partial_pearson(x, y, covariates) -> float:
     """Pearson correlation of x and y once both are residualized on the covariates (e.g. token
     counts): what is left of the correlation when length is held fixed. Rows with a non-finite
@@ -243,7 +152,7 @@ def partial_pearson(x, y, covariates) -> float:
     ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z).all(axis=1)
     if ok.sum() < z.shape[1] + 3:
         return float("nan")
-    return pearson(residualize(x[ok], z[ok]), residualize(y[ok], z[ok]))
+    return float(partial_pearson_rows(x[ok][None], y[ok][None], z[ok][None])[0])
 
 
 def auroc(score, positive) -> float:
@@ -252,12 +161,7 @@ def auroc(score, positive) -> float:
     s = _f64(score)
     pos = np.asarray(positive, dtype=bool).ravel()
     ok = np.isfinite(s)
-    s, pos = s[ok], pos[ok]
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = average_ranks(s)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(auroc_rows(s[ok][None], pos[ok][None])[0])
 
 
 def partial_pearson_rows(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -286,11 +190,11 @@ def correlation_evidence(
     out = {"n": int(x.size), "chance_abs_r": chance_abs_r(int(x.size))}
     for name, fn, rows in (("pearson", pearson, pearson_rows), ("spearman", spearman, spearman_rows)):
         out[name] = fn(x, y)
-        out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_interval(fn, (x, y), n_boot, seed, level, rows)
+        out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_interval(rows, (x, y), n_boot, seed, level)
     if z is not None:
         out["partial_pearson"] = partial_pearson(x, y, z)
         out["partial_pearson_lo"], out["partial_pearson_hi"] = bootstrap_interval(
-            partial_pearson, (x, y, z), n_boot, seed, level, partial_pearson_rows
+            partial_pearson_rows, (x, y, z), n_boot, seed, level
         )
     return out
 
@@ -301,7 +205,7 @@ def auroc_evidence(score, positive, n_boot: int = 1000, seed: int = 0, level: fl
     pos = np.asarray(positive, dtype=bool).ravel()
     ok = np.isfinite(s)
     s, pos = s[ok], pos[ok]
-    lo, hi = bootstrap_interval(auroc, (s, pos), n_boot, seed, level, auroc_rows)
+    lo, hi = bootstrap_interval(auroc_rows, (s, pos), n_boot, seed, level)
     return {
         "n_positive": int(pos.sum()),
         "n_negative": int((~pos).sum()),

@@ -95,30 +95,43 @@ def test_partial_correlation_equals_the_precision_matrix(k):
     assert D.partial_pearson_rows(x[None], y[None], z[None])[0] == pytest.approx(ref, abs=1e-10)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.lists(st.integers(-3, 3), min_size=5, max_size=5), min_size=1, max_size=6))
-def test_vectorised_ranks_equal_the_one_row_version(rows):
-    a = np.array(rows, dtype=float)
-    np.testing.assert_allclose(D.average_ranks_rows(a), np.stack([D.average_ranks(r) for r in a]))
-
-
-def test_vectorised_bootstrap_equals_the_loop_and_is_seeded():
+def test_vectorised_bootstrap_equals_a_loop_of_independent_references_and_is_seeded():
+    """Each resample's statistic computed one at a time by a reference written here (numpy's
+    corrcoef, pair counting, the precision matrix), against the vectorised interval."""
     rng = np.random.default_rng(3)
     x = np.round(rng.normal(size=60), 1)
     y = x + rng.normal(size=60)
     pos = rng.random(60) < 0.3
     z = rng.integers(1, 9, size=(60, 2)).astype(float)
-    for stat, rows, cols in (
-        (D.pearson, D.pearson_rows, (x, y)),
-        (D.spearman, D.spearman_rows, (x, y)),
-        (D.auroc, D.auroc_rows, (x, pos)),
-        (D.partial_pearson, D.partial_pearson_rows, (x, y, z)),
+
+    def ranks(v):
+        return np.array([(v < u).sum() + ((v == u).sum() + 1) / 2 for u in v])
+
+    def pearson(a, b):
+        return np.corrcoef(a, b)[0, 1] if np.ptp(a) and np.ptp(b) else np.nan
+
+    def auroc(s, p):
+        return (
+            np.mean([(u > w) + 0.5 * (u == w) for u in s[p] for w in s[~p]])
+            if p.any() and (~p).any()
+            else np.nan
+        )
+
+    def partial(a, b, c):
+        prec = np.linalg.inv(np.corrcoef(np.column_stack([a, b, c]), rowvar=False))
+        return -prec[0, 1] / np.sqrt(prec[0, 0] * prec[1, 1])
+
+    for ref, rows, cols in (
+        (pearson, D.pearson_rows, (x, y)),
+        (lambda a, b: pearson(ranks(a), ranks(b)), D.spearman_rows, (x, y)),
+        (auroc, D.auroc_rows, (x, pos)),
+        (partial, D.partial_pearson_rows, (x, y, z)),
     ):
-        loop = D.bootstrap_interval(stat, cols, 300, seed=5)
-        fast = D.bootstrap_interval(stat, cols, 300, seed=5, rows=rows)
-        np.testing.assert_allclose(fast, loop, atol=1e-9)
-    assert D.bootstrap_interval(D.pearson, (x, y), 300, seed=5) != D.bootstrap_interval(
-        D.pearson, (x, y), 300, seed=6
+        vals = np.array([ref(*(c[i] for c in cols)) for idx in D.bootstrap_indices(60, 300, 5) for i in idx])
+        lo, hi = np.percentile(vals[np.isfinite(vals)], [2.5, 97.5])
+        np.testing.assert_allclose(D.bootstrap_interval(rows, cols, 300, seed=5), (lo, hi), atol=1e-9)
+    assert D.bootstrap_interval(D.pearson_rows, (x, y), 300, seed=5) != D.bootstrap_interval(
+        D.pearson_rows, (x, y), 300, seed=6
     )
 
 
@@ -181,3 +194,34 @@ def test_arm_bootstrap_pairs_arms_by_eval_pair_and_seed():
     assert D.arm_bootstrap(vals, ("random",), 400, 0) == out  # seeded
     with pytest.raises(ValueError, match="same eval pairs"):
         D.arm_bootstrap({"a": base, "b": base[:, :10]})
+
+
+def test_influence_diagnostics_against_numpy_bands_and_the_enumerated_null():
+    """`prefsift influence`'s summary: bands as numpy's percentiles (inclusive, NaN out), the
+    overlap and its chance level recomputed here, one engine behind both (no second band)."""
+    from prefsift.evidence import influence_diagnostics
+
+    rng = np.random.default_rng(0)
+    inf = rng.normal(size=500)
+    lossdiff = inf + 0.5 * rng.normal(size=500)
+    irm = rng.normal(size=500)
+    irm[3] = np.nan
+
+    def band(x):
+        lo, hi = np.nanpercentile(x, [10, 90])
+        return (x >= lo) & (x <= hi)
+
+    d = influence_diagnostics(inf, {"lossdiff": lossdiff, "irm": irm})
+    tif = band(inf)
+    assert d["n_pairs"] == 500 and d["n_tif"] == tif.sum() == 400
+    assert d["pearson_lossdiff"] == pytest.approx(np.corrcoef(inf, lossdiff)[0, 1])
+    assert d["pearson_lossdiff"] > 0.8 and abs(d["pearson_irm"]) < 0.15
+    for name, m in (
+        ("lossdiff", band(lossdiff)),
+        ("irm", band(irm)),
+        ("lossdiff_irm", band(lossdiff) & band(irm)),
+    ):
+        assert d[f"n_kept_{name}"] == m.sum() and d[f"n_both_{name}"] == (m & tif).sum()
+        assert d[f"overlap_{name}"] == pytest.approx((m & tif).sum() / min(m.sum(), tif.sum()))
+        assert d[f"chance_{name}"] == pytest.approx(max(m.sum(), tif.sum()) / 500)
+    assert d["overlap_lossdiff"] > d["overlap_irm"] and d["p_value_lossdiff"] < 1e-6 < d["p_value_irm"]
