@@ -210,12 +210,13 @@ def evidence(
     }
 
 
-def _f(x, fmt: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, fmt)
+def num(x, fmt: str = ".3f") -> str:
+    """A number for the text reports; a missing one (None, NaN) as n/a."""
+    return "n/a" if x is None or x != x else format(x, fmt)
 
 
 def _ci(r: dict, key: str) -> str:
-    return f"{_f(r.get(key))} [{_f(r.get(key + '_lo'))}, {_f(r.get(key + '_hi'))}]"
+    return f"{num(r.get(key))} [{num(r.get(key + '_lo'))}, {num(r.get(key + '_hi'))}]"
 
 
 def format_evidence(ev: dict) -> str:
@@ -227,8 +228,8 @@ def format_evidence(ev: dict) -> str:
     ]
     if pe:
         lines.append(
-            f"  θ on {pe['split']} ({pe['n_pairs']} pairs): mean margin {_f(pe['mean_margin'], '.4f')}, "
-            f"reward accuracy {_f(pe['reward_accuracy'])}, loss {_f(pe['loss'], '.4f')} (ln 2 = 0.6931)"
+            f"  θ on {pe['split']} ({pe['n_pairs']} pairs): mean margin {num(pe['mean_margin'], '.4f')}, "
+            f"reward accuracy {num(pe['reward_accuracy'])}, loss {num(pe['loss'], '.4f')} (ln 2 = 0.6931)"
         )
     else:
         lines.append("  θ has no evaluation recorded: run `prefsift evaluate` to see whether it moved")
@@ -236,9 +237,9 @@ def format_evidence(ev: dict) -> str:
         lines.append("  overlap with TIF vs a random selection of the same size (chance, 95% null range):")
         for r in ev["bands"]:
             lines.append(
-                f"    {r['band']:>6} {r['rule']:<13} {_f(r['overlap'])}  chance {_f(r['chance'])} "
-                f"[{_f(r['null_lo'])}, {_f(r['null_hi'])}]  lift {_f(r['lift'])}  kappa {_f(r['kappa'])}  "
-                f"p {_f(r['p_value'], '.3g')}  (kept {r['n_a']}, TIF {r['n_b']}, n {r['n']})"
+                f"    {r['band']:>6} {r['rule']:<13} {num(r['overlap'])}  chance {num(r['chance'])} "
+                f"[{num(r['null_lo'])}, {num(r['null_hi'])}]  lift {num(r['lift'])}  kappa {num(r['kappa'])}  "
+                f"p {num(r['p_value'], '.3g')}  (kept {r['n_a']}, TIF {r['n_b']}, n {r['n']})"
             )
     if ev["correlations"]:
         lines.append("  correlation with IF (|r| < 2/sqrt(n) is chance; partial: token counts held fixed):")
@@ -249,7 +250,7 @@ def format_evidence(ev: dict) -> str:
             lines.append(
                 f"    {r['score']:<8} {r['subset']:<11} n={r['n']:<5} Pearson {_ci(r, 'pearson')}  "
                 f"Spearman {_ci(r, 'spearman')}  partial {_ci(r, 'partial_pearson')}  "
-                f"chance |r| < {_f(r['chance_abs_r'])}"
+                f"chance |r| < {num(r['chance_abs_r'])}"
             )
     if ev["length"]:
         lines.append("  length confound (Spearman with token counts):")

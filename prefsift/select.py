@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from prefsift.config import CalibrationConfig
+from prefsift.evidence import num
 
 
 def _codes(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,10 +173,6 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _num(x, fmt: str = ".3f") -> str:
-    return "n/a" if x is None or x != x else format(x, fmt)
-
-
 def format_result(res) -> str:
     """One evaluated rule (storage.engine.RuleResult) in a few lines."""
     lines = [
@@ -212,8 +209,8 @@ def format_diagnostics(d: dict) -> str:
         lines.append(
             f"overlap with TIF ({t['rule']}, {t['n_scored']:,} pairs with IF): {t['overlap']:.3f} "
             f"({t['n_both']:,} shared; TIF keeps {t['n_b']:,}); a random selection of the same size: "
-            f"{_num(t.get('chance'))} (95% range {_num(t.get('null_lo'))}-{_num(t.get('null_hi'))}), "
-            f"lift {_num(t.get('lift'))}, kappa {_num(t.get('kappa'))}, Fisher p {_num(t.get('p_value'), '.3g')}"
+            f"{num(t.get('chance'))} (95% range {num(t.get('null_lo'))}-{num(t.get('null_hi'))}), "
+            f"lift {num(t.get('lift'))}, kappa {num(t.get('kappa'))}, Fisher p {num(t.get('p_value'), '.3g')}"
         )
     if len(d["overlaps"]):
         lines.append("overlap with other selections (|A and B| / min):")
@@ -224,7 +221,7 @@ def format_diagnostics(d: dict) -> str:
         lines.append(
             f"label noise: drops {_pct(nz['noisy_dropped_share'])} of {nz['n_noisy']:,} noisy pairs vs "
             f"{_pct(nz['clean_dropped_share'])} of {nz['n_clean']:,} clean pairs (a random drop of the same "
-            f"size: {_pct(nz.get('chance_dropped_share'))} of each; Fisher p {_num(nz.get('p_value'), '.3g')})"
+            f"size: {_pct(nz.get('chance_dropped_share'))} of each; Fisher p {num(nz.get('p_value'), '.3g')})"
         )
     with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
         if len(d["scores"]):
