@@ -243,7 +243,10 @@ def write_report(state: dict, out: Path) -> None:
     data = c.get("data", "hh")  # runs from before --data existed are HH runs
     ds = DATASETS[data]
     res = {k: v.get("result") for k, v in st.items() if v.get("status") == "done"}
-    others = [f"[{o['title']}]({Path(o['report']).name})" for k, o in DATASETS.items() if k != data]
+    # the other data set's report of the same size: REPRODUCTION_384.md <-> REPRODUCTION_ALPACA_384.md
+    stem = Path(ds["report"]).stem
+    suffix = out.stem[len(stem) :] if out.stem.startswith(stem) else ""
+    others = [f"[{o['title']}]({Path(o['report']).stem}{suffix}.md)" for k, o in DATASETS.items() if k != data]
     L = [
         f"# Reproduction on real data: {ds['title']} with SmolLM2-135M-Instruct",
         "",
