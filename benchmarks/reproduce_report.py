@@ -9,6 +9,8 @@ from pathlib import Path
 
 import _common as C
 
+from prefsift.storage.chance import wilson
+
 CONDITIONS = ("full", "ldirm", "random", "tif")  # downstream training sets
 DATASETS = {  # --data -> the shared file, the report it writes, its wording
     "hh": dict(
@@ -70,13 +72,6 @@ def diagnostics_findings(dg: dict, chk: dict | None, fit_val: dict | None) -> li
             "regime, and says little about LossDiff far from it."
         )
     return out
-
-
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a proportion k/n."""
-    p = k / n
-    centre, half = (p + z * z / (2 * n)), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
 def criteria_rows(ev: dict) -> list[tuple[str, str, str]]:
@@ -246,7 +241,9 @@ def write_report(state: dict, out: Path) -> None:
     # the other data set's report of the same size: REPRODUCTION_384.md <-> REPRODUCTION_ALPACA_384.md
     stem = Path(ds["report"]).stem
     suffix = out.stem[len(stem) :] if out.stem.startswith(stem) else ""
-    others = [f"[{o['title']}]({Path(o['report']).stem}{suffix}.md)" for k, o in DATASETS.items() if k != data]
+    others = [
+        f"[{o['title']}]({Path(o['report']).stem}{suffix}.md)" for k, o in DATASETS.items() if k != data
+    ]
     L = [
         f"# Reproduction on real data: {ds['title']} with SmolLM2-135M-Instruct",
         "",

@@ -298,16 +298,29 @@ def ledger_fig(df: pd.DataFrame, metric: str = "loss") -> go.Figure:
     labels = [
         f"{m} ({s})" if isinstance(s, str) and s else str(m) for m, s in zip(d["model"], d["selection"])
     ]
+    ci = metric == "reward_accuracy" and {"accuracy_lo", "accuracy_hi"} <= set(d)
     fig = go.Figure(
         go.Bar(
             x=labels,
             y=d[metric],
             marker_color=CLEAN,
             text=[f"{v:.4g}" for v in d[metric]],
-            textposition="auto",
+            textposition="inside" if ci else "auto",
+            insidetextanchor="start" if ci else None,  # the value at the bar's foot, clear of its interval
+            # a share of n held-out pairs: its 95% Wilson interval (storage.training.ledger)
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=d["accuracy_hi"] - d[metric],
+                arrayminus=d[metric] - d["accuracy_lo"],
+                color="#757575",
+            )
+            if ci
+            else None,
         )
     )
-    fig.update_layout(title=f"held-out {metric}", height=300, **LAYOUT)
+    title = f"held-out {metric}" + (" (95% intervals)" if ci else "")
+    fig.update_layout(title=title, height=300, **LAYOUT)
     return fig
 
 

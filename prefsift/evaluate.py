@@ -155,6 +155,8 @@ def ledger_text(db, dataset: str) -> str:
         "n_pairs",
         "loss",
         "reward_accuracy",
+        "accuracy_lo",
+        "accuracy_hi",
         "mean_margin",
     ]
     return df[cols].to_string(index=False)

@@ -6,7 +6,8 @@ distribution (n, t, a). Everything here is exact arithmetic on that distribution
 - expected overlap coefficient E|A and T| / min(a, t) = max(a, t) / n (docs/METHOD.md);
 - its 2.5-97.5% range (the null interval a permutation test would estimate);
 - lift = observed / expected overlap, Cohen's kappa of the 2x2 table (0 = chance);
-- one-sided p-value P(|A and T| >= observed): Fisher's exact test of the 2x2 table.
+- one-sided p-value P(|A and T| >= observed): Fisher's exact test of the 2x2 table;
+and the Wilson interval of a proportion (a reward accuracy on n held-out pairs).
 Plain Python (math.lgamma), so the dashboard, the SQL diagnostics and the CLI share it.
 """
 
@@ -81,3 +82,13 @@ def overlap_chance(n: int, a: int, t: int, both: int, level: float = 0.95) -> di
         "kappa": kappa(n, a, t, both),
         "p_value": p_at_least(n, t, a, both),
     }
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% (z = 1.96) Wilson score interval of the proportion k / n; (nan, nan) for n = 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # clipped: at k = 0 (or n) the end is exactly 0 (or 1), which rounding can miss by 1e-17
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))

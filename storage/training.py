@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import duckdb
 import pandas as pd
 
+from prefsift.storage.chance import wilson
 from prefsift.storage.pairs import require_dataset
 
 RUN_STATUSES = ("running", "done", "failed")
@@ -202,7 +203,7 @@ def ledger(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     One row per (model, evaluated split); models that were not trained here (the reference)
     appear with empty training columns, so the baseline sits next to the selections.
     """
-    return con.execute(
+    df = con.execute(
         """
         WITH last_run AS (
             SELECT * FROM training_runs WHERE output_model IS NOT NULL AND status = 'done'
@@ -221,6 +222,14 @@ def ledger(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
         """,
         [dataset],
     ).df()
+    # reward accuracy is a share of n_pairs held-out pairs: its 95% Wilson interval beside it
+    ci = [
+        wilson(a * n, int(n)) if a == a and n == n else (None, None)
+        for a, n in zip(df["reward_accuracy"], df["n_pairs"])
+    ]
+    df.insert(df.columns.get_loc("reward_accuracy") + 1, "accuracy_lo", [c[0] for c in ci])
+    df.insert(df.columns.get_loc("accuracy_lo") + 1, "accuracy_hi", [c[1] for c in ci])
+    return df
 
 
 def summary(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> dict[str, pd.DataFrame]:

@@ -156,4 +156,13 @@ else:
     lc = st.columns(2)
     lc[0].plotly_chart(charts.ledger_fig(ledger, "loss"), key="export_ledger_loss")
     lc[1].plotly_chart(charts.ledger_fig(ledger, "reward_accuracy"), key="export_ledger_acc")
+    n_eval = ledger["n_pairs"].dropna()
+    if len(n_eval):
+        st.caption(
+            f"Reward accuracy with its 95% interval (Wilson) over {int(n_eval.min()):,}"
+            + (f"–{int(n_eval.max()):,}" if n_eval.max() != n_eval.min() else "")
+            + " held-out pairs: two models whose intervals overlap are not shown to differ. Whether a selection beats"
+            " the full data or a random subset of the same size, seeds and pairs paired: the Evidence page's"
+            " experiment."
+        )
     st.dataframe(ledger, hide_index=True, width="stretch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from prefsift.dashboard import charts
 
@@ -154,6 +155,12 @@ def test_progress_and_ledger_and_verdicts():
     fig = charts.ledger_fig(led, "loss")
     assert list(fig.data[0].x) == ["ref", "trained-a (a)"]
     assert len(charts.ledger_fig(pd.DataFrame(), "loss").data) == 0
+    led = led.assign(reward_accuracy=[0.0, 0.75], accuracy_lo=[0.0, 0.6], accuracy_hi=[0.1, 0.85])
+    bars = charts.ledger_fig(led, "reward_accuracy").data[0]
+    assert list(bars.error_y.array) == pytest.approx([0.1, 0.1]) and list(
+        bars.error_y.arrayminus
+    ) == pytest.approx([0.0, 0.15])
+    assert charts.ledger_fig(led, "loss").data[0].error_y.array is None  # no interval for a mean loss
     v = charts.verdict_fig({"both": 5, "a_only": 2, "b_only": 1, "neither": 3}, "A", "B")
     assert list(v.data[0].x) == [5, 2, 1, 3]
 

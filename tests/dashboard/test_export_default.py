@@ -38,3 +38,22 @@ def test_export_opens_on_the_demos_selection_then_on_the_one_saved(demo_db, tmp_
     at.session_state["tune_saved"] = "lossdiff-irm"  # what Tune records when it saves
     at.switch_page("views/export_train.py").run()
     assert at.selectbox(key="export_selection").value == "lossdiff-irm"
+
+
+def test_the_ledger_gives_reward_accuracy_its_interval_on_the_demo(demo_db, monkeypatch):
+    """θ's held-out reward accuracy after `prefsift demo` is a share of a few dozen pairs: the
+    ledger carries its 95% Wilson interval and the page says over how many pairs."""
+    from prefsift.storage import training as T
+    from prefsift.storage.chance import wilson
+
+    with connect(demo_db, read_only=True) as con:
+        led = T.ledger(con, "demo")
+    row = led[led["split"] == "eval"].iloc[0]
+    n, acc = int(row["n_pairs"]), row["reward_accuracy"]
+    assert (row["accuracy_lo"], row["accuracy_hi"]) == pytest.approx(wilson(acc * n, n))
+    assert row["accuracy_lo"] < acc < row["accuracy_hi"] and row["accuracy_hi"] - row["accuracy_lo"] > 0.1
+    monkeypatch.setenv("PREFSIFT_DB", str(demo_db))
+    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    at.switch_page("views/export_train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"95% interval (Wilson) over {n:,}" in c.value for c in at.caption)

@@ -225,3 +225,16 @@ def test_influence_diagnostics_against_numpy_bands_and_the_enumerated_null():
         assert d[f"overlap_{name}"] == pytest.approx((m & tif).sum() / min(m.sum(), tif.sum()))
         assert d[f"chance_{name}"] == pytest.approx(max(m.sum(), tif.sum()) / 500)
     assert d["overlap_lossdiff"] > d["overlap_irm"] and d["p_value_lossdiff"] < 1e-6 < d["p_value_irm"]
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (31, 48), (80, 128), (1, 1)])
+def test_wilson_interval_is_where_the_score_test_stops_rejecting(k, n):
+    """The Wilson interval's ends are the proportions p at which the score test's statistic
+    |k/n - p| / sqrt(p (1 - p) / n) equals 1.96: checked on the defining equation, not a formula."""
+    lo, hi = C.wilson(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1
+    for p in (lo, hi):
+        if 0 < p < 1:
+            assert abs(k / n - p) == pytest.approx(1.96 * math.sqrt(p * (1 - p) / n), rel=1e-9)
+    assert (lo == 0) == (k == 0) and (hi == 1) == (k == n)
+    assert all(math.isnan(v) for v in C.wilson(0, 0))
