@@ -93,12 +93,12 @@ def influence_diagnostics(influence, others: dict, band: tuple[float, float] = (
     out = {"n_pairs": float(np.isfinite(f).sum())}
     for m, v in others.items():
         out[f"pearson_{m}"], out[f"spearman_{m}"] = pearson(f, v), spearman(f, v)
+    keys = {"overlap": "overlap", "n_kept": "n_a", "n_both": "n_both"}
+    keys |= {k: k for k in ("chance", "null_lo", "null_hi", "p_value")}
     for r in band_rows(pd.DataFrame({"if": f, **others}), EvidenceConfig(bands=(tuple(band),))):
         m = r["rule"].replace("-", "_")
-        out["n_tif"] = float(r["n_b"])
-        keys = {"overlap": "overlap", "n_kept": "n_a", "n_both": "n_both", "chance": "chance"}
-        keys |= {k: k for k in ("null_lo", "null_hi", "p_value")}
         out |= {f"{k}_{m}": float("nan") if r[c] is None else r[c] for k, c in keys.items()}
+        out["n_tif"] = float(r["n_b"])  # the same TIF for every rule
     return out
 
 
