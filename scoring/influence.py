@@ -9,7 +9,7 @@ where D_v log pi(y|x) is the derivative of the sequence log-prob along v (see do
 Three interchangeable ways to get D_v, all batched over pairs:
   jvp   forward-mode AD (dual tensors through functional_call), exact, primal for free
   fd    central finite difference in the model's dtype, two forwards, no AD at all
-  grad  explicit per-pair gradients by autograd dotted with v (the slow reference)
+  grad  explicit per-sequence gradients by autograd dotted with v (the slow reference)
 
 Everything here is generic over a `logp_fn(params, batch) -> (2k,)` (sequence log-probs of
 k chosen rows followed by k rejected rows) so the maths does not depend on a model family;
@@ -411,49 +411,3 @@ def stream_directional(
             method, step = "fd", fd_step(params, v)
             f, df = directional_logps(logp_fn, params, v, batch, method=method, step=step)
         yield idx, f, df, method
-
-
-# ---------------------------------------------------------------- pair level
-def batch_influence(
-    logp_fn: LogpFn,
-    params: Params,
-    v: Params,
-    batch: Batch,
-    ref_c: Tensor,
-    ref_r: Tensor,
-    beta: float,
-    method: str = "jvp",
-    step: float | None = None,
-) -> dict[str, Tensor]:
-    """IF for the k pairs of a batch laid out [chosen; rejected] (float64, each (k,)).
-
-    Keys: if, margin, policy_chosen, policy_rejected, d_chosen, d_rejected.
-    """
-    f, df = directional_logps(logp_fn, params, v, batch, method=method, step=step)
-    pc, pr = split_pairs(f)
-    dc, dr = split_pairs(df)
-    m = dpo_margin(pc, pr, ref_c.double(), ref_r.double(), beta)
-    return {
-        "if": influence_from_directional(m, dc, dr, beta),
-        "margin": m,
-        "policy_chosen": pc,
-        "policy_rejected": pr,
-        "d_chosen": dc,
-        "d_rejected": dr,
-    }
-
-
-def pair_gradient_influence(
-    logp_fn: LogpFn, params: Params, v: Params, batch: Batch, ref_c: Tensor, ref_r: Tensor, beta: float
-) -> Tensor:
-    """Independent reference: <v, grad l(d)> with the full DPO loss of each pair differentiated
-    by autograd (no directional-derivative formula involved). Returns IF (k,) float64."""
-    k = batch["input_ids"].shape[0] // 2
-    p = {n: t.detach().requires_grad_(True) for n, t in params.items()}
-    out = []
-    for i in range(k):
-        lp = logp_fn(p, _rows(batch, [i, k + i]))  # (2,)
-        m = dpo_margin(lp[0], lp[1], ref_c[i].to(lp), ref_r[i].to(lp), beta)
-        grads = torch.autograd.grad(F.softplus(-m), list(p.values()), allow_unused=True)
-        out.append(sum((v[n].double() * g.double()).sum() for n, g in zip(p, grads) if g is not None))
-    return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in out])

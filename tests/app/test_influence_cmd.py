@@ -39,6 +39,7 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
     from prefsift.scoring.models import ModelSpec, load_model, load_tokenizer
     from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
     from prefsift.storage import pairs
+    from tests.influence_reference import pair_gradient_influence
 
     code, out = influence(capsys, tiny_db, tiny_model_dir_b, tiny_model_dir)
     assert code == 0, out
@@ -76,7 +77,7 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
     params = I.select_params(pol)
     fn = I.make_logp_fn(pol)
     g, _ = I.validation_gradient(fn, params, [(bv, vc, vr)], len(val), 0.1)
-    expect = I.pair_gradient_influence(fn, params, g, bt, rc, rr, 0.1).numpy()
+    expect = pair_gradient_influence(fn, params, g, bt, rc, rr, 0.1).numpy()
     got = scores.loc[[r["pair_id"] for r in train], "if"].to_numpy()
     assert np.abs(expect).min() > 0
     assert np.linalg.norm(got - expect) / np.linalg.norm(expect) < 1e-4  # float32 run vs float64 reference

@@ -10,6 +10,7 @@ from prefsift.scoring import influence as I
 from prefsift.scoring.logprobs import collate
 from prefsift.scoring.tokenize import TokenizeConfig, tokenize_pairs
 from tests.conftest import TINY_PAIRS, build_tiny_model, build_tiny_tokenizer
+from tests.influence_reference import batch_influence, pair_gradient_influence
 
 BETA = 0.1
 
@@ -75,7 +76,7 @@ def eager64(tok, toks):
     """The float64 eager setup and its per-pair autograd reference, computed once."""
     model = make_model(tok)
     logp_fn, params, g, train, ref_c, ref_r = setup(tok, toks, model)
-    ref = I.pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
+    ref = pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
     return model, logp_fn, params, g, train, ref_c, ref_r, ref
 
 
@@ -85,11 +86,11 @@ def relerr(a, b):
 
 def test_jvp_equals_per_pair_gradients_float64(eager64):
     model, logp_fn, params, g, train, ref_c, ref_r, ref = eager64
-    out = I.batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
+    out = batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
     assert ref.abs().min() > 0  # a real comparison: no influence is trivially zero
     assert relerr(out["if"], ref) < 1e-6
     # The per-sequence-gradient method agrees with the per-pair reference too.
-    grad = I.batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="grad")
+    grad = batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="grad")
     assert relerr(grad["if"], ref) < 1e-6  # eager softmax runs in float32
     # The primal of the JVP is the plain sequence log-prob.
     with torch.no_grad():
@@ -102,7 +103,7 @@ def test_jvp_with_sdpa_math_backend_float64(tok, toks, eager64):
     *_, train, ref_c, ref_r, ref = eager64
     model = make_model(tok, attn="sdpa")
     logp_fn, params, g, train, ref_c, ref_r = setup(tok, toks, model)
-    out = I.batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
+    out = batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
     assert relerr(out["if"], ref) < 1e-6
 
 
@@ -117,7 +118,7 @@ def test_packed_pairs_gval_and_jvp_equal_the_per_pair_gradient_reference_float64
 
     model = make_model(tok, attn=attn)
     logp_fn, params, g, train, ref_c, ref_r = setup(tok, toks, model)  # g_val from padded rows
-    ref = I.pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
+    ref = pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
     # 1. g_val from packed validation pairs, 2 pairs in one row
     vb, vc, vr = val_setup(tok, toks, logp_fn, params)
     ((vidx, vpacked),) = pack_batches(toks[6:], batch_tokens=10_000, row_tokens=10_000)
@@ -131,13 +132,13 @@ def test_packed_pairs_gval_and_jvp_equal_the_per_pair_gradient_reference_float64
     batches = list(pack_batches(toks[:N_TRAIN], batch_tokens=64, row_tokens=64))
     assert len(batches) > 1 and any(b["input_ids"].shape[0] < len(idx) for idx, b in batches)
     for idx, b in batches:
-        out = I.batch_influence(logp_fn, params, g_packed, b, ref_c[idx], ref_r[idx], BETA, method="jvp")
+        out = batch_influence(logp_fn, params, g_packed, b, ref_c[idx], ref_r[idx], BETA, method="jvp")
         got[idx] = out["if"]
     assert ref.abs().min() > 0
     assert np.corrcoef(got.numpy(), ref.numpy())[0, 1] >= 0.999999
     assert relerr(got, ref) < 1e-6
     with pytest.raises(I.InfluenceError, match="padded batches"):  # the row-slicing reference
-        I.batch_influence(logp_fn, params, g, batches[0][1], ref_c, ref_r, BETA, method="grad")
+        batch_influence(logp_fn, params, g, batches[0][1], ref_c, ref_r, BETA, method="grad")
 
 
 def test_finite_differences_float32_vs_float64_reference(tok, eager64):
@@ -145,7 +146,7 @@ def test_finite_differences_float32_vs_float64_reference(tok, eager64):
     model32 = make_model(tok, dtype=torch.float32)
     p32 = I.select_params(model32)
     g32 = {k: t.float() for k, t in g.items()}
-    out = I.batch_influence(I.make_logp_fn(model32), p32, g32, train, ref_c, ref_r, BETA, method="fd")
+    out = batch_influence(I.make_logp_fn(model32), p32, g32, train, ref_c, ref_r, BETA, method="fd")
     assert relerr(out["if"], ref) < 1e-3
 
 
@@ -165,8 +166,8 @@ def test_lora_adapter_params_only(tok, toks):
     logp_fn, params, g, train, ref_c, ref_r = setup(tok, toks, model)
     assert params and all("lora_" in n for n in params)
     assert sum(t.numel() for t in params.values()) < sum(p.numel() for p in model.parameters()) / 5
-    ref = I.pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
-    out = I.batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
+    ref = pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
+    out = batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
     assert relerr(out["if"], ref) < 1e-6
     # Only the adapters moved: the base weights keep their values and get no tangent/grad.
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
@@ -330,6 +331,6 @@ def test_jvp_with_some_linears_frozen_float64(tok, toks):
         )
     vb, vc, vr = val_setup(tok, toks, logp_fn, params)
     g, _ = I.validation_gradient(logp_fn, params, [(vb, vc, vr)], 2, BETA)
-    ref = I.pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
-    out = I.batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
+    ref = pair_gradient_influence(logp_fn, params, g, train, ref_c, ref_r, BETA)
+    out = batch_influence(logp_fn, params, g, train, ref_c, ref_r, BETA, method="jvp")
     assert ref.abs().min() > 0 and relerr(out["if"], ref) < 1e-6
