@@ -1,8 +1,8 @@
-"""How well the cheap scores track exact influence: correlations and selection overlaps.
+"""How well the cheap scores track exact influence: correlations, AUROC and their intervals.
 
 Pure numpy, NaN-aware (a NaN score drops out of correlations). Bands (what a rule keeps) are the
-selection engine's, storage/engine.py; prefsift/evidence.py arranges these numbers beside their
-chance levels.
+selection engine's, storage/engine.py, and their overlaps storage/chance.py's; prefsift/evidence.py
+arranges these numbers beside their chance levels.
 """
 
 from __future__ import annotations
@@ -30,34 +30,16 @@ def pearson(x, y) -> float:
     return float(pearson_rows(x[None], y[None])[0]) if x.size >= 2 else float("nan")
 
 
-def average_ranks(x) -> np.ndarray:
-    """1-based ranks with ties sharing their average rank (scipy.stats.rankdata 'average')."""
-    return average_ranks_rows(_f64(x)[None])[0]
-
-
 def spearman(x, y) -> float:
     """Spearman correlation = Pearson of average ranks (ties averaged), over finite pairs."""
     x, y = _paired(x, y)
     return float(spearman_rows(x[None], y[None])[0]) if x.size >= 2 else float("nan")
 
 
-def overlap(a, b) -> float:
-    """Overlap coefficient |A ∩ B| / min(|A|, |B|) of two boolean masks; NaN if one is empty."""
-    a, b = np.asarray(a, dtype=bool).ravel(), np.asarray(b, dtype=bool).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"length mismatch: {a.size} vs {b.size}")
-    m = min(int(a.sum()), int(b.sum()))
-    return float((a & b).sum() / m) if m else float("nan")
-
-
 # ---------------------------------------------------------------- uncertainty and chance levels
 # docs/METHOD.md "Chance levels": every number comes with the value chance gives and an interval.
 # Bootstrap intervals are percentile intervals over resampled pairs (rows drawn with
 # replacement, jointly for all columns), seeded, so a rerun gives the same interval.
-
-
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -72,7 +54,7 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
 def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0, max_cells: int = 4_000_000):
     """Row indices of `n_boot` resamples of n rows, in blocks of at most `max_cells` indices:
     (b, n) arrays whose concatenation is the same for any block size (one seeded stream)."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     per = max(1, max_cells // max(n, 1))
     for start in range(0, n_boot, per):
         yield rng.integers(0, n, size=(min(per, n_boot - start), n))  # (b, n)
@@ -107,8 +89,8 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def average_ranks_rows(a: np.ndarray) -> np.ndarray:
-    """`average_ranks` of every row of a (b, n) array at once: a run of ties shares the mean of
-    the 1-based positions it spans."""
+    """1-based ranks of every row of a (b, n) array, ties sharing their average rank
+    (scipy.stats.rankdata 'average'): a run of ties shares the mean of the 1-based positions it spans."""
     b, n = a.shape
     order = np.argsort(a, axis=1, kind="mergesort")
     s = np.take_along_axis(a, order, axis=1)
@@ -238,7 +220,7 @@ def arm_bootstrap(
         raise ValueError(f"every arm needs the same eval pairs, got column counts {sorted(shapes)}")
     n = shapes.pop()
     n_seeds = {a: v.shape[0] for a, v in arrays.items()}
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     s_max = max(n_seeds.values())
     rows = rng.integers(0, s_max, size=(n_boot, s_max))  # (B, S) seed draws
     cols = rng.integers(0, n, size=(n_boot, n))  # (B, n) eval-pair draws
