@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -142,12 +142,6 @@ def fingerprint(spec: ModelSpec) -> str:
     if spec.adapter:
         parts["adapter"] = hash_folder(spec.adapter) if _is_local(spec.adapter) else spec.adapter
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def describe(spec: ModelSpec) -> dict:
-    d = asdict(spec)
-    d["fingerprint"] = fingerprint(spec)
-    return d
 
 
 def load_tokenizer(spec: ModelSpec):
