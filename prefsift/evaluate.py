@@ -28,22 +28,6 @@ def _tok_config(lineage: dict, max_length: int | None):
     return TokenizeConfig(max_length=ml, truncation_mode=dpo.get("truncation_mode", "keep_start"))
 
 
-def _logps(db, spec, dataset, split, tok_config, batch_tokens, name, role) -> dict[str, tuple]:
-    from prefsift.score import ensure_logps
-    from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
-
-    run_id = ensure_logps(db, spec, dataset, split, tok_config, batch_tokens, name, role)
-    with connect(db, read_only=True) as con:
-        t = rstore.get_logps(con, run_id)
-    return dict(
-        zip(
-            t.column("pair_id").to_pylist(),
-            zip(t.column("chosen_logp").to_pylist(), t.column("rejected_logp").to_pylist()),
-        )
-    )
-
-
 def pair_margins(
     db,
     model: str,
@@ -59,6 +43,7 @@ def pair_margins(
     """(pair ids sorted, each pair's margin m vs the reference, what was used): the per-pair
     numbers behind `evaluate` (paired comparisons of models need them pair by pair)."""
     from prefsift.models import resolve, resolve_reference
+    from prefsift.score import aligned_logps, ensure_logps
     from prefsift.scoring.metrics import margin
     from prefsift.scoring.models import ModelSpec
     from prefsift.storage import connect
@@ -78,16 +63,16 @@ def pair_margins(
     ref_spec = ModelSpec(path=ref.path, adapter=ref.adapter, dtype=dtype, device=device)
 
     # 1. log-probs of both models (cached by the scoring engine)
-    lp = _logps(db, pol_spec, dataset, split, tok_config, batch_tokens, pol.name or model, None)
-    if ref.model_id == pol.model_id:
-        lr = lp  # the reference against itself: margins are 0, loss log 2
-    else:
-        lr = _logps(db, ref_spec, dataset, split, tok_config, batch_tokens, ref.name or "ref", "reference")
-    ids = sorted(set(lp) & set(lr))
+    pol_run = ensure_logps(db, pol_spec, dataset, split, tok_config, batch_tokens, pol.name or model, None)
+    ref_run = pol_run  # the reference against itself: margins are 0, loss log 2
+    if ref.model_id != pol.model_id:
+        ref_run = ensure_logps(
+            db, ref_spec, dataset, split, tok_config, batch_tokens, ref.name or "ref", "reference"
+        )
+    with connect(db, read_only=True) as con:
+        ids, (pc, pr, rc, rr) = aligned_logps(con, [pol_run, ref_run])
     if not ids:
         raise UserError("no pairs have log-probs under both the model and the reference")
-    pc, pr = np.array([lp[i][0] for i in ids]), np.array([lp[i][1] for i in ids])
-    rc, rr = np.array([lr[i][0] for i in ids]), np.array([lr[i][1] for i in ids])
 
     m = margin(pc, pr, rc, rr, beta)
     used = {"model": pol.name or model, "model_id": pol.model_id, "reference": ref.model_id, "beta": beta}
@@ -109,12 +94,7 @@ def evaluate(db, model: str, dataset: str, split: str = EvaluateConfig.split, **
     loss = float(dpo_loss(m).mean())
     acc = reward_accuracy(m)
     mean_margin = float(m.mean())
-    config = {
-        "beta": beta,
-        "reference": used["reference"],
-        "tokenize": used["tokenize"],
-        "dtype": used["dtype"],
-    }
+    config = {k: used[k] for k in ("beta", "reference", "tokenize", "dtype")}
     with connect(db) as con:
         tstore.save_evaluation(
             con, used["model_id"], dataset, split, len(ids), loss, acc, mean_margin, config

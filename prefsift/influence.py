@@ -19,7 +19,6 @@ merges and commits. The shards, the resume and the g_val cache are those of one 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import pyarrow as pa
 from prefsift.config import InfluenceConfig
 from prefsift.errors import UserError
 from prefsift.progress import Progress
-from prefsift.shards import Dist, durable_replace, read_shards, write_shard
+from prefsift.shards import Dist, durable_replace, read_shards, run_hash, write_shard
 from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
@@ -46,30 +45,6 @@ SHARD_SCHEMA = pa.schema(
         ("method", pa.string()),
     ]
 )
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _records(table: pa.Table) -> list[dict]:
-    """Pairs as tokenize_pairs wants them: conversational fields decoded from their JSON text."""
-    out = []
-    for r in table.to_pylist():
-        conv = r.get("kind") == "conversational"
-        out.append({k: (json.loads(r[k]) if conv else r[k]) for k in ("prompt", "chosen", "rejected")})
-    return out
-
-
-def _ref_logps(con, run_id: str, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from prefsift.storage import runs
-
-    t = runs.get_logps(con, run_id).to_pandas().set_index("pair_id")
-    missing = [p for p in pair_ids if p not in t.index]
-    if missing:
-        raise UserError(f"reference log-prob run {run_id} lacks {len(missing)} pairs (e.g. {missing[0]})")
-    t = t.loc[pair_ids]
-    return t["chosen_logp"].to_numpy(np.float64), t["rejected_logp"].to_numpy(np.float64)
 
 
 def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path, logp_fn, dist: Dist):
@@ -149,7 +124,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
 
     from prefsift.evidence import influence_diagnostics
     from prefsift.models import resolve_model
-    from prefsift.score import ensure_logps
+    from prefsift.score import aligned_logps, ensure_logps, pair_texts
     from prefsift.scoring import influence as I
     from prefsift.scoring import metrics
     from prefsift.scoring.logprobs import pair_batches
@@ -206,8 +181,8 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         )
     train_ids = train_t.column("pair_id").to_pylist()
     with connect(db, read_only=True) as con:
-        rc, rr = _ref_logps(con, ref_train, train_ids)
-        vref = _ref_logps(con, ref_val, val_t.column("pair_id").to_pylist())
+        rc, rr = aligned_logps(con, [ref_train], train_ids)[1]
+        vref = aligned_logps(con, [ref_val], val_t.column("pair_id").to_pylist())[1]
 
     # 3. the policy and its query vector
     tok = load_tokenizer(pol_spec)
@@ -222,23 +197,24 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         "beta": cfg.beta,
         "tokenize": tok_cfg.to_dict(),
         "tokenizer": tokenizer_signature(tok),
-        "params": _hash(sorted(params)),
+        "params": run_hash(sorted(params)),
         "regex": cfg.params,
         "dtype": cfg.dtype,
         "fully_truncated": "dropped",  # g_val of the pairs TRL trains on (earlier runs kept them)
     }
     if cfg.precondition:
         gkey.update(precondition=cfg.precondition, damping=cfg.damping, cg_iters=cfg.cg_iters)
-    gval_id = "gval-" + _hash(gkey)
+    gval_id = "gval-" + run_hash(gkey)
+    val_records = [pair_texts(r) for r in val_t.to_pylist()]
     g, val_loss, g_cached = _gval(
-        cfg, model, params, tok, _records(val_t), vref, gkey, runs_dir(db) / gval_id, logp_fn, dist
+        cfg, model, params, tok, val_records, vref, gkey, runs_dir(db) / gval_id, logp_fn, dist
     )
 
     # 4. directional derivatives of every training sequence, streamed to shards
     run_key = {"gval": gval_id, "train": train_hash, "ref_run": ref_train, "method": cfg.method}
     if cfg.method == "fd":
         run_key["fd_rel_step"] = cfg.fd_rel_step
-    run_id = "if-" + _hash(run_key)
+    run_id = "if-" + run_hash(run_key)
     folder = runs_dir(db) / run_id
     if dist.main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -248,7 +224,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     done_keys = (
         set(zip(done.column("pair_id").to_pylist(), done.column("side").to_pylist())) if done else set()
     )
-    toks = tokenize_pairs(tok, _records(train_t), tok_cfg)
+    toks = tokenize_pairs(tok, [pair_texts(r) for r in train_t.to_pylist()], tok_cfg)
     # a pair is redone unless both of its sides are in the shards
     todo = [i for i, pid in enumerate(train_ids) if not {(pid, "chosen"), (pid, "rejected")} <= done_keys]
     n_seqs, n_resumed = 2 * len(train_ids), 2 * (len(train_ids) - len(todo))

@@ -21,7 +21,6 @@ rank 0 waits for all, merges and commits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from prefsift.config import ScoreConfig
 from prefsift.errors import UserError
 from prefsift.scoring.models import ModelSpec, fingerprint
 from prefsift.scoring.tokenize import TokenizeConfig
-from prefsift.shards import Dist, read_shards, write_shard
+from prefsift.shards import Dist, read_shards, run_hash, write_shard
 from prefsift.storage.paths import runs_dir
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,13 @@ SHARD_PAIRS = 64  # pairs per shard: at most this much work is lost to a crash
 
 
 # ---------------------------------------------------------------- log-prob runs
+def pair_texts(row: dict) -> dict:
+    """A stored pair's prompt, chosen and rejected as `tokenize_pairs` takes them: a conversational
+    pair's fields decoded from their JSON text."""
+    conv = row.get("kind") == "conversational"
+    return {k: json.loads(row[k]) if conv else row[k] for k in ("prompt", "chosen", "rejected")}
+
+
 def _read_pairs(db, dataset: str, split: str | None) -> tuple[list[dict], str]:
     from prefsift.storage import connect, pairs
 
@@ -53,12 +59,7 @@ def _read_pairs(db, dataset: str, split: str | None) -> tuple[list[dict], str]:
             con, dataset, split=split, columns=("pair_id", "kind", "prompt", "chosen", "rejected")
         )
         chash = pairs.content_hash(con, dataset, split)
-    rows = table.to_pylist()
-    for r in rows:
-        if r["kind"] == "conversational":
-            for k in ("prompt", "chosen", "rejected"):
-                r[k] = json.loads(r[k])
-    return rows, chash
+    return [{"pair_id": r["pair_id"], **pair_texts(r)} for r in table.to_pylist()], chash
 
 
 def logp_run_key(
@@ -81,8 +82,7 @@ def logp_run_key(
         "tokenizer": tok_sig,
         "version": LOGP_VERSION,
     }
-    run_id = "lp-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    return run_id, config
+    return "lp-" + run_hash(config), config
 
 
 def _compute(
@@ -241,20 +241,24 @@ def _register(con, db, spec: ModelSpec, model_id: str, name: str | None, role: s
 
 
 # ---------------------------------------------------------------- scores
-def _aligned(con, run_ids: list[str]) -> tuple[list[str], list[np.ndarray]]:
-    """pair_ids present in every run, and (chosen, rejected) arrays of each run aligned on them."""
+def aligned_logps(
+    con, run_ids: list[str], pair_ids: list[str] | None = None
+) -> tuple[list[str], list[np.ndarray]]:
+    """`pair_ids` (default: those in every run, sorted) and each run's chosen and rejected log-probs
+    aligned on them, float64: [chosen of run 0, rejected of run 0, chosen of run 1, ...]."""
     from prefsift.storage import runs
 
     frames = [runs.get_logps(con, r).to_pandas().set_index("pair_id") for r in run_ids]
-    common = frames[0].index
-    for f in frames[1:]:
-        common = common.intersection(f.index)
-    common = common.sort_values()
+    if pair_ids is None:
+        pair_ids = sorted(set.intersection(*(set(f.index) for f in frames)))
     arrays = []
-    for f in frames:
-        f = f.loc[common]
+    for run_id, f in zip(run_ids, frames):
+        missing = [p for p in pair_ids if p not in f.index]
+        if missing:
+            raise UserError(f"log-prob run {run_id} lacks {len(missing)} pairs (e.g. {missing[0]})")
+        f = f.loc[pair_ids]
         arrays += [f["chosen_logp"].to_numpy(np.float64), f["rejected_logp"].to_numpy(np.float64)]
-    return list(common), arrays
+    return pair_ids, arrays
 
 
 def score_dataset(
@@ -298,7 +302,7 @@ def score_dataset(
             "split": split,
             "version": SCORE_VERSION,
         }
-        return "sc-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16], cfg
+        return "sc-" + run_hash(cfg), cfg
 
     out = {m: key(m)[0] for m in wanted}
     if not Dist().main:
@@ -308,7 +312,7 @@ def score_dataset(
         if not todo:
             return out
         logp_runs = [ref_run, pol_run] + ([val_run] if val_run else [])
-        pair_ids, arr = _aligned(con, logp_runs)
+        pair_ids, arr = aligned_logps(con, logp_runs)
         dropped = runs.fully_truncated_pairs(con, logp_runs)
     # Pairs with no response token left (the prompt filled max_length) score 0 by construction:
     # they would sit mid-band and be kept by every middle-band rule. TRL drops them; so do we.

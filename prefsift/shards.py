@@ -7,6 +7,8 @@ absent after a crash or a power cut. Reading merges all shards and keeps one row
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -16,6 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefsift.scoring.models import ModelSpec
+
+
+def run_hash(key) -> str:
+    """A run's id from everything that changes its numbers: sha256 of the sorted JSON, 16 hex digits."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Dist:
