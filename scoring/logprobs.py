@@ -147,26 +147,6 @@ class _LogpModule(torch.nn.Module):
         return sequence_logps(self.m, batch)
 
 
-def _completion_token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the counted completion tokens (N,), their row (N,)) in row-major order."""
-    input_ids, attn, comp = batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool()
-    tgt_mask = comp[:, 1:]  # (B, T-1): token t+1 is predicted from position t
-    row = (
-        torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(tgt_mask)[tgt_mask]
-    )  # (N,)
-    targets = input_ids[:, 1:][tgt_mask]  # (N,)
-    backbone, head = backbone_and_head(model)
-    if backbone is None:  # unusual architecture: plain forward, logits for every position
-        logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids(attn)).logits
-        logp = torch.log_softmax(logits[:, :-1][tgt_mask].to(out_dtype(logits.dtype)), dim=-1)  # (N, V)
-        return logp.gather(1, targets.unsqueeze(1)).squeeze(1), row
-    hidden = backbone(
-        input_ids=input_ids, attention_mask=attn, position_ids=position_ids(attn), use_cache=False
-    ).last_hidden_state  # (B, T, H)
-    h = hidden[:, :-1][tgt_mask]  # (N, H): only the positions that predict a counted token
-    return token_logps(head, h, targets, causal_lm(model).config), row
-
-
 def packed_supported(model) -> bool:
     """Whether `model` computes a packed batch exactly: its attention takes a ready 4D mask
     (eager or SDPA), it takes position ids, and no sliding window could cut a packed row."""
@@ -191,33 +171,28 @@ def _model_mask(lm, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     )
 
 
-def _packed_token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the counted tokens (N,), their output sequence (N,)) of a packed batch."""
-    ids, pos, targets = batch["input_ids"], batch["position_ids"], batch["target_ids"]
-    lm = causal_lm(model)
-    backbone, head = backbone_and_head(model)
-    dtype = lm.get_input_embeddings().weight.dtype
-    mask = _model_mask(lm, batch["attention_mask"], dtype)
-    if backbone is None:  # unusual architecture: full logits, then the counted positions
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits  # (B, T, V)
-        rows = logits.reshape(-1, logits.shape[-1])[batch["target_pos"]].to(out_dtype(logits.dtype))
-        tok = torch.log_softmax(rows, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        return tok, batch["target_out"]
-    hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-    h = hidden.reshape(-1, hidden.shape[-1])[batch["target_pos"]]  # (N, H)
-    return token_logps(head, h, targets, lm.config), batch["target_out"]
-
-
 def _token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs of the counted tokens (N,), their output sequence (N,)) of a packed batch or of
     padded rows; a sequence's tokens come in the order of its positions."""
-    if "target_pos" in batch:
-        return _packed_token_logps(model, batch)
-    return _completion_token_logps(model, batch)
-
-
-def _n_out(batch: dict) -> int:
-    return batch["n_out"] if "target_pos" in batch else batch["input_ids"].shape[0]
+    ids = batch["input_ids"]
+    lm = causal_lm(model)
+    if "target_pos" in batch:  # packed: flat positions, targets and outputs come with the batch
+        pos, where = batch["position_ids"], batch["target_pos"]
+        targets, out = batch["target_ids"], batch["target_out"]
+        mask = _model_mask(lm, batch["attention_mask"], lm.get_input_embeddings().weight.dtype)
+    else:  # padded rows: a counted token t + 1 of row b is predicted from position t
+        mask = batch["attention_mask"]
+        pos = position_ids(mask)
+        b, t = batch["completion_mask"].bool()[:, 1:].nonzero(as_tuple=True)  # (N,) each, row-major
+        where, targets, out = b * ids.shape[1] + t, ids[b, t + 1], b
+    backbone, head = backbone_and_head(model)
+    if backbone is None:  # unusual architecture: full logits, then the counted positions
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits  # (B, T, V)
+        rows = logits.reshape(-1, logits.shape[-1])[where].to(out_dtype(logits.dtype))
+        return torch.log_softmax(rows, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1), out
+    hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    h = hidden.reshape(-1, hidden.shape[-1])[where]  # (N, H): the positions predicting a counted token
+    return token_logps(head, h, targets, lm.config), out
 
 
 def sequence_logps(model, batch: dict, params: dict | None = None) -> torch.Tensor:
@@ -233,7 +208,8 @@ def sequence_logps(model, batch: dict, params: dict | None = None) -> torch.Tens
             wrapped, {f"m.{k}": v for k, v in params.items()}, (batch,), strict=False
         )
     tok, row = _token_logps(model, batch)
-    return torch.zeros(_n_out(batch), dtype=tok.dtype, device=tok.device).index_add(0, row, tok)
+    n_out = batch["n_out"] if "target_pos" in batch else batch["input_ids"].shape[0]
+    return torch.zeros(n_out, dtype=tok.dtype, device=tok.device).index_add(0, row, tok)
 
 
 # ---------------------------------------------------------------- the fast path

@@ -125,6 +125,23 @@ def test_packed_equals_padded_per_pair_float64(tok_and_model64, tiny_pairs, conf
         assert packed_tokens(tp, 96, 48) < padded_work
 
 
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_full_logits_fallback_equals_the_head_at_counted_positions(
+    tok_and_model64, tiny_pairs, layout, monkeypatch
+):
+    """A model whose backbone and LM head cannot be told apart runs a plain forward (full logits):
+    the same numbers as the head applied at the counted positions only."""
+    from prefsift.scoring import logprobs
+
+    tok, model = tok_and_model64
+    tp, ref_c, ref_r = naive_reference(tok, model, tiny_pairs + EXTRA, None)
+    fast = pair_logps(model, tp, tok.pad_token_id, batch_tokens=64, layout=layout, row_tokens=48)
+    monkeypatch.setattr(logprobs, "backbone_and_head", lambda m: (None, None))
+    full = pair_logps(model, tp, tok.pad_token_id, batch_tokens=64, layout=layout, row_tokens=48)
+    for key, ref in (("chosen_logp", ref_c), ("rejected_logp", ref_r)):
+        assert np.abs(full[key] - fast[key]).max() < 1e-9 and np.abs(full[key] - ref).max() < 1e-6
+
+
 def naive_token_logps(model, prompt: list[int], completion: list[int]) -> np.ndarray:
     """Each counted completion token's log-prob: one sequence, full logits, float64 log-softmax."""
     ids = torch.tensor([prompt + completion])
