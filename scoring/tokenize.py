@@ -101,12 +101,7 @@ def _is_conversational(value) -> bool:
 
 
 def _common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    return next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _truncate(
@@ -172,11 +167,7 @@ def tokenize_pairs(tokenizer, pairs: list[dict], config: TokenizeConfig | None =
         if not c:
             continue
         p = pairs[i]
-        if not (
-            _is_conversational(p["prompt"])
-            and _is_conversational(p["chosen"])
-            and _is_conversational(p["rejected"])
-        ):
+        if not all(_is_conversational(p[k]) for k in ("prompt", "chosen", "rejected")):
             raise TokenizationError(f"pair {i}: mixes conversational (message list) and plain-string fields")
         try:
             triples[i] = (
