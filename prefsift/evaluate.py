@@ -20,14 +20,6 @@ from prefsift.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def _tok_config(lineage: dict, max_length: int | None):
-    from prefsift.scoring.tokenize import TokenizeConfig
-
-    dpo = (lineage.get("config") or {}).get("dpo") or {}
-    ml = max_length if max_length is not None else dpo.get("max_length", 1024)
-    return TokenizeConfig(max_length=ml, truncation_mode=dpo.get("truncation_mode", "keep_start"))
-
-
 def pair_margins(
     db,
     model: str,
@@ -46,6 +38,7 @@ def pair_margins(
     from prefsift.score import aligned_logps, ensure_logps
     from prefsift.scoring.metrics import margin
     from prefsift.scoring.models import ModelSpec
+    from prefsift.scoring.tokenize import TokenizeConfig
     from prefsift.storage import connect
     from prefsift.storage import pairs as pstore
 
@@ -55,10 +48,13 @@ def pair_margins(
         raise UserError(f"dataset {dataset!r} has no {split!r} pairs (run `prefsift split` or pass --split)")
     pol = resolve(db, model)
     ref = resolve(db, reference) if reference else resolve_reference(db, pol)
-    lineage = pol.lineage
+    dpo = (pol.lineage.get("config") or {}).get("dpo") or {}  # how the model was trained
     if beta is None:
-        beta = float(((lineage.get("config") or {}).get("dpo") or {}).get("beta", 0.1))
-    tok_config = _tok_config(lineage, max_length)
+        beta = float(dpo.get("beta", 0.1))
+    tok_config = TokenizeConfig(
+        max_length=max_length if max_length is not None else dpo.get("max_length", 1024),
+        truncation_mode=dpo.get("truncation_mode", "keep_start"),
+    )
     pol_spec = ModelSpec(path=pol.path, adapter=pol.adapter, dtype=dtype, device=device)
     ref_spec = ModelSpec(path=ref.path, adapter=ref.adapter, dtype=dtype, device=device)
 

@@ -42,10 +42,6 @@ BLOCK_M = 64
 BLOCK_N = 64
 
 
-def triton_available() -> bool:
-    return triton is not None
-
-
 if triton is not None:
 
     @triton.jit

@@ -16,7 +16,7 @@ from prefsift.scoring import attention_jvp as A
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(
-        not (A.triton_available() and torch.cuda.is_available()), reason="needs Triton and a CUDA device"
+        not (A.triton is not None and torch.cuda.is_available()), reason="needs Triton and a CUDA device"
     ),
 ]
 
