@@ -55,9 +55,7 @@ class Dist:
         import torch
         import torch.distributed as td
 
-        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
-        dev = self.state.device
-        flat = flat.to(dev)
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).to(self.state.device)
         td.all_reduce(flat, op=td.ReduceOp.SUM)
         out, at = [], 0
         for t in tensors:
