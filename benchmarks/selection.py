@@ -110,11 +110,11 @@ def main() -> None:
 
     load0 = C.load()
     from prefsift.storage import engine, explore
-    from prefsift.storage.selections import delete_selection
 
     if args.reuse and db.exists():
         with connect(db) as con:  # a clean start: no selection
-            delete_selection(con, "ld")
+            con.execute("DELETE FROM selection_members WHERE selection = 'ld'")
+            con.execute("DELETE FROM selections WHERE name = 'ld'")
             n = con.execute("SELECT count(*) FROM pairs WHERE dataset = 'big'").fetchall()[0][0]
         report(f"- reused the database of an earlier run ({n:,} pairs + 3 score runs)")
     else:

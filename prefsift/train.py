@@ -52,10 +52,10 @@ def selection_dataset(db, selection: str) -> str:
 
 def has_split(db, dataset: str, split: str) -> bool:
     from prefsift.storage import connect
-    from prefsift.storage import training as tstore
+    from prefsift.storage.pairs import count_pairs
 
     with connect(db, read_only=True) as con:
-        return tstore.split_counts(con, dataset).get(split, 0) > 0
+        return count_pairs(con, dataset, split) > 0
 
 
 def inherit_beta(db, policy: str, cfg: TrainConfig) -> TrainConfig:

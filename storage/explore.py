@@ -2,7 +2,7 @@
 
 The interactive, whole-dataset queries (sample, bins, ranks, tuning) run on an in-memory
 `Snapshot` (storage/explore_snapshot.py); what is here touches few rows of the database
-file: listings, one page of text previews, one pair's scores, annotations and fates.
+file: listings, one page of text previews, one pair's neighbours, annotation and fates.
 Every user value is a bound parameter; table names come from a whitelist.
 """
 
@@ -143,16 +143,6 @@ def previews(
     return got
 
 
-def pair_scores(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd.DataFrame:
-    """Every score of one pair: run_id, metric, policy, value, created_at (percentiles: Snapshot.percentile)."""
-    df = con.execute(
-        "SELECT r.run_id, r.metric, r.config, s.value, r.created_at FROM scores s JOIN score_runs r USING (run_id) "
-        "WHERE r.dataset = ? AND s.pair_id = ? ORDER BY r.metric, r.created_at",
-        [dataset, pair_id],
-    ).df()
-    return _with_policy(con, df).drop(columns=["config"])
-
-
 def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd.DataFrame:
     """What each saved selection of the dataset did with this pair: 'kept', 'dropped', or 'not in
     this selection's split' (a rule only ever considers the pairs of its split)."""
@@ -178,12 +168,6 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
 
 
 get_annotation = ann.effective_one  # the pair's effective decision (several annotators, one policy)
-
-
-def list_annotations(con: duckdb.DuckDBPyConnection, dataset: str, forced_only: bool = False) -> pd.DataFrame:
-    """The effective decisions of a dataset (only those forcing keep/drop with `forced_only`)."""
-    df = ann.effective(con, dataset)
-    return df[df["force"].isin(["keep", "drop"])].reset_index(drop=True) if forced_only else df
 
 
 def save_annotation(

@@ -222,12 +222,3 @@ def export_selection(
         [export_id, selection, manifest["path"], fmt, int(n_rows), digest, json.dumps(manifest, default=str)],
     )
     return {**manifest, "export_id": export_id, "manifest_path": str(man_path)}
-
-
-def list_exports(con: duckdb.DuckDBPyConnection, selection: str | None = None):
-    where, params = ("WHERE selection = ?", [selection]) if selection else ("", [])
-    return con.execute(
-        f"SELECT export_id, selection, path, format, n_rows, sha256, created_at FROM exports {where} "
-        "ORDER BY created_at",
-        params,
-    ).df()

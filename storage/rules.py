@@ -37,8 +37,18 @@ def _fmt(x: float) -> str:
     return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
 
 
+class _Rule:
+    """What every rule offers: its dict form and the metrics it reads (a leaf reads `metric`)."""
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
 @dataclass(frozen=True)
-class Band:
+class Band(_Rule):
     """Keep pairs whose `metric` lies in [lo, hi]: percentiles of the pool, or absolute values."""
 
     metric: str
@@ -60,19 +70,13 @@ class Band:
         if self.mode == "percentile" and not (0 <= self.lo and self.hi <= 100):
             raise RuleError(f"percentile band {self.metric}:{self.lo}-{self.hi} must lie within 0-100")
 
-    def metrics(self) -> tuple[str, ...]:
-        return (self.metric,)
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
     def to_text(self) -> str:
         v = "v" if self.mode == "value" else ""
         return f"{self.metric}:{v}{_fmt(self.lo)}-{_fmt(self.hi)}"
 
 
 @dataclass(frozen=True)
-class Top:
+class Top(_Rule):
     """Keep the k pairs with the largest (or, largest=False, smallest) `metric`."""
 
     metric: str
@@ -85,18 +89,12 @@ class Top:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 0:
             raise RuleError(f"top-k needs a whole number k >= 0, got {self.k!r}")
 
-    def metrics(self) -> tuple[str, ...]:
-        return (self.metric,)
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
     def to_text(self) -> str:
         return f"{'top' if self.largest else 'bottom'}:{self.metric}:{self.k}"
 
 
 @dataclass(frozen=True)
-class RandomFraction:
+class RandomFraction(_Rule):
     """The seeded random baseline: round(fraction * n) pairs, chosen by md5(pair_id, seed)."""
 
     fraction: float
@@ -113,15 +111,12 @@ class RandomFraction:
     def metrics(self) -> tuple[str, ...]:
         return ()
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
     def to_text(self) -> str:
         return f"random:{_fmt(self.fraction)}:seed={self.seed}"
 
 
 @dataclass(frozen=True)
-class Intersect:
+class Intersect(_Rule):
     """Keep the pairs that every part keeps (LossDiff-IRM = lossdiff band AND irm band)."""
 
     rules: tuple = field(default_factory=tuple)
@@ -142,9 +137,6 @@ class Intersect:
             out += [m for m in r.metrics() if m not in out]
         return tuple(out)
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
     def to_text(self) -> str:
         return " & ".join(r.to_text() for r in self.rules)
 
@@ -153,7 +145,6 @@ Rule = Band | Top | RandomFraction | Intersect
 
 # The paper's rule with this project's default bands (docs/METHOD.md: 10-90 each, [ours]).
 DEFAULT_RULE = Intersect((Band("lossdiff", 10, 90), Band("irm", 10, 90)))
-DEFAULT_RULE_TEXT = DEFAULT_RULE.to_text()
 # The TIF selection: the stored 0/1 `tif` metric (else a middle band of `if`, storage/diagnose.py).
 TIF_FLAG_RULE = Band("tif", 1, 1, mode="value")
 

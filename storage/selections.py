@@ -163,16 +163,6 @@ def list_selections(con: duckdb.DuckDBPyConnection, dataset: str | None = None) 
     return df
 
 
-def delete_selection(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Delete a selection and its members; False when there was none."""
-    if not selection_exists(con, name):
-        return False
-    with transaction(con):
-        con.execute("DELETE FROM selection_members WHERE selection = ?", [name])
-        con.execute("DELETE FROM selections WHERE name = ?", [name])
-    return True
-
-
 def overlap(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dict:
     """Overlap coefficient |A and B| / min(|A|, |B|) (the paper's measure) and Jaccard."""
     get_selection(con, a)
@@ -199,8 +189,3 @@ def overlap_counts(n_a: int, n_b: int, n_ab: int) -> dict:
         "overlap": n_ab / small if small else 0.0,
         "jaccard": n_ab / union if union else 0.0,
     }
-
-
-def summary(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> dict[str, pd.DataFrame]:
-    """Picked up by `prefsift info`."""
-    return {"selections": list_selections(con, dataset)}

@@ -42,13 +42,6 @@ def get_split_record(con: duckdb.DuckDBPyConnection, dataset: str) -> dict | Non
     return get_dataset_config(con, dataset).get("splits")
 
 
-def split_counts(con: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, int]:
-    rows = con.execute(
-        "SELECT split, count(*) FROM pairs WHERE dataset = ? GROUP BY split", [dataset]
-    ).fetchall()
-    return {s: int(n) for s, n in rows}
-
-
 # ---------------------------------------------------------------- training runs
 def start_run(
     con: duckdb.DuckDBPyConnection,
@@ -230,8 +223,3 @@ def ledger(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
     df.insert(df.columns.get_loc("reward_accuracy") + 1, "accuracy_lo", [c[0] for c in ci])
     df.insert(df.columns.get_loc("accuracy_lo") + 1, "accuracy_hi", [c[1] for c in ci])
     return df
-
-
-def summary(con: duckdb.DuckDBPyConnection, dataset: str | None = None) -> dict[str, pd.DataFrame]:
-    """Picked up by `prefsift info`."""
-    return {"training_runs": list_runs(con, dataset), "evaluations": get_evaluations(con, dataset)}

@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def _tables(con, dataset):
-    from prefsift.storage import pairs, runs
+    from prefsift.storage import pairs, runs, selections, training
 
     out = {
         "datasets": pairs.list_datasets(con),
@@ -24,16 +24,12 @@ def _tables(con, dataset):
         "models": runs.list_models(con),
         "logp_runs": runs.list_logp_runs(con, dataset),
         "score_runs": runs.list_score_runs(con, dataset),
+        "selections": selections.list_selections(con, dataset),
+        "training_runs": training.list_runs(con, dataset),
+        "evaluations": training.get_evaluations(con, dataset),
     }
     if dataset:
         out["datasets"] = out["datasets"][out["datasets"]["name"] == dataset]
-    for extra in ("selections", "training"):
-        try:
-            mod = __import__(f"prefsift.storage.{extra}", fromlist=["summary"])
-        except ImportError:
-            continue
-        if hasattr(mod, "summary"):
-            out.update(mod.summary(con, dataset))
     return out
 
 

@@ -260,7 +260,7 @@ def test_file_queries(seeded):
         pid = seeded["pair_ids"][5]
         explore.save_annotation(con, ds, pid, "noisy label", "swapped?", "drop")
         assert explore.get_annotation(con, ds, pid)["force"] == "drop"
-        assert list(explore.list_annotations(con, ds, forced_only=True)["pair_id"]) == [pid]
+        assert engine.forced_annotations(con, ds) == {pid: "drop"}
         explore.save_annotation(con, ds, pid, None, None, None)
         assert explore.get_annotation(con, ds, pid) is None
         with pytest.raises(ValueError):
@@ -269,8 +269,6 @@ def test_file_queries(seeded):
         fates = explore.pair_fates(con, ds, pid)
         kept = pid in member_ids(con, "fate-test")
         assert fates.set_index("selection").loc["fate-test", "kept"] == kept
-        sc = explore.pair_scores(con, ds, pid)
-        assert len(sc) == len(seeded["runs"])
         with pytest.raises(ValueError):
             explore.overview_table(con, "pairs; DROP TABLE pairs")
         assert len(explore.overview_table(con, "selections", ds)) >= 1

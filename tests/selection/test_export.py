@@ -10,7 +10,7 @@ import pytest
 
 from prefsift.storage import connect
 from prefsift.storage import rules as R
-from prefsift.storage.exports import ExportError, export_selection, list_exports, manifest_path
+from prefsift.storage.exports import ExportError, export_selection, manifest_path
 from prefsift.storage.selections import create_selection, member_ids
 
 from .conftest import seed_db
@@ -47,7 +47,7 @@ def test_standard_export_rows_manifest_and_load(syn, tmp_path, fmt):
     n = int(sorted(ids)[0][1:])
     assert ds["chosen"][i].startswith(f"good answer {n} ")
     with connect(syn["db"]) as con:
-        assert len(list_exports(con, "ld")) == 1
+        assert con.execute("SELECT count(*) FROM exports WHERE selection = 'ld'").fetchone()[0] == 1
 
 
 def test_conversational_export_is_message_lists(db_path, tmp_path):

@@ -13,13 +13,11 @@ from prefsift.storage.errors import NotFound
 from prefsift.storage.selections import (
     SelectionExists,
     create_selection,
-    delete_selection,
     get_selection,
     list_selections,
     member_ids,
     overlap,
     save_selection,
-    summary,
 )
 
 
@@ -28,10 +26,10 @@ def _ids(con, name):
     return set(member_ids(con, name))
 
 
-def test_create_get_list_delete(syn):
+def test_create_get_list_replace(syn):
     with connect(syn["db"]) as con:
         sel = create_selection(con, "ld", "syn")
-        assert sel["rule_text"] == R.DEFAULT_RULE_TEXT and sel["split"] == "train"
+        assert sel["rule_text"] == R.DEFAULT_RULE.to_text() and sel["split"] == "train"
         assert sel["score_runs"] == {"lossdiff": "syn-lossdiff", "irm": "syn-irm"}
         assert set(sel["resolved"]["thresholds"]) == {"lossdiff:10-90", "irm:10-90"}
         assert sel["n_kept"] == len(_ids(con, "ld")) and sel["n_total"] == 180
@@ -42,11 +40,11 @@ def test_create_get_list_delete(syn):
         assert get_selection(con, "ld")["rule_text"] == "random:0.5:seed=0"
         df = list_selections(con, "syn")
         assert list(df["name"]) == ["ld"] and df["rule"][0] == "random:0.5:seed=0"
-        assert list(summary(con, "syn")) == ["selections"]
-        assert delete_selection(con, "ld") and not delete_selection(con, "ld")
+        # replacing kept only the new members
+        n = con.execute("SELECT count(*) FROM selection_members").fetchone()[0]
+        assert n == get_selection(con, "ld")["n_kept"] == len(_ids(con, "ld"))
         with pytest.raises(NotFound):
-            get_selection(con, "ld")
-        assert con.execute("SELECT count(*) FROM selection_members").fetchone()[0] == 0
+            get_selection(con, "nope")
         with pytest.raises(Exception, match="bad selection name"):
             create_selection(con, "../x", "syn")
 

@@ -1,4 +1,4 @@
-"""storage/training.py: run lifecycle, metric upserts, evaluations, ledger, info summary."""
+"""storage/training.py: run lifecycle, metric upserts, evaluations, ledger, evaluations."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ def test_ledger_joins_runs_selections_evaluations(split_db):
         tstore.save_evaluation(con, "ref1", "tiny", "eval", 4, math.log(2), 0.0, 0.0, {})
         tstore.save_evaluation(con, "m1", "tiny", "eval", 4, 0.5, 1.0, 0.3, {})  # re-evaluation replaces
         led = tstore.ledger(con, "tiny")
-        out = tstore.summary(con, "tiny")
+        evaluations = tstore.get_evaluations(con, "tiny")
     assert list(led["model"]) == ["trained-half", "ref"]
     row = led.iloc[0]
     assert (row["selection"], row["n_kept"], row["loss"], row["reward_accuracy"]) == ("half", 4, 0.5, 1.0)
     assert led.iloc[1]["selection"] is None or led.iloc[1]["selection"] != led.iloc[1]["selection"]
-    assert set(out) == {"training_runs", "evaluations"} and len(out["evaluations"]) == 2
+    assert len(evaluations) == 2
