@@ -92,7 +92,6 @@ WRITE_BUSY = object()  # what `write` returns when the database stayed busy
 ANNOTATOR_WRITES: set[Callable] = {
     annotations.save_decision,
     annotations.withdraw_decision,
-    explore.save_annotation,
 }
 
 

@@ -159,12 +159,10 @@ def calibrate(con, dataset: str, cfg: CalibrationConfig, runs: dict | None = Non
     res = engine.evaluate_on(snap, rule, runs, cfg.split, with_annotations=False).result
     out.update(rule=rule.to_text(), runs=runs, rule_n_kept=res.n_kept, rule_fraction=res.fraction)
     # The chosen rule as if fixed in advance: exact chance level, null range, kappa, Fisher's p.
-    from prefsift.storage.chance import overlap_chance
+    from prefsift.storage.chance import CHANCE_KEYS, overlap_chance
 
     fixed = overlap_chance(out["n_if"], out["n_kept_with_if"], out["n_tif"], out["n_both"])
-    out["fixed_rule_chance"] = {
-        k: fixed[k] for k in ("chance", "null_lo", "null_hi", "lift", "kappa", "p_value")
-    }
+    out["fixed_rule_chance"] = {k: fixed[k] for k in CHANCE_KEYS}
     return out
 
 

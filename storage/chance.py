@@ -56,20 +56,16 @@ def kappa(n: int, a: int, t: int, both: int) -> float:
     return (p_o - p_e) / (1 - p_e) if p_e < 1 else float("nan")
 
 
+# What overlap_chance adds to the counts: the chance level, its null range, lift, kappa, Fisher's p.
+CHANCE_KEYS = ("chance", "null_lo", "null_hi", "lift", "kappa", "p_value")
+
+
 def overlap_chance(n: int, a: int, t: int, both: int, level: float = 0.95) -> dict:
     """The overlap |A and T| / min(a, t) of A with T, beside what a random A of size a gets."""
     small = min(a, t)
     out = {"n": n, "n_a": a, "n_b": t, "n_both": both, "overlap": both / small if small else float("nan")}
     if n == 0 or small == 0:
-        return {
-            **out,
-            "chance": float("nan"),
-            "null_lo": float("nan"),
-            "null_hi": float("nan"),
-            "lift": float("nan"),
-            "kappa": float("nan"),
-            "p_value": float("nan"),
-        }
+        return {**out, **dict.fromkeys(CHANCE_KEYS, float("nan"))}
     lo, probs = hypergeom_pmf(n, t, a)
     tail = (1 - level) / 2
     chance = max(a, t) / n  # = (a t / n) / min(a, t)

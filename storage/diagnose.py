@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from prefsift.storage.chance import overlap_chance, p_at_least
+from prefsift.storage.chance import CHANCE_KEYS, overlap_chance, p_at_least
 from prefsift.storage.db import lit
 from prefsift.storage.engine import evaluate_on, load
 from prefsift.storage.runs import get_score_run_config, logp_runs_of
@@ -132,7 +132,7 @@ def _diagnose(con, sel: dict, snap, runs: dict, tmp: str, tif_percentiles) -> di
             "run": runs.get(tif_rule.metric),
             "n_scored": n_scored,
             **overlap_counts(int(n_kept_pool), int(n_t), int(n_both)),
-            **{k: ch[k] for k in ("chance", "null_lo", "null_hi", "lift", "kappa", "p_value")},
+            **{k: ch[k] for k in CHANCE_KEYS},
         }
 
     # Per-score distributions, kept vs dropped (one scan for every metric).

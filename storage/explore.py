@@ -170,33 +170,6 @@ def pair_fates(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> pd
 get_annotation = ann.effective_one  # the pair's effective decision (several annotators, one policy)
 
 
-def save_annotation(
-    con: duckdb.DuckDBPyConnection,
-    dataset: str,
-    pair_id: str,
-    flag: str | None,
-    note: str | None,
-    force: str | None,
-    expected=ann.UNCHECKED,
-    tries: int = 8,
-    annotator: str | None = None,
-    role: str = "curator",
-    swapped: bool = False,
-) -> dict | None:
-    """One person's decision (default: this machine's user, a curator, as on loopback), stored per
-    annotator with history by storage.annotations; an empty one withdraws theirs. Returns the
-    decision as saved (None when withdrawn). `expected`: see storage.annotations.save_decision
-    (annotations.UNCHECKED: no optimistic check, for scripts and the CLI)."""
-    who = annotator or ann.local_user()
-    if not (flag or note or force or swapped):
-        ann.withdraw_decision(con, dataset, pair_id, who, role=role, expected=expected, tries=tries)
-        return None
-    return ann.save_decision(
-        con, dataset, pair_id, who, flag=flag, note=note, force=force, swapped=swapped, role=role,
-        expected=expected, tries=tries,
-    )  # fmt: skip
-
-
 def neighbour_ids(
     con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str | None
 ) -> tuple[str | None, str | None]:

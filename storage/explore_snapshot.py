@@ -177,13 +177,14 @@ class Snapshot:
         pivot of scores: get_scores, calibration and diagnostics read it."""
         pos = np.flatnonzero(self.split_mask(split))
         cols = {"pair_id": self.ids.take(pos)}
-        cols.update({m: pa.array(self._run(r)[pos]) for m, r in runs.items()})
+        cols.update({m: pa.array(self.load_run_values(r)[pos]) for m, r in runs.items()})
         return pa.table(cols).to_pandas()
 
     def has_run(self, run_id: str) -> bool:
         return run_id in self._values
 
-    def _run(self, run_id: str) -> np.ndarray:
+    def load_run_values(self, run_id: str) -> np.ndarray:
+        """The aligned values of an already loaded run (NaN: no score); NotLoaded otherwise."""
         try:
             return self._values[run_id]
         except KeyError:
@@ -191,10 +192,6 @@ class Snapshot:
 
     def has_text(self, text: str) -> bool:
         return ("text", text) in self._masks
-
-    def load_run_values(self, run_id: str) -> np.ndarray:
-        """The aligned values of an already loaded run (NaN: no score)."""
-        return self._run(run_id)
 
     def noise_mask(self) -> np.ndarray:
         return self.derived(
@@ -240,7 +237,7 @@ class Snapshot:
         bins over the split's score range, the last one closed; cached."""
 
         def make():
-            v = self._run(run_id)
+            v = self.load_run_values(run_id)
             ok = self.split_mask(split) & ~np.isnan(v)
             x = v[ok]
             lo, hi = (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)
@@ -266,7 +263,7 @@ class Snapshot:
         """percent_rank (0..1, SQL semantics: ties share the lowest) of a loaded run over its scored pairs."""
         with self._lock:
             if run_id not in self._ranks:
-                v = self._run(run_id)
+                v = self.load_run_values(run_id)
                 cur = self._mem.cursor()
                 cur.register("t", pa.table({"pos": np.arange(self.n), "v": pa.array(v, from_pandas=True)}))
                 r = cur.execute(
@@ -290,7 +287,7 @@ class Snapshot:
         cols = list(dict.fromkeys(list(runs) + filters.runs()))
         t = self.base
         for i, run in enumerate(cols):
-            t = t.append_column(f"c{i}", pa.array(self._run(run), from_pandas=True))
+            t = t.append_column(f"c{i}", pa.array(self.load_run_values(run), from_pandas=True))
         for i, run in enumerate(ranks):
             t = t.append_column(f"k{i}", pa.array(self.ranks(run), from_pandas=True))
         if ids:
@@ -459,7 +456,7 @@ class Snapshot:
     def percentile(self, run_id: str, pair_id: str) -> tuple[float | None, float | None]:
         """(value, share of the run's scored pairs with a value <= it, in %) of one pair."""
         pos = self.positions(self.hash_ids([pair_id]))
-        v = self._run(run_id)
+        v = self.load_run_values(run_id)
         if not len(pos) or np.isnan(v[pos[0]]):
             return None, None
         x = float(v[pos[0]])

@@ -174,15 +174,10 @@ def _checked_columns(columns: Sequence[str]) -> list[str]:
 
 
 def get_pair(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
-    rows = con.execute(
-        "SELECT pair_id, row_idx, split, kind, prompt, chosen, rejected, noise, meta "
-        "FROM pairs WHERE dataset = ? AND pair_id = ?",
-        [dataset, pair_id],
-    ).fetchall()
-    if not rows:
-        return None
-    keys = ["pair_id", "row_idx", "split", "kind", "prompt", "chosen", "rejected", "noise", "meta"]
-    return dict(zip(keys, rows[0]))
+    """One pair as a dict of the PAIR_SCHEMA columns, or None."""
+    sql = f"SELECT {', '.join(PAIR_SCHEMA.names)} FROM pairs WHERE dataset = ? AND pair_id = ?"
+    row = con.execute(sql, [dataset, pair_id]).fetchone()
+    return None if row is None else dict(zip(PAIR_SCHEMA.names, row))
 
 
 def count_pairs(con: duckdb.DuckDBPyConnection, dataset: str, split: str | None = None) -> int:

@@ -9,24 +9,25 @@ import pytest
 
 from prefsift.storage import connect, explore
 from prefsift.storage.errors import AnnotationConflict
+from tests.annotate import save_annotation
 
 
 def test_stale_save_is_refused_with_the_current_values(seeded):
     ds, pid = seeded["dataset"], seeded["pair_ids"][7]
     with connect(seeded["db"]) as con:
-        explore.save_annotation(con, ds, pid, None, None, None)  # start clean
-        first = explore.save_annotation(con, ds, pid, "harmful", "A's note", None, expected=None)
+        save_annotation(con, ds, pid, None, None, None)  # start clean
+        first = save_annotation(con, ds, pid, "harmful", "A's note", None, expected=None)
         assert first["note"] == "A's note" and first["updated_at"] is not None
         # B opened the page before A saved (B saw no annotation): B's save must not overwrite A's.
         with pytest.raises(AnnotationConflict) as err:
-            explore.save_annotation(con, ds, pid, "other", "B's note", "drop", expected=None)
+            save_annotation(con, ds, pid, "other", "B's note", "drop", expected=None)
         assert err.value.current["note"] == "A's note" and "not saved" in str(err.value)
         assert explore.get_annotation(con, ds, pid)["note"] == "A's note"
         # Saving over the version one saw works, and clearing over a stale one is refused too.
-        again = explore.save_annotation(con, ds, pid, None, "A again", None, expected=first["updated_at"])
+        again = save_annotation(con, ds, pid, None, "A again", None, expected=first["updated_at"])
         with pytest.raises(AnnotationConflict):
-            explore.save_annotation(con, ds, pid, None, None, None, expected=first["updated_at"])
-        explore.save_annotation(con, ds, pid, None, None, None, expected=again["updated_at"])
+            save_annotation(con, ds, pid, None, None, None, expected=first["updated_at"])
+        save_annotation(con, ds, pid, None, None, None, expected=again["updated_at"])
         assert explore.get_annotation(con, ds, pid) is None
 
 
@@ -35,8 +36,8 @@ def test_simultaneous_saves_on_two_connections(seeded):
     with 'Conflict on update!' when both write the row. 30 rounds: one saved, the other told."""
     ds, pid = seeded["dataset"], seeded["pair_ids"][8]
     with connect(seeded["db"]) as con:
-        explore.save_annotation(con, ds, pid, None, None, None)
-        seen = explore.save_annotation(con, ds, pid, None, "start", None)["updated_at"]
+        save_annotation(con, ds, pid, None, None, None)
+        seen = save_annotation(con, ds, pid, None, "start", None)["updated_at"]
     outcome = {"saved": 0, "told": 0, "errors": []}
     lock = threading.Lock()
     for i in range(30):
@@ -46,7 +47,7 @@ def test_simultaneous_saves_on_two_connections(seeded):
             try:
                 with connect(seeded["db"]) as con:
                     barrier.wait()
-                    explore.save_annotation(con, ds, pid, None, f"{who} {i}", None, expected=seen)
+                    save_annotation(con, ds, pid, None, f"{who} {i}", None, expected=seen)
                 with lock:
                     outcome["saved"] += 1
             except AnnotationConflict:
@@ -76,7 +77,7 @@ def test_a_writer_waits_for_a_reader_of_the_same_process(seeded):
         def write() -> None:
             try:
                 with connect(seeded["db"], timeout_s=20) as con:
-                    done["saved"] = explore.save_annotation(con, ds, pid, None, "while reading", None)
+                    done["saved"] = save_annotation(con, ds, pid, None, "while reading", None)
             except Exception as exc:  # noqa: BLE001 - reported below
                 done["error"] = repr(exc)
 

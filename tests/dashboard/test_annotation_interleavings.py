@@ -1,7 +1,7 @@
 """Two annotation saves of one pair, interleaved statement by statement (#20 bug 2's intermittent
 failure, made deterministic: no browser, no sleeps as synchronisation).
 
-Two threads call `storage.explore.save_annotation` on two connections of one database (two
+Two threads call `tests.annotate.save_annotation` (storage.annotations) on two connections of one database (two
 sessions of one dashboard server, the same annotator in two tabs: different annotators' decisions
 are separate rows and never conflict) with the same `expected` version (both opened the page
 before either saved). Each connection is wrapped so that every SQL statement waits for its turn; a small
@@ -34,6 +34,7 @@ import pytest
 from prefsift.storage import annotations, explore
 from prefsift.storage.db import migrate
 from prefsift.storage.errors import AnnotationConflict
+from tests.annotate import save_annotation
 
 DS, PID = "ds", "pair-1"
 STALL_S = 30  # a turn never granted: the scheduler is wrong, fail instead of hanging
@@ -173,9 +174,7 @@ def _race(db, monkeypatch, start: str, values: dict, order) -> dict:
     def save(who: str) -> None:
         try:
             flag, note, force = values[who]
-            got = explore.save_annotation(
-                Turns(cons[who], who, sched), DS, PID, flag, note, force, expected=seen
-            )
+            got = save_annotation(Turns(cons[who], who, sched), DS, PID, flag, note, force, expected=seen)
             out[who] = ("saved", got)
         except AnnotationConflict:
             out[who] = ("told", None)

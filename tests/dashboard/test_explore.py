@@ -9,6 +9,7 @@ import pytest
 
 from prefsift.storage import connect, engine, explore, explore_snapshot
 from prefsift.storage.explore import Filters
+from tests.annotate import save_annotation
 
 
 @pytest.fixture(scope="module")
@@ -258,13 +259,13 @@ def test_file_queries(seeded):
         assert (prev, nxt) == (seeded["pair_ids"][0], seeded["pair_ids"][2])
         assert explore.neighbour_ids(con, ds, None) == (None, seeded["pair_ids"][0])
         pid = seeded["pair_ids"][5]
-        explore.save_annotation(con, ds, pid, "noisy label", "swapped?", "drop")
+        save_annotation(con, ds, pid, "noisy label", "swapped?", "drop")
         assert explore.get_annotation(con, ds, pid)["force"] == "drop"
         assert engine.forced_annotations(con, ds) == {pid: "drop"}
-        explore.save_annotation(con, ds, pid, None, None, None)
+        save_annotation(con, ds, pid, None, None, None)
         assert explore.get_annotation(con, ds, pid) is None
         with pytest.raises(ValueError):
-            explore.save_annotation(con, ds, pid, None, None, "maybe")
+            save_annotation(con, ds, pid, None, None, "maybe")
         create_selection(con, "fate-test", ds, "irm:0-50", runs={"irm": seeded["runs"]["irm_a"]}, force=True)
         fates = explore.pair_fates(con, ds, pid)
         kept = pid in member_ids(con, "fate-test")

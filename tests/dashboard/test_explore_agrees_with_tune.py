@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from prefsift.storage import connect, explore
+from tests.annotate import save_annotation
 from tests.conftest import copy_demo_db
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -45,7 +46,7 @@ def _force_against_the_rule(db) -> None:
             [rid["irm"]],
         ).fetchall()
         for pair_id in (vals[0][0], vals[-1][0]):
-            explore.save_annotation(con, "demo", pair_id, None, "keep anyway", "keep")
+            save_annotation(con, "demo", pair_id, None, "keep anyway", "keep")
 
 
 def test_explore_counts_and_bands_are_tunes(demo_copy):

@@ -51,7 +51,7 @@ import json, os, sys, time, traceback, warnings
 warnings.simplefilter("ignore")
 import logging; logging.disable(logging.WARNING)   # streamlit's "no runtime" chatter
 from prefsift.dashboard import data
-from prefsift.storage import explore, pairs, runs, selections
+from prefsift.storage import annotations, explore, pairs, runs, selections
 ids, rounds, out = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
 BUSY = object()
 stats = {"reads": 0, "busy_retries": 0, "selections": [], "annotations": 0, "errors": []}
@@ -77,7 +77,7 @@ try:
             out_sel = data.write(selections.create_selection, name, "syn", "irm:10-90", None, "train", True, False)
             stats["selections"].append([name, out_sel["n_kept"], out_sel["score_runs"]["irm"]])
         if j % 4 == 2:             # a note in the inspector
-            data.write(explore.save_annotation, "syn", ids[j], "ok", f"note {j}", None)
+            data.decide("syn", ids[j], expected=annotations.UNCHECKED, flag="ok", note=f"note {j}")
             stats["annotations"] += 1
 except Exception:
     stats["errors"].append(traceback.format_exc())
