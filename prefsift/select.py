@@ -25,12 +25,15 @@ from prefsift.evidence import num
 
 
 def _codes(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per value (finite only) the (J, K) code of step 3, as a unique-code index + the codes."""
-    thr = np.percentile(values, grid)  # (G+1,)
-    j = np.searchsorted(thr, values, side="right") - 1
-    k = np.searchsorted(thr, values, side="left")
+    """Per value the index of its (J, K) code of step 3 (-1: not finite), and the unique codes."""
+    ok = np.isfinite(values)
+    thr = np.percentile(values[ok], grid)  # (G+1,)
+    j = np.searchsorted(thr, values[ok], side="right") - 1
+    k = np.searchsorted(thr, values[ok], side="left")
     codes, inv = np.unique(np.stack([j, k], axis=1), axis=0, return_inverse=True)  # (C, 2), (n,)
-    return inv.reshape(-1), codes
+    index = np.full(len(values), -1)
+    index[ok] = inv.reshape(-1)
+    return index, codes
 
 
 def _band_masks(codes: np.ndarray, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,12 +56,8 @@ def calibrate_arrays(
 
     lo, hi, tif = band(influence, np.ones(n_total, bool), cfg.tif_lo, cfg.tif_hi)  # the engine's TIF band
 
-    inv1, codes1 = _codes(first[np.isfinite(first)], grid)
-    inv2, codes2 = _codes(second[np.isfinite(second)], grid)
-    c1 = np.full(n_total, -1)
-    c1[np.isfinite(first)] = inv1
-    c2 = np.full(n_total, -1)
-    c2[np.isfinite(second)] = inv2
+    c1, codes1 = _codes(first, grid)
+    c2, codes2 = _codes(second, grid)
     shape = (len(codes1), len(codes2))
 
     def cells(mask: np.ndarray) -> np.ndarray:
@@ -136,7 +135,7 @@ def calibrate_arrays(
         "kept_fraction": float(frac[i, j]),
         "overlap_tif": float(overlap[i, j]),
         "n_total": n_total,
-        "n_if": int(has_if.sum()),
+        "n_if": n_if,
         "n_tif": n_tif,
         "tif_thresholds": (float(lo), float(hi)),
         "n_candidates": int(ok.sum()),

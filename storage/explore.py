@@ -58,9 +58,11 @@ def policy_of(config, names: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def _with_policy(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFrame:
-    """`df` with a `policy` column from its score runs' `config`: the registered name of each run's
-    policy (a model's id, adapter path or base path names it), else what the config says."""
+def score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
+    """Score runs of a dataset, oldest first, with the policy model (`policy_of` its config: the
+    registered name a model's id, adapter path or base path gives) and a short label for menus."""
+    sql = "SELECT run_id, metric, n_pairs, config, created_at FROM score_runs WHERE dataset = ? ORDER BY created_at"
+    df = con.execute(sql, [dataset]).df()
     names = {}
     for mid, path, adapter, name in con.execute(
         "SELECT model_id, path, adapter_path, name FROM models WHERE name IS NOT NULL ORDER BY created_at"
@@ -70,13 +72,6 @@ def _with_policy(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFra
             names[adapter] = name
         names.setdefault(path, name)
     df["policy"] = [policy_of(c, names) for c in df["config"]]
-    return df
-
-
-def score_runs(con: duckdb.DuckDBPyConnection, dataset: str) -> pd.DataFrame:
-    """Score runs of a dataset, oldest first, with the policy model and a short label for menus."""
-    sql = "SELECT run_id, metric, n_pairs, config, created_at FROM score_runs WHERE dataset = ? ORDER BY created_at"
-    df = _with_policy(con, con.execute(sql, [dataset]).df())
     # Menus show "metric · policy"; the run id is added only where that pair repeats.
     base = [f"{m} · {p or '?'}" for m, p in zip(df["metric"], df["policy"])]
     dup = {b for b in base if base.count(b) > 1}

@@ -159,10 +159,8 @@ def export_selection(
         "chosen": f"CASE WHEN {is_swapped} THEN p.rejected ELSE p.chosen END",
         "rejected": f"CASE WHEN {is_swapped} THEN p.chosen ELSE p.rejected END",
     }
-    if kind == "conversational":
-        cols = ", ".join(f"from_json({side[c]}, {MESSAGES}) AS {c}" for c in ("prompt", "chosen", "rejected"))
-    else:
-        cols = ", ".join(f"{side[c]} AS {c}" for c in ("prompt", "chosen", "rejected"))
+    conv = kind == "conversational"
+    cols = ", ".join(f"from_json({v}, {MESSAGES}) AS {c}" if conv else f"{v} AS {c}" for c, v in side.items())
     query = f"SELECT {cols}, p.pair_id {base} ORDER BY p.row_idx, p.pair_id"
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,9 @@ def get_job(con: duckdb.DuckDBPyConnection, job_id: str) -> dict | None:
     return row
 
 
-def list_jobs(con: duckdb.DuckDBPyConnection, limit: int = 50, kind: str | None = None) -> pd.DataFrame:
-    where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
+def list_jobs(con: duckdb.DuckDBPyConnection, limit: int = 50) -> pd.DataFrame:
     return con.execute(
-        f"SELECT job_id, kind, argv, status, pid, log_path, status_path, error, created_at, finished_at "
-        f"FROM jobs {where} ORDER BY created_at DESC LIMIT ?",
-        params + [limit],
+        "SELECT job_id, kind, argv, status, pid, log_path, status_path, error, created_at, finished_at "
+        "FROM jobs ORDER BY created_at DESC LIMIT ?",
+        [limit],
     ).df()

@@ -91,12 +91,10 @@ def clear_quarantine(con: duckdb.DuckDBPyConnection, dataset: str, source: str) 
     con.execute("DELETE FROM quarantine WHERE dataset = ? AND source = ?", [dataset, source])
 
 
-def dataset_exists(con: duckdb.DuckDBPyConnection, dataset: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0])
-
-
 def require_dataset(con: duckdb.DuckDBPyConnection, dataset: str) -> None:
-    if not dataset_exists(con, dataset):
+    """NotFound, naming the datasets there are, unless `dataset` is one."""
+    # fetchall, not fetchone: an unfinished result makes a later con.sql() fail (DuckDB 2)
+    if not con.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]:
         names = [r[0] for r in con.execute("SELECT name FROM datasets ORDER BY name").fetchall()]
         hint = f" (have: {', '.join(names)})" if names else " (none yet: run `prefsift ingest`)"
         raise NotFound(f"no dataset named {dataset!r}{hint}")
@@ -153,9 +151,11 @@ def get_pairs(
 ) -> pa.Table:
     """Pairs of a dataset in a stable order (row_idx, pair_id)."""
     require_dataset(con, dataset)
-    cols = ", ".join(_checked_columns(columns))
+    bad = [c for c in columns if c not in (*PAIR_SCHEMA.names, "dataset")]
+    if bad:
+        raise ValueError(f"unknown pair columns: {bad}")
     where, params = _in_splits(dataset, split)
-    sql = f"SELECT {cols} FROM pairs {where}"
+    sql = f"SELECT {', '.join(columns)} FROM pairs {where}"
     if pair_ids is not None:
         sql += " AND pair_id IN (SELECT unnest(?::VARCHAR[]))"
         params.append(list(pair_ids))
@@ -163,21 +163,11 @@ def get_pairs(
     return con.sql(sql, params=params).to_arrow_table()
 
 
-_PAIR_COLUMNS = set(PAIR_SCHEMA.names) | {"dataset"}
-
-
-def _checked_columns(columns: Sequence[str]) -> list[str]:
-    bad = [c for c in columns if c not in _PAIR_COLUMNS]
-    if bad:
-        raise ValueError(f"unknown pair columns: {bad}")
-    return list(columns)
-
-
 def get_pair(con: duckdb.DuckDBPyConnection, dataset: str, pair_id: str) -> dict | None:
     """One pair as a dict of the PAIR_SCHEMA columns, or None."""
     sql = f"SELECT {', '.join(PAIR_SCHEMA.names)} FROM pairs WHERE dataset = ? AND pair_id = ?"
-    row = con.execute(sql, [dataset, pair_id]).fetchone()
-    return None if row is None else dict(zip(PAIR_SCHEMA.names, row))
+    rows = con.execute(sql, [dataset, pair_id]).fetchall()  # all: no unfinished result left open
+    return dict(zip(PAIR_SCHEMA.names, rows[0])) if rows else None
 
 
 def count_pairs(con: duckdb.DuckDBPyConnection, dataset: str, split: str | None = None) -> int:

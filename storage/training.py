@@ -132,11 +132,12 @@ def add_metrics(con: duckdb.DuckDBPyConnection, run_id: str, step: int, metrics:
     return len(rows)
 
 
-def get_metrics(con: duckdb.DuckDBPyConnection, run_id: str, wide: bool = True) -> pd.DataFrame:
+def get_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """A run's step metrics, one row per step and one column per metric name."""
     df = con.execute(
         "SELECT step, name, value FROM training_metrics WHERE run_id = ? ORDER BY step, name", [run_id]
     ).df()
-    if not wide or df.empty:
+    if df.empty:
         return df
     return df.pivot(index="step", columns="name", values="value").reset_index().rename_axis(None, axis=1)
 
