@@ -254,8 +254,3 @@ def select(
     snap, runs = load(con, dataset, runs, rule.metrics(), split, only_need=True)
     forced = forced_annotations(con, dataset) if with_annotations else None
     return evaluate_on(snap, rule, runs, split, forced, with_annotations)
-
-
-def evaluate(con, dataset: str, rule, runs=None, split: str | None = "train", with_annotations: bool = True):
-    """The counts only (`select(...).result`)."""
-    return select(con, dataset, rule, runs, split, with_annotations).result

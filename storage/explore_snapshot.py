@@ -328,11 +328,9 @@ class Snapshot:
         finally:
             cur.close()
 
-    def count(self, runs: Sequence[str] = (), filters: Filters = Filters(), scored: bool = False) -> int:
-        """Pairs matching the filters (scored=True: and scored by every run)."""
+    def count(self, runs: Sequence[str] = (), filters: Filters = Filters()) -> int:
+        """Pairs matching the filters."""
         t, where, params = self.table(runs, filters)
-        if scored:
-            where += "".join(f" AND c{i} IS NOT NULL" for i in range(len(runs)))
         return int(self.sql(t, f"SELECT count(*) AS n FROM t WHERE {where}", params)["n"].iloc[0])
 
     def histogram(self, run: str, bins: int = 60, filters: Filters = Filters()) -> pd.DataFrame:

@@ -62,10 +62,11 @@ def _version() -> str:
 
 
 def _strings(obj) -> set[str]:
+    """Every string inside nested dicts and lists."""
     if isinstance(obj, dict):
-        return set().union(*(_strings(v) for v in obj.values())) if obj else set()
+        obj = list(obj.values())
     if isinstance(obj, list):
-        return set().union(*(_strings(v) for v in obj)) if obj else set()
+        return set().union(*map(_strings, obj))
     return {obj} if isinstance(obj, str) else set()
 
 
@@ -101,13 +102,8 @@ def _fully_truncated_members(
     (or before the engine left them out) can hold them."""
     from prefsift.storage.runs import fully_truncated_pairs, latest_score_runs, logp_runs_of
 
-    lp = logp_runs_of(con, runs or latest_score_runs(con, dataset))
-    if not lp:
-        return []
-    drop = set(fully_truncated_pairs(con, lp))
-    if not drop:
-        return []
-    return [p for p in member_ids(con, selection) if p in drop]
+    drop = set(fully_truncated_pairs(con, logp_runs_of(con, runs or latest_score_runs(con, dataset))))
+    return [p for p in member_ids(con, selection) if p in drop] if drop else []
 
 
 def export_selection(

@@ -55,7 +55,7 @@ def run(args):
         raise UserError("--name is required (or pass --dry-run)")
     with connect(args.db) as con:
         if args.dry_run:
-            res = engine.evaluate(con, args.dataset, rule, runs, args.split, not args.no_annotations)
+            res = engine.select(con, args.dataset, rule, runs, args.split, not args.no_annotations).result
             return {"_text": format_result(res), **res.to_dict()}
         sel = create_selection(
             con, args.name, args.dataset, rule, runs, args.split, not args.no_annotations, force=args.force

@@ -122,7 +122,12 @@ def test_a_random_selection_draws_no_fully_truncated_pair(long_db, tiny_model_di
         assert half["n_kept"] == 3  # half of the 6 drawable pairs, not round(0.5 * 7) = 4
         listed = pa.concat_tables([members, pa.table({"pair_id": [long_id]})])
         save_selection(
-            con, "listed", "tiny", "random:1.0:seed=0", engine.evaluate(con, "tiny", "random:1.0"), listed
+            con,
+            "listed",
+            "tiny",
+            "random:1.0:seed=0",
+            engine.select(con, "tiny", "random:1.0").result,
+            listed,
         )
     path = db.parent / "listed.jsonl"
     m = cli(capsys, "export", "--db", str(db), "--selection", "listed", "--out", str(path))

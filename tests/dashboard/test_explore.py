@@ -9,6 +9,7 @@ import pytest
 
 from prefsift.storage import connect, engine, explore, explore_snapshot
 from prefsift.storage.explore import Filters
+from prefsift.storage.pair_lists import scored_filters
 from tests.annotate import save_annotation
 
 
@@ -70,7 +71,7 @@ def test_partial_run_leaves_missing_as_nan(tmp_path):
     assert np.isnan(v).sum() == 30
     pos = s.positions(s.hash_ids(some))
     np.testing.assert_array_equal(v[pos], np.arange(20.0))
-    assert s.count(["partial"], scored=True) == 20
+    assert s.count(["partial"], scored_filters("partial")) == 20
 
 
 def test_histogram_matches_numpy(snap, wide, seeded):

@@ -158,7 +158,7 @@ def test_cli_tune_and_export_agree_with_the_engine_and_the_oracle(world, text, t
 
 def test_missing_ties_and_forced_counts(world):
     with connect(world["db"], read_only=True) as con:
-        res = engine.evaluate(con, "syn", "irm:10-90")
+        res = engine.select(con, "syn", "irm:10-90").result
     lo = res.resolved["irm:10-90"]["lo"]
     irm = world["scores"]["irm"]
     train = world["split"] == "train"

@@ -189,7 +189,7 @@ def test_band_keeping_everything_and_empty_results(syn):
     with connect(syn["db"]) as con:
         assert engine.select(con, "syn", R.Top("irm", 0)).ids() == []
         # A split with no pairs: everything zero, nothing breaks.
-        res = engine.evaluate(con, "syn", R.DEFAULT_RULE, split="eval")
+        res = engine.select(con, "syn", R.DEFAULT_RULE, split="eval").result
     assert (res.n_kept, res.n_total) == (0, 0)
 
 
@@ -278,11 +278,11 @@ def test_unknown_metric_and_run_are_clear_errors(syn):
 
     with connect(syn["db"]) as con:
         with pytest.raises(NotFound, match="tif"):
-            engine.evaluate(con, "syn", "tif")
+            engine.select(con, "syn", "tif")
         with pytest.raises(NotFound, match="nope"):
-            engine.evaluate(con, "syn", R.DEFAULT_RULE, runs={"irm": "nope"})
+            engine.select(con, "syn", R.DEFAULT_RULE, runs={"irm": "nope"})
         with pytest.raises(NotFound, match="dataset"):
-            engine.evaluate(con, "nodata", R.DEFAULT_RULE)
+            engine.select(con, "nodata", R.DEFAULT_RULE)
 
 
 def test_missing_union_over_two_metrics_and_split_swap_detection(db_path):
@@ -322,7 +322,7 @@ def test_percentiles_equal_duckdb_quantile_cont(syn):
         for lo, hi in ((0, 100), (1, 99), (7, 64), (33, 34), (50, 50), (12.5, 87.25))
     ]
     with connect(syn["db"], read_only=True) as con:
-        got = [engine.evaluate(con, "syn", r) for r in rules]
+        got = [engine.select(con, "syn", r).result for r in rules]
         fresh = [
             con.execute(
                 f"SELECT quantile_cont(CASE WHEN isnan(value) THEN NULL ELSE value END, [{r.lo / 100!r}, {r.hi / 100!r}]) "

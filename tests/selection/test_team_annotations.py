@@ -147,7 +147,7 @@ def test_selection_uses_the_effective_decision(syn):
         ids = set(engine.select(con, "syn", R.DEFAULT_RULE).ids())
         assert ids == (base - {kept}) | {out}
         assert A.forced(con, "syn") == {kept: "drop", out: "keep"}
-        res = engine.evaluate(con, "syn", R.DEFAULT_RULE)
+        res = engine.select(con, "syn", R.DEFAULT_RULE).result
     assert (res.forced_keep, res.forced_drop) == (1, 1)
 
 
