@@ -386,11 +386,8 @@ def cohen_kappa(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
     k = len(cats)
 
     def stats(ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # ia, ib: (r, n) codes -> p_o, p_e per row
-        po = (ia == ib).mean(axis=1)
-        fa = np.stack([(ia == c).mean(axis=1) for c in range(k)], axis=1)
-        fb = np.stack([(ib == c).mean(axis=1) for c in range(k)], axis=1)
-        return po, (fa * fb).sum(axis=1)
+        # ia, ib: (r, n) codes -> per row p_o, and p_e = sum over labels of the product of their frequencies
+        return (ia == ib).mean(axis=1), sum((ia == c).mean(axis=1) * (ib == c).mean(axis=1) for c in range(k))
 
     po, pe = stats(ca[None, :], cb[None, :])
     po, pe = float(po[0]), float(pe[0])
@@ -413,25 +410,14 @@ def agreement(con: duckdb.DuckDBPyConnection, dataset: str, n_boot: int = 2000) 
     swap), with the 95% bootstrap interval, the chance level p_e and the observed agreement p_o."""
     d = decisions(con, dataset)
     rows = []
-    names = sorted(d["annotator"].unique()) if not d.empty else []
     by = {name: dict(zip(g["pair_id"], g["decision"])) for name, g in d.groupby("annotator")}
+    names = sorted(by)
     for i, x in enumerate(names):
         for y in names[i + 1 :]:
             common = sorted(set(by[x]) & set(by[y]))
             k = cohen_kappa([by[x][p] for p in common], [by[y][p] for p in common], n_boot=n_boot)
-            rows.append(
-                {
-                    "annotator_a": x,
-                    "annotator_b": y,
-                    "pairs_both": k["n"],
-                    "agree": int(round(k["p_o"] * k["n"])) if k["n"] else 0,
-                    "p_observed": k["p_o"],
-                    "p_chance": k["p_e"],
-                    "kappa": k["kappa"],
-                    "kappa_lo": k["lo"],
-                    "kappa_hi": k["hi"],
-                }
-            )
+            agree = int(round(k["p_o"] * k["n"])) if k["n"] else 0
+            rows.append((x, y, k["n"], agree, k["p_o"], k["p_e"], k["kappa"], k["lo"], k["hi"]))
     cols = ["annotator_a", "annotator_b", "pairs_both", "agree", "p_observed", "p_chance", "kappa"]
     return pd.DataFrame(rows, columns=[*cols, "kappa_lo", "kappa_hi"])
 
