@@ -318,7 +318,7 @@ def _fit(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsCallback(db, run_id, stage=f"{cfg.kind}"), *extra_callbacks],
+        callbacks=[MetricsCallback(db, run_id, cfg.kind), *extra_callbacks],
     )
     # TRL copies a pretrained adapter into a frozen "ref" adapter and uses it as the reference
     # (reference = θ). prefsift keeps π_ref as the reference of every run (docs/METHOD.md), so drop

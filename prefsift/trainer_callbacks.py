@@ -24,16 +24,10 @@ STATUS_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "learning_rate",
 class MetricsCallback(TrainerCallback):
     """on_log -> training_metrics rows (run_id, step, name, value) + a status-file update."""
 
-    def __init__(
-        self,
-        db: str | os.PathLike,
-        run_id: str,
-        status_path: str | os.PathLike | None = None,
-        stage: str = "training",
-    ) -> None:
+    def __init__(self, db: str | os.PathLike, run_id: str, stage: str) -> None:
         self.db = db
         self.run_id = run_id
-        self.status_path = status_path or os.environ.get("PREFSIFT_STATUS_FILE")
+        self.status_path = os.environ.get("PREFSIFT_STATUS_FILE")
         self.stage = stage
 
     def _status(self, state, **extra) -> None:
@@ -62,22 +56,3 @@ class MetricsCallback(TrainerCallback):
             log.warning("could not record metrics of step %d: %s", state.global_step, exc)
         extra = {k.replace("/", "_"): logs[k] for k in STATUS_KEYS if k in logs}
         self._status(state, **extra)
-
-
-class StopAfterSteps(TrainerCallback):
-    """Raise after `steps` optimizer steps (after the checkpoint of that step is written).
-
-    Used to simulate a killed job in tests and benchmarks: the exception escapes `train()`
-    the way a SIGKILL would end it, leaving only what was saved on disk.
-    """
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.steps:
-            raise SimulatedKill(f"simulated kill after step {state.global_step}")
-
-
-class SimulatedKill(RuntimeError):
-    pass

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from prefsift.config import build_config
 from prefsift.models import register_reference
 from prefsift.storage import connect
 from prefsift.storage import training as tstore
 from prefsift.train import train
-from prefsift.trainer_callbacks import SimulatedKill, StopAfterSteps
 
 # 8 pairs, batch 2: 4 steps, a checkpoint after each
 SETTINGS = {
@@ -23,6 +23,22 @@ SETTINGS = {
     "save_total_limit": 3,
     "learning_rate": 5e-3,
 }
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+class StopAfterSteps(TrainerCallback):
+    """Raise after `steps` optimizer steps (after the checkpoint of that step is written): the
+    exception escapes `train()` the way a SIGKILL would end it, leaving only what was saved on disk."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            raise SimulatedKill(f"simulated kill after step {state.global_step}")
 
 
 def _params(out) -> dict:
