@@ -16,7 +16,7 @@ import collections
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prefsift.errors import UserError
 
@@ -41,7 +41,6 @@ class ColumnMap:
     label: str | None = None
     label_a: tuple = ("1", "a", "A", "output_1")  # label values meaning "a is preferred"
     label_b: tuple = ("2", "b", "B", "output_2")
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def parse(cls, items: list[str] | None) -> ColumnMap:
@@ -261,6 +260,10 @@ def glued_boundary(prompt: str, response: str) -> bool:
     return end.isalnum() == start.isalnum()
 
 
+def _first_bad(*values) -> Bad | None:
+    return next((v for v in values if isinstance(v, Bad)), None)
+
+
 def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Bad:
     """One raw row -> a Pair, or Bad(field, reason)."""
     if fmt == "pairwise":
@@ -286,10 +289,8 @@ def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Ba
         kind = "standard"
     elif fmt in ("standard", "implicit") and isinstance(row.get(cmap.chosen), str):
         chosen, rejected = _text(row, cmap.chosen, max_chars), _text(row, cmap.rejected, max_chars)
-        if isinstance(chosen, Bad):
-            return chosen
-        if isinstance(rejected, Bad):
-            return rejected
+        if bad := _first_bad(chosen, rejected):
+            return bad
         if fmt == "implicit":
             split = _split_implicit_text(chosen, rejected)
             if isinstance(split, Bad):
@@ -309,10 +310,8 @@ def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Ba
             return _text(row, cmap.chosen, max_chars)  # reports missing/wrong type
         chosen = _messages(row, cmap.chosen, max_chars)
         rejected = _messages(row, cmap.rejected, max_chars)
-        if isinstance(chosen, Bad):
-            return chosen
-        if isinstance(rejected, Bad):
-            return rejected
+        if bad := _first_bad(chosen, rejected):
+            return bad
         if fmt == "implicit":
             split = _split_implicit_messages(chosen, rejected)
             if isinstance(split, Bad):
@@ -324,9 +323,8 @@ def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Ba
     else:
         raise UserError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
 
-    for _name, v in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-        if isinstance(v, Bad):
-            return v
+    if bad := _first_bad(prompt, chosen, rejected):
+        return bad
     if kind == "conversational":
         if not chosen or not rejected:
             return Bad("chosen" if not chosen else "rejected", "empty field")
@@ -337,11 +335,7 @@ def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Ba
         prompt_s, chosen_s, rejected_s = prompt, chosen, rejected
     if chosen_s == rejected_s:
         return Bad("rejected", "chosen equals rejected")
-    noise = None
-    for k in NOISE_KEYS:
-        if isinstance(row.get(k), bool):
-            noise = row[k]
-            break
+    noise = next((row[k] for k in NOISE_KEYS if isinstance(row.get(k), bool)), None)
     used = {cmap.prompt, cmap.chosen, cmap.rejected, cmap.a, cmap.b, cmap.label, *NOISE_KEYS}
     extra = {k: v for k, v in row.items() if k not in used and isinstance(k, str)}
     meta = None

@@ -45,20 +45,7 @@ def _flush(db, name: str, good: list, bad: list, before=None) -> int:
         if before is not None:
             before(con)
         if good:
-            cols = list(zip(*good))
-            table = pa.table(
-                {
-                    "pair_id": pa.array(cols[0], pa.string()),
-                    "row_idx": pa.array(cols[1], pa.int64()),
-                    "split": pa.array(cols[2], pa.string()),
-                    "kind": pa.array(cols[3], pa.string()),
-                    "prompt": pa.array(cols[4], pa.string()),
-                    "chosen": pa.array(cols[5], pa.string()),
-                    "rejected": pa.array(cols[6], pa.string()),
-                    "noise": pa.array(cols[7], pa.bool_()),
-                    "meta": pa.array(cols[8], pa.string()),
-                }
-            )
+            table = pa.Table.from_pylist(good, schema=pairs_store.PAIR_SCHEMA)
             added = pairs_store.insert_pairs(con, name, table)
         if bad:
             pairs_store.insert_quarantine(
@@ -115,7 +102,7 @@ def ingest(
     detected = fmt
     src_label = Path(source).name if kind != "hub" else source
 
-    good: list[tuple] = []
+    good: list[dict] = []
     bad: list[dict] = []
     reasons: collections.Counter = collections.Counter()
     n_read = n_valid = n_added = n_glued = 0
@@ -126,6 +113,11 @@ def ingest(
         if first_flush[0]:
             pairs_store.clear_quarantine(con, name, src_label)
             first_flush[0] = False
+
+    def quarantine(row_idx: int, why: Bad, raw: str) -> None:
+        reasons[why.reason] += 1
+        row = {"source": src_label, "row_idx": row_idx, "field": why.field, "reason": why.reason}
+        bad.append({**row, "detail": _safe(why.detail), "raw": raw})
 
     with Progress(None, f"ingest {src_label}", unit="row") as progress:
         for i, row in rows:
@@ -143,17 +135,7 @@ def ingest(
                     result = as_chat(result)
                 raw = None
             if isinstance(result, Bad):
-                reasons[result.reason] += 1
-                bad.append(
-                    {
-                        "source": src_label,
-                        "row_idx": i,
-                        "field": result.field,
-                        "reason": result.reason,
-                        "detail": _safe(result.detail),
-                        "raw": _safe(raw) if raw is not None else _raw_preview(row),
-                    }
-                )
+                quarantine(i, result, _safe(raw) if raw is not None else _raw_preview(row))
             else:
                 n_valid += 1
                 stored_kind = stored_kind or result.kind
@@ -162,42 +144,19 @@ def ingest(
                     or glued_boundary(result.prompt, result.rejected)
                 ):
                     n_glued += 1
-                good.append(
-                    (
-                        result.pair_id,
-                        i,
-                        split,
-                        result.kind,
-                        result.prompt,
-                        result.chosen,
-                        result.rejected,
-                        result.noise,
-                        result.meta,
-                    )
-                )
+                good.append({**vars(result), "row_idx": i, "split": split})
             if len(good) + len(bad) >= BATCH_ROWS:
                 n_added += _flush(db, name, good, bad, before=clear_old_quarantine)
                 progress.update(BATCH_ROWS)
         if broken and (limit is None or broken[0].row < limit):
             if n_read == 0:
                 raise UserError(f"{broken[0]}; nothing ingested") from broken[0]
-            br = broken[0]
-            reasons["file breaks off"] += 1
-            bad.append(
-                {
-                    "source": src_label,
-                    "row_idx": br.row,
-                    "field": "",
-                    "reason": "file breaks off",
-                    "detail": _safe(br.reason),
-                    "raw": "",
-                }
-            )
+            quarantine(broken[0].row, Bad("", "file breaks off", broken[0].reason), "")
         else:
             broken.clear()
         if n_read == 0:
             raise UserError(f"{source}: no rows found")
-        config = {"format": detected, "column_map": {k: v for k, v in vars(cmap).items() if k != "extra"}}
+        config = {"format": detected, "column_map": vars(cmap)}
 
         def finish(con) -> None:
             clear_old_quarantine(con)

@@ -97,15 +97,11 @@ def read_jsonl(path: str) -> Iterator[Row]:
             except (json.JSONDecodeError, RecursionError) as exc:
                 yield i, RawError("malformed JSON", str(exc)[:200], _preview(text))
                 continue
-            if not isinstance(obj, dict):
-                yield (
-                    i,
-                    RawError(
-                        "wrong type", f"row is a JSON {type(obj).__name__}, not an object", _preview(text)
-                    ),
-                )
-                continue
-            yield i, obj
+            if isinstance(obj, dict):
+                yield i, obj
+            else:
+                why = f"row is a JSON {type(obj).__name__}, not an object"
+                yield i, RawError("wrong type", why, _preview(text))
 
 
 def read_json(path: str, chunk_chars: int = 1 << 20) -> Iterator[Row]:
@@ -154,12 +150,8 @@ def read_json(path: str, chunk_chars: int = 1 << 20) -> Iterator[Row]:
             if isinstance(obj, dict):
                 yield i, obj
             else:
-                yield (
-                    i,
-                    RawError(
-                        "wrong type", f"element is a JSON {type(obj).__name__}", _preview(json.dumps(obj))
-                    ),
-                )
+                why = f"element is a JSON {type(obj).__name__}"
+                yield i, RawError("wrong type", why, _preview(json.dumps(obj)))
             i += 1
             pos = end
             if pos > chunk_chars:
@@ -175,11 +167,7 @@ def read_parquet(path: str, batch_size: int = 10_000) -> Iterator[Row]:
         pf = pq.ParquetFile(io.BytesIO(data))
     else:
         pf = pq.ParquetFile(path)
-    i = 0
-    for batch in pf.iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
-            yield i, row
-            i += 1
+    yield from enumerate(row for batch in pf.iter_batches(batch_size=batch_size) for row in batch.to_pylist())
 
 
 class _RecordLines:
