@@ -71,125 +71,43 @@ def stages(cfg: DemoConfig, model: str, chat: bool | None = None) -> list[tuple[
         chat = has_chat_template(model)
     theta, val_name = model_names(cfg, model, chat)
     src = cfg.dataset or str(bundled_dataset())
-    common = ["--db", cfg.db]
-    ml = ["--max-length", str(cfg.max_length)]
-    dev = ["--device", cfg.device]
-    chat = ["--chat"] if chat else []
+    db, on = ["--db", cfg.db], ["--dataset", cfg.name]
+    ml, dtype, dev = ["--max-length", str(cfg.max_length)], ["--dtype", cfg.dtype], ["--device", cfg.device]
+    dpo = [*ml, "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), *dtype, *dev, *db]
+    fractions = ["--val-fraction", str(cfg.val_fraction), "--eval-fraction", str(cfg.eval_fraction)]
+    limit = ["--limit", str(cfg.limit)] if cfg.limit else []
 
     def score(policy: str, val: str) -> list[str]:
-        head = ["score", "--dataset", cfg.name, "--ref", model, "--policy", policy, "--val", val]
-        return [*head, *ml, "--dtype", cfg.dtype, *dev, *common]
+        return ["score", *on, "--ref", model, "--policy", policy, "--val", val, *ml, *dtype, *dev, *db]
 
     out = [
-        (
-            "ingest the data",
-            ["ingest", src, "--name", cfg.name, *chat, *common]
-            + (["--limit", str(cfg.limit)] if cfg.limit else []),
-        ),
-        (
-            "split train / val / eval",
-            [
-                "split",
-                "--dataset",
-                cfg.name,
-                "--val-fraction",
-                str(cfg.val_fraction),
-                "--eval-fraction",
-                str(cfg.eval_fraction),
-                *common,
-            ],
-        ),
+        ("ingest the data", ["ingest", src, "--name", cfg.name, *(["--chat"] if chat else []), *db, *limit]),
+        ("split train / val / eval", ["split", *on, *fractions, *db]),
         (
             f"warm up the policy θ (DPO, LoRA, {cfg.epochs:g} epoch{'' if cfg.epochs == 1 else 's'})",
-            [
-                "warmup",
-                "--dataset",
-                cfg.name,
-                "--model",
-                model,
-                "--name",
-                theta,
-                *ml,
-                "--batch-size",
-                str(cfg.batch_size),
-                "--lr",
-                str(cfg.lr),
-                "--epochs",
-                str(cfg.epochs),
-                "--dtype",
-                cfg.dtype,
-                *dev,
-                *common,
-            ],
+            ["warmup", *on, "--model", model, "--name", theta, "--epochs", str(cfg.epochs), *dpo],
         ),
-        (
-            "train the validation model θ_val",
-            [
-                "fit-val",
-                "--dataset",
-                cfg.name,
-                "--policy",
-                theta,
-                "--name",
-                val_name,
-                *ml,
-                "--batch-size",
-                str(cfg.batch_size),
-                "--lr",
-                str(cfg.lr),
-                "--dtype",
-                cfg.dtype,
-                *dev,
-                *common,
-            ],
-        ),
-        (
-            # A second model on the same pairs (Compare models: how the verdicts move between θ and
-            # θ_val, which saw one more epoch on other pairs). No extra forward pass: θ_val's and
-            # π_ref's log-probs are the ones the next stage reuses for LossDiff. Scored first, so
-            # that θ's runs are the newest (the pages' defaults). IRM only.
-            "score IRM under θ_val too (a second model for Compare models)",
-            score(val_name, "none"),
-        ),
-        (
-            "score: log-probs, IRM, LossDiff",
-            score(theta, val_name),
-        ),
+        ("train the validation model θ_val", ["fit-val", *on, "--policy", theta, "--name", val_name, *dpo]),
+        # A second model on the same pairs (Compare models: how the verdicts move between θ and
+        # θ_val, which saw one more epoch on other pairs). No extra forward pass: θ_val's and
+        # π_ref's log-probs are the ones the next stage reuses for LossDiff. Scored first, so
+        # that θ's runs are the newest (the pages' defaults). IRM only.
+        ("score IRM under θ_val too (a second model for Compare models)", score(val_name, "none")),
+        ("score: log-probs, IRM, LossDiff", score(theta, val_name)),
     ]
+    influence = ["influence", *on, "--policy", theta, "--ref", model, *ml, *dev, *db]
+    lossdiff_irm = select_argv(cfg, "lossdiff-irm", "lossdiff:10-90 & irm:10-90")
     if cfg.influence:
-        out.append(
-            (
-                "exact influence IF and TIF",
-                ["influence", "--dataset", cfg.name, "--policy", theta, "--ref", model, *ml, *dev, *common],
-            )
-        )
-    out += [
-        (
-            "select: LossDiff-IRM (10-90 on each)",
-            [
-                "select",
-                "--dataset",
-                cfg.name,
-                "--name",
-                "lossdiff-irm",
-                "--rule",
-                "lossdiff:10-90 & irm:10-90",
-                "--force",
-                *common,
-            ],
-        ),
-    ]
+        out.append(("exact influence IF and TIF", influence))
+    out.append(("select: LossDiff-IRM (10-90 on each)", lossdiff_irm))
     if cfg.influence:
-        out.append(
-            (
-                "select: TIF (IF 10-90)",
-                ["select", "--dataset", cfg.name, "--name", "tif", "--rule", "if:10-90", "--force", *common],
-            )
-        )
-    out.append(
-        ("evaluate θ on the held-out pairs", ["evaluate", theta, "--dataset", cfg.name, *dev, *common])
-    )
+        out.append(("select: TIF (IF 10-90)", select_argv(cfg, "tif", "if:10-90")))
+    out.append(("evaluate θ on the held-out pairs", ["evaluate", theta, *on, *dev, *db]))
     return out
+
+
+def select_argv(cfg: DemoConfig, name: str, rule: str) -> list[str]:
+    return ["select", "--dataset", cfg.name, "--name", name, "--rule", rule, "--force", "--db", cfg.db]
 
 
 SETUP_STAGE = "build the embedded model (SmolLM2-135M-Instruct, once)"
@@ -200,8 +118,8 @@ class Pipeline:
     """The demo's stages in the job status file (`pipeline`: title, state, seconds), so that the
     dashboard's Overview shows where the main job is while it runs in the background."""
 
-    def __init__(self, titles: list[str], status_path: str | None) -> None:
-        self.path = status_path if status_path is not None else os.environ.get("PREFSIFT_STATUS_FILE")
+    def __init__(self, titles: list[str]) -> None:
+        self.path = os.environ.get("PREFSIFT_STATUS_FILE")
         self.rows = [{"title": t, "state": "pending", "seconds": None} for t in titles]
 
     def mark(
@@ -218,12 +136,12 @@ class Pipeline:
         write_status(self.path, pipeline=self.rows, pipeline_done=n_done, pipeline_total=len(self.rows))
 
 
-def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dict:
+def run_demo(cfg: DemoConfig, echo=print) -> dict:
     from prefsift.cli import main as cli
 
     model = cfg.model
     titles = [title for title, _ in stages(cfg, model or "embedded", chat=False)] + [BASELINE_STAGE]
-    pipe = Pipeline(([SETUP_STAGE] if model is None else []) + titles, status_path)
+    pipe = Pipeline(([SETUP_STAGE] if model is None else []) + titles)
     t_all = time.monotonic()
     if model is None:
         from prefsift.embedded import smollm2_path
@@ -236,8 +154,9 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
     plan = stages(cfg, model)
     timings: dict[str, float] = {}
     peaks: dict[str, float] = {}  # peak RSS during each stage (GiB); see stage_peak_rss_gib
-    for i, (title, argv) in enumerate(plan, 1):
-        echo(f"\n[{i}/{len(plan)}] {title}: prefsift {' '.join(argv)}")
+
+    def run_stage(step: str, title: str, argv: list[str]) -> None:
+        echo(f"\n[{step}] {title}: prefsift {' '.join(argv)}")
         pipe.mark(title, "running")
         t0 = time.monotonic()
         reset_peak_rss()
@@ -251,6 +170,9 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
             )
         pipe.mark(title, "done", timings[title], peaks[title])
         echo(f"      done in {timings[title]:.1f} s")
+
+    for i, (title, argv) in enumerate(plan, 1):
+        run_stage(f"{i}/{len(plan)}", title, argv)
     # The random baseline has the size of the LossDiff-IRM selection: only known now.
     from prefsift.storage import connect
     from prefsift.storage import selections as sel
@@ -259,24 +181,7 @@ def run_demo(cfg: DemoConfig, echo=print, status_path: str | None = None) -> dic
         kept = sel.get_selection(con, "lossdiff-irm")
     n_kept, n_total = int(kept["n_kept"]), int(kept["n_total"])
     frac = round(n_kept / max(n_total, 1), 4)
-    argv = [
-        "select",
-        "--dataset",
-        cfg.name,
-        "--name",
-        "random-baseline",
-        "--rule",
-        f"random:{frac}:seed=0",
-        "--force",
-        "--db",
-        cfg.db,
-    ]
-    echo(f"\n[+] same-size random baseline: prefsift {' '.join(argv)}")
-    pipe.mark(BASELINE_STAGE, "running")
-    if cli(argv) != 0:
-        pipe.mark(BASELINE_STAGE, "failed")
-        raise UserError("demo: the random baseline selection failed")
-    pipe.mark(BASELINE_STAGE, "done")
+    run_stage("+", BASELINE_STAGE, select_argv(cfg, "random-baseline", f"random:{frac}:seed=0"))
     total = round(time.monotonic() - t_all, 1)
     return {
         "db": cfg.db,

@@ -38,20 +38,11 @@ def add_arguments(p) -> None:
     add_auth_argument(p)
 
 
-def pipeline_argv(args, db: str) -> list[str]:
+def pipeline_argv(args) -> list[str]:
     """The same demo, as `prefsift demo --no-serve …` for a background job."""
     argv = ["demo", "--no-serve", "--name", args.name]
-    for flag, value in (
-        ("--model", args.model),
-        ("--dataset", args.dataset),
-        ("--limit", args.limit),
-        ("--max-length", args.max_length),
-        ("--batch-size", args.batch_size),
-        ("--epochs", args.epochs),
-        ("--lr", args.lr),
-        ("--dtype", args.dtype),
-        ("--device", args.device),
-    ):
+    for flag in "--model --dataset --limit --max-length --batch-size --epochs --lr --dtype --device".split():
+        value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             argv += [flag, str(value)]
     return argv + (["--no-influence"] if args.no_influence else [])
@@ -74,7 +65,7 @@ def run(args):
 
     # Refused before the pipeline starts, not after: no background job left behind by a refusal.
     check_exposure(args.host, args.insecure_no_auth, warn=lambda line: None)
-    job = start_job(cfg.db, pipeline_argv(args, cfg.db))
+    job = start_job(cfg.db, pipeline_argv(args))
     print(
         f"prefsift demo: the pipeline runs in the background as job {job['job_id']} "
         f"(log: {job['log_path']}; `prefsift jobs show {job['job_id']} --db {cfg.db}`); it keeps running "
