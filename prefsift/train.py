@@ -79,14 +79,12 @@ def build_models(start: Resolved, cfg: TrainConfig, device: str):
     spec = dataclasses.replace(_spec(start.path, start.adapter, cfg.dtype), device=device)
     ref_spec = dataclasses.replace(_spec(start.reference_path, None, cfg.dtype), device=device)
     on_reference = start.path == start.reference_path  # the base weights are π_ref itself
-    if cfg.lora and start.adapter is None:
+    if cfg.lora:
+        # a fresh adapter, or θ's trained further; the reference = the base with adapters disabled
+        # when the base is π_ref
         model = _load(spec, trainable=True)
         ref = None if on_reference else _load(ref_spec, trainable=False)
-        return model, ref, LoraConfig(**cfg.lora_kwargs())
-    if cfg.lora:  # continue θ's adapter; reference = base with adapters disabled when base is π_ref
-        model = _load(spec, trainable=True)
-        ref = None if on_reference else _load(ref_spec, trainable=False)
-        return model, ref, None
+        return model, ref, LoraConfig(**cfg.lora_kwargs()) if start.adapter is None else None
     model = _load(spec, trainable=True, merge=start.adapter is not None)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -115,10 +113,8 @@ def _prepare_output(out: Path, run_id: str, force: bool, resume: str) -> str | N
     if not out.exists():
         return None
     meta = {}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         meta = json.loads((out / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        pass
     same = meta.get("run_id") == run_id
     if not same or force or resume == "never":
         if any(out.iterdir()) and not force and not same:
@@ -188,9 +184,8 @@ def train(
                 "model_id": run.get("output_model"),
                 "_text": f"{name}: already trained ({out})",
             }
-        tokenizer, plan = _prepare(
-            cfg, start, rows, device, f"{kind} {name}"
-        )  # may refuse: before any record
+        # may refuse: before any record
+        tokenizer, plan = _prepare(cfg, start, rows, device, f"{kind} {name}")
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps({"run_id": run_id, "kind": kind}))
         config_rec = {

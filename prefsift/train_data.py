@@ -19,11 +19,13 @@ def load_rows(db, dataset: str | None, split: str | None, selection: str | None,
         return _rows_from_file(data_file) + (dataset,)
     from prefsift.storage import connect
     from prefsift.storage import pairs as pstore
+    from prefsift.storage import selections as sstore
 
     with connect(db) as con:
         ids = None
         if selection:
-            sel_dataset, ids = _selection(con, selection)
+            sel_dataset = sstore.get_selection(con, selection)["dataset"]
+            ids = sstore.member_ids(con, selection)
             if dataset and dataset != sel_dataset:
                 raise UserError(
                     f"selection {selection!r} belongs to dataset {sel_dataset!r}, not {dataset!r}"
@@ -50,13 +52,6 @@ def load_rows(db, dataset: str | None, split: str | None, selection: str | None,
     return rows, digest, dataset
 
 
-def _selection(con, name: str) -> tuple[str, list[str]]:
-    """(dataset, member pair ids, sorted)."""
-    from prefsift.storage import selections as sstore
-
-    return sstore.get_selection(con, name)["dataset"], sstore.member_ids(con, name)
-
-
 def _decode(r: dict) -> dict:
     if r.get("kind") == "conversational":
         return {k: json.loads(r[k]) for k in ("prompt", "chosen", "rejected")}
@@ -80,9 +75,8 @@ def _rows_from_file(path: str):
         raise UserError(f"{p.name} lacks column(s) {sorted(missing)}")
     if df.empty:
         raise UserError(f"{p.name} holds no pairs")
-    rows = []
-    for r in df[["prompt", "chosen", "rejected"]].to_dict(orient="records"):
-        rows.append({k: (list(v) if not isinstance(v, str) else v) for k, v in r.items()})
+    records = df[["prompt", "chosen", "rejected"]].to_dict(orient="records")
+    rows = [{k: v if isinstance(v, str) else list(v) for k, v in r.items()} for r in records]
     return rows, hashlib.sha256(p.read_bytes()).hexdigest()[:32]
 
 
