@@ -349,14 +349,18 @@ class CalibrationConfig:
 def from_args(cls, args, rename: Mapping[str, str] | None = None, **given):
     """A config dataclass from parsed options: each field from the option of its name (or
     rename[field]), `given` for what the command works out itself. The dataclass holds each default
-    (the option's default is read from it), so the two cannot drift apart."""
+    (the option's default is read from it), so the two cannot drift apart. What its checks refuse
+    (ValueError) is the user's to fix: a UserError."""
     rename = rename or {}
     kwargs = {
         f.name: getattr(args, rename.get(f.name, f.name))
         for f in dataclasses.fields(cls)
         if hasattr(args, rename.get(f.name, f.name))
     }
-    return cls(**{**kwargs, **given})
+    try:
+        return cls(**{**kwargs, **given})
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def option(p, owner, flag: str, help: str = "", field: str | None = None, **kw):

@@ -56,27 +56,15 @@ def add_evidence_arguments(p) -> None:
 
 
 def run(args):
-    from prefsift.config import CalibrationConfig
+    from prefsift.config import CalibrationConfig, from_args
     from prefsift.errors import UserError
     from prefsift.evidence import EvidenceConfig, evidence, format_evidence
     from prefsift.select import calibrate, frames_to_records
     from prefsift.storage import connect
 
     lo, hi = tif_band(args)
-    try:
-        cfg = CalibrationConfig(
-            args.min_kept,
-            args.max_kept,
-            args.step,
-            lo,
-            hi,
-            split=args.split,
-            n_perm=args.permutations,
-            seed=args.seed,
-        )
-        ev_cfg = EvidenceConfig(n_boot=args.bootstrap, seed=args.seed)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    cfg = from_args(CalibrationConfig, args, {"n_perm": "permutations"}, tif_lo=lo, tif_hi=hi)
+    ev_cfg = from_args(EvidenceConfig, args, {"n_boot": "bootstrap"})
     with connect(args.db, read_only=not args.save) as con:
         try:
             out = calibrate(con, args.dataset, cfg)

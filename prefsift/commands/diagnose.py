@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 def run(args):
     from prefsift.commands.calibrate import tif_band
-    from prefsift.errors import UserError
+    from prefsift.config import from_args
     from prefsift.evidence import BANDS, EvidenceConfig, evidence, format_evidence
     from prefsift.select import format_diagnostics, frames_to_records
     from prefsift.storage import connect
@@ -24,11 +24,8 @@ def run(args):
     from prefsift.storage.selections import get_selection
 
     lo, hi = tif_band(args)
-    try:
-        bands = ((lo, hi), *(b for b in BANDS if b != (lo, hi)))
-        ev_cfg = EvidenceConfig(n_boot=args.bootstrap, seed=args.seed, bands=bands)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    bands = ((lo, hi), *(b for b in BANDS if b != (lo, hi)))
+    ev_cfg = from_args(EvidenceConfig, args, {"n_boot": "bootstrap"}, bands=bands)
     with connect(args.db, read_only=True) as con:
         d = diagnose(con, args.selection, (lo, hi))
         ev = None

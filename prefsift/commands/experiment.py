@@ -32,28 +32,17 @@ def add_arguments(p) -> None:
 
 
 def run(args):
-    from prefsift.config import config_from_args
-    from prefsift.errors import UserError
+    from prefsift.config import config_from_args, from_args
     from prefsift.experiment import ExperimentConfig, format_experiment, run_experiment
     from prefsift.storage import resolve_db_path
     from prefsift.train import inherit_beta
 
     db = resolve_db_path(args.db)
-    try:
-        cfg = ExperimentConfig(
-            selection=args.selection,
-            name=args.name,
-            policy=args.policy,
-            seeds=tuple(args.seeds),
-            arms=tuple(dict.fromkeys(args.arms)),
-            compute=args.compute,
-            epochs=args.epochs if args.epochs is not None else ExperimentConfig.epochs,
-            eval_split=args.eval_split,
-            n_boot=args.bootstrap,
-            boot_seed=args.boot_seed,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    epochs = args.epochs if args.epochs is not None else ExperimentConfig.epochs  # None: not given
+    arms = tuple(dict.fromkeys(args.arms))
+    cfg = from_args(
+        ExperimentConfig, args, {"n_boot": "bootstrap"}, seeds=tuple(args.seeds), arms=arms, epochs=epochs
+    )
     train_cfg = inherit_beta(db, args.policy, config_from_args("train", args))
     out = run_experiment(db, cfg, train_cfg, device=args.device)
     return {"_text": format_experiment(out), **out}

@@ -58,7 +58,6 @@ def add_arguments(p) -> None:
 def run(args):
     from prefsift.commands.score import lock, tok_config_from
     from prefsift.config import from_args
-    from prefsift.errors import UserError
     from prefsift.influence import InfluenceConfig, compute_influence
     from prefsift.models import policy_ref_val
     from prefsift.storage import resolve_db_path
@@ -67,19 +66,16 @@ def run(args):
     db = resolve_db_path(args.db)
     policy, ref, _ = policy_ref_val(db, args.dataset, args.policy, args.ref, "none")
 
-    try:
-        cfg = from_args(
-            InfluenceConfig,
-            args,
-            {"fd_rel_step": "fd_step"},
-            policy=policy,
-            ref=ref,
-            band=tuple(args.band),
-            max_length=tok_cfg.max_length,
-            truncation_mode=tok_cfg.truncation_mode,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    cfg = from_args(
+        InfluenceConfig,
+        args,
+        {"fd_rel_step": "fd_step"},
+        policy=policy,
+        ref=ref,
+        band=tuple(args.band),
+        max_length=tok_cfg.max_length,
+        truncation_mode=tok_cfg.truncation_mode,
+    )
     with lock(args, f"influence {args.dataset}"):  # rank 0 holds it for a multi-process run
         out = compute_influence(db, cfg)
     if "rank" in out:
