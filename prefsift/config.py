@@ -65,16 +65,8 @@ DEFAULT_EPOCHS = {"warmup": 1, "fit-val": 1, "train": 2}  # the paper's pipeline
 RESERVED_DPO = {"output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "seed", "data_seed"}
 
 
-def _dpo_fields() -> set[str]:
-    from trl import DPOConfig
-
-    return {f.name for f in dataclasses.fields(DPOConfig) if f.init}
-
-
-def _lora_fields() -> set[str]:
-    from peft import LoraConfig
-
-    return {f.name for f in dataclasses.fields(LoraConfig) if f.init}
+def _init_fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
 def parse_value(text: str) -> Any:
@@ -128,7 +120,10 @@ class TrainConfig:
             raise UserError(f"batch_tokens must be an integer >= 16, got {self.batch_tokens!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {self.seed!r}")
-        dpo_known = _dpo_fields()
+        from peft import LoraConfig
+        from trl import DPOConfig
+
+        dpo_known = _init_fields(DPOConfig)
         for key in self.dpo:
             if key in RESERVED_DPO:
                 raise UserError(f"DPOConfig field {key!r} is set by prefsift and cannot be overridden")
@@ -136,7 +131,7 @@ class TrainConfig:
                 raise UserError(f"unknown DPOConfig field {key!r} (see trl.DPOConfig for the valid names)")
         if self.lora_config and not self.lora:
             raise UserError("[lora] settings were given but LoRA is off (--full)")
-        lora_known = _lora_fields()
+        lora_known = _init_fields(LoraConfig)
         for key in self.lora_config:
             if key not in lora_known:
                 raise UserError(f"unknown LoraConfig field {key!r} (see peft.LoraConfig for the valid names)")
@@ -217,12 +212,11 @@ def build_config(
     data = load_toml(config_file)
     lora_section = data.get("lora") if isinstance(data.get("lora"), dict) else {}
     lora_flag = data.get("lora") if isinstance(data.get("lora"), bool) else True
-    if full is not None and full:
+    if full:
         lora_flag = False
     dpo = dict(data.get("dpo") or {})
     dpo.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    lora_cfg = dict(lora_section or {})
-    lora_cfg.update(lora_overrides or {})
+    lora_cfg = {**lora_section, **(lora_overrides or {})}
     return TrainConfig(
         kind=kind,
         lora=lora_flag,
@@ -372,12 +366,11 @@ def option(p, owner, flag: str, help: str = "", field: str | None = None, **kw):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     if isinstance(default, tuple):
         default = list(default)
-    shown = (
-        " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
-        if isinstance(default, list)
-        else default
-    )
-    shown = f"{shown:g}" if isinstance(shown, float) else shown
+
+    def text(v) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    shown = " ".join(map(text, default)) if isinstance(default, list) else text(default)
     action = p.add_argument(flag, default=default, help=f"{help} (default {shown})".lstrip(), **kw)
     action.owner = f"{owner.__name__}.{name}"
     return action

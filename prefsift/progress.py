@@ -7,6 +7,7 @@ job's progress without touching the database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -19,19 +20,13 @@ def write_status(path: str | os.PathLike | None, **fields) -> None:
     if not path:
         return
     path = Path(path)
-    data = {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
+    data = read_status(path)
     data.update(fields, updated_at=time.time(), pid=os.getpid())
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, default=str))
         tmp.replace(path)
-    except OSError:
-        pass
 
 
 def read_status(path: str | os.PathLike) -> dict:

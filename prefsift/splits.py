@@ -33,11 +33,10 @@ def unit_hash(pair_id: str, seed: int) -> float:
 
 
 def assign(pair_ids: list[str], val_fraction: float, eval_fraction: float, seed: int) -> list[str]:
-    out = []
-    for pid in pair_ids:
-        u = unit_hash(pid, seed)
-        out.append("eval" if u < eval_fraction else "val" if u < eval_fraction + val_fraction else "train")
-    return out
+    us = (unit_hash(pid, seed) for pid in pair_ids)
+    return [
+        "eval" if u < eval_fraction else "val" if u < eval_fraction + val_fraction else "train" for u in us
+    ]
 
 
 def _check_fraction(name: str, value: float) -> None:
