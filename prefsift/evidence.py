@@ -44,14 +44,8 @@ class EvidenceConfig:
 
 def _clean(d: dict) -> dict:
     """JSON-ready: numpy scalars to Python, NaN to None."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and math.isnan(v):
-            v = None
-        out[k] = v
-    return out
+    items = ((k, v.item() if isinstance(v, np.generic) else v) for k, v in d.items())
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
 
 
 def band_rows(df, cfg: EvidenceConfig) -> list[dict]:
@@ -134,14 +128,8 @@ def correlation_rows(df, cfg: EvidenceConfig) -> list[dict]:
                 rows.append({"score": m, "with": "if", "subset": subset, "n": int(mask.sum())})
                 continue
             z = None if tokens is None else tokens[mask]
-            ev = correlation_evidence(
-                df[m].to_numpy(np.float64)[mask],
-                df["if"].to_numpy(np.float64)[mask],
-                z,
-                cfg.n_boot,
-                cfg.seed,
-                cfg.level,
-            )
+            x, f = df[m].to_numpy(np.float64)[mask], df["if"].to_numpy(np.float64)[mask]
+            ev = correlation_evidence(x, f, z, cfg.n_boot, cfg.seed, cfg.level)
             rows.append(_clean({"score": m, "with": "if", "subset": subset, **ev}))
     return rows
 

@@ -58,6 +58,7 @@ def add_arguments(p) -> None:
 def run(args):
     from prefsift.commands.score import lock, tok_config_from
     from prefsift.config import from_args
+    from prefsift.evidence import num
     from prefsift.influence import InfluenceConfig, compute_influence
     from prefsift.models import policy_ref_val
     from prefsift.storage import resolve_db_path
@@ -85,11 +86,11 @@ def run(args):
         f"IF for {out['n_pairs']:,} pairs ({out['method']}, {out['n_params']:,} parameters): run {out['run_id']}",
         f"TIF ({cfg.band[0]:g}-{cfg.band[1]:g} percentiles): {out['n_tif']:,} pairs kept, run {out['tif_run_id']}",
         f"validation loss at theta: {out['val_loss']:.4f} (g_val {'cached' if out['gval_cached'] else 'computed'})",
-        f"Pearson/Spearman with IRM: {d.get('pearson_irm', float('nan')):.3f} / {d.get('spearman_irm', float('nan')):.3f}",
+        f"Pearson/Spearman with IRM: {num(d.get('pearson_irm'))} / {num(d.get('spearman_irm'))}",
     ]
     if "pearson_lossdiff" in d:
         lines.append(
-            f"Pearson/Spearman with LossDiff: {d['pearson_lossdiff']:.3f} / {d['spearman_lossdiff']:.3f}"
+            f"Pearson/Spearman with LossDiff: {num(d['pearson_lossdiff'])} / {num(d['spearman_lossdiff'])}"
         )
         lines.append("overlap with TIF (a random selection of the same size: expected [95% range]):")
         for name, label in (("lossdiff", "LossDiff"), ("irm", "IRM"), ("lossdiff_irm", "LossDiff-IRM")):
@@ -109,8 +110,7 @@ def run(args):
 
 
 def _with_chance(d: dict, name: str) -> str:
-    nan = float("nan")
-    return (
-        f"{d.get(f'overlap_{name}', nan):.3f} (chance {d.get(f'chance_{name}', nan):.3f} "
-        f"[{d.get(f'null_lo_{name}', nan):.3f}, {d.get(f'null_hi_{name}', nan):.3f}])"
-    )
+    from prefsift.evidence import num
+
+    overlap, chance, lo, hi = (num(d.get(f"{k}_{name}")) for k in ("overlap", "chance", "null_lo", "null_hi"))
+    return f"{overlap} (chance {chance} [{lo}, {hi}])"
