@@ -14,18 +14,18 @@ DESCRIPTION = (
 DTYPES = ["float32", "bfloat16", "float16", "float64"]
 
 
-def add_model_arguments(p, owner=None, split: bool = True) -> None:
-    """Options shared by `score`, `logps`, `evaluate`, `explain-pair` and `influence`: tokenization,
-    dtype, device, batching, each default from `owner` (ScoreConfig unless given)."""
+def add_model_arguments(p) -> None:
+    """Options shared by `score` and `logps`: the split, tokenization, dtype, device, batching, each
+    default from ScoreConfig."""
     from prefsift.config import ScoreConfig, option
 
-    owner = owner or ScoreConfig
-    if split:
-        option(p, owner, "--split", "train | val | eval | all")
-    add_tokenize_arguments(p, owner)
-    option(p, owner, "--dtype", "model dtype", choices=DTYPES)
-    option(p, owner, "--device", "auto | cpu | cuda | cuda:N")
-    option(p, owner, "--batch-tokens", "padded tokens per forward batch (memory, not results)", type=int)
+    option(p, ScoreConfig, "--split", "train | val | eval | all")
+    add_tokenize_arguments(p, ScoreConfig)
+    option(p, ScoreConfig, "--dtype", "model dtype", choices=DTYPES)
+    option(p, ScoreConfig, "--device", "auto | cpu | cuda | cuda:N")
+    option(
+        p, ScoreConfig, "--batch-tokens", "padded tokens per forward batch (memory, not results)", type=int
+    )
     p.add_argument("--wait", action="store_true", help="queue behind a running job instead of failing")
 
 
