@@ -139,9 +139,8 @@ def run_experiment(db, cfg: ExperimentConfig, train_cfg, device: str = "auto", e
 
     selections, facts = _arm_selections(db, cfg)
     dpo = dict(train_cfg.dpo)
-    batch = int(train_cfg.dpo_kwargs()["per_device_train_batch_size"]) * int(
-        train_cfg.dpo_kwargs().get("gradient_accumulation_steps", 1) or 1
-    )
+    kw = train_cfg.dpo_kwargs()
+    batch = int(kw["per_device_train_batch_size"]) * int(kw.get("gradient_accumulation_steps") or 1)
     dpo["num_train_epochs"] = cfg.epochs
     if cfg.compute == "steps":  # every arm takes the selection arm's optimizer steps
         dpo["max_steps"] = _steps(facts["n_selected"], batch, cfg.epochs)
