@@ -146,7 +146,7 @@ def _save(dataset: str, pair_id: str, withdraw: bool) -> None:
             f"{TOLD} after this page showed it. It now holds {annotations.describe(exc.current)}; the "
             "form below shows it. Change it and save again if you still want this version.",
         )
-    except data.errors() as exc:
+    except data.ERRORS as exc:
         st.error(f"Could not save: {exc}")
         return
     st.rerun()

@@ -41,8 +41,10 @@ def db_path() -> Path:
     return Path(identity.script_option("db") or os.environ.get("PREFSIFT_DB") or storage.DEFAULT_DB).resolve()
 
 
-def db_version(db: Path) -> tuple:
-    """Changes whenever a writer commits (the WAL grows, or a checkpoint rewrites the file)."""
+def _version() -> tuple:
+    """The database's version: changes whenever a writer commits (the WAL grows, or a checkpoint
+    rewrites the file)."""
+    db = db_path()
     out = []
     for p in (db, db.with_name(db.name + ".wal")):
         try:
@@ -60,28 +62,16 @@ def busy_notice() -> None:
     )
 
 
-def _retrying(attempt: Callable, default=None, tries: int = 3):
+def _retrying(attempt: Callable, default=None):
     """attempt(), retried a few times while a writer holds the database; then the busy notice and
     `default`: a lock conflict never reaches the user as an error."""
-    for i in range(tries):
+    for i in range(3):
         try:
             return attempt()
         except DatabaseLocked:
             time.sleep(0.2 * (i + 1))
     busy_notice()
     return default
-
-
-def read(fn: Callable, *args, default=None, tries: int = 3, **kwargs):
-    """Run fn(con, *args) on a short read-only connection; a lock conflict shows a notice and
-    returns `default` (after a few quick retries)."""
-    db = db_path()
-
-    def attempt():
-        with storage.connect(db, read_only=True, timeout_s=2.0) as con:
-            return fn(con, *args, **kwargs)
-
-    return _retrying(attempt, default, tries)
 
 
 WRITE_BUSY = object()  # what `write` returns when the database stayed busy
@@ -123,10 +113,6 @@ def decide(dataset: str, pair_id: str, *, expected, withdraw: bool = False, **fi
     who = identity.require(identity.ANNOTATOR, "annotate pairs")
     fn = annotations.withdraw_decision if withdraw else annotations.save_decision
     return write(fn, dataset, pair_id, who.name, role=who.role, expected=expected, **fields)
-
-
-def _version() -> tuple:
-    return db_version(db_path())
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -175,8 +161,7 @@ def _experiments(con, dataset):
     df = runs_store.get_diagnostics(con)
     out = []
     for _run_id, g in df[df["run_id"].str.startswith("experiment:")].groupby("run_id", sort=True):
-        detail = g["detail"].iloc[0]
-        summary = (json.loads(detail) if isinstance(detail, str) else detail or {}).get("summary")
+        summary = json.loads(g["detail"].iloc[0] or "{}").get("summary")  # a JSON column
         if summary and summary.get("dataset") == dataset:
             out.append(summary)
     return out
@@ -193,14 +178,7 @@ _READS: dict[str, Callable] = {
     "selections": selections_store.list_selections,
     "ledger": training.ledger,
     "model_roles": runs_store.model_roles,
-    "pair": pairs.get_pair,
-    "token_logps": explore.token_logps,
-    "pair_fates": explore.pair_fates,
-    "annotation": explore.get_annotation,
     "neighbours": explore.neighbour_ids,
-    "decision": annotations.get_decision,
-    "decisions": annotations.decisions,
-    "effective": annotations.effective,
     "history": annotations.history,
     "agreement": annotations.agreement,
     "conflicts": annotations.conflicts,
@@ -210,8 +188,6 @@ _READS: dict[str, Callable] = {
     "previews": explore.previews,
     "selection_ids": selections_store.member_ids,
     "forced": engine.forced_annotations,
-    "run_metrics": training.get_metrics,
-    "training_runs": training.list_runs,
     "experiments": _experiments,
     "diagnose": diagnose.diagnose,
 }
@@ -434,7 +410,7 @@ def latest_job(kind: str, *argv_has: str) -> dict | None:
     if jobs is None or jobs.empty:
         return None
     for row in jobs[jobs["kind"] == kind].to_dict("records"):
-        argv = json.loads(row["argv"] or "[]") if isinstance(row["argv"], str) else list(row["argv"] or [])
+        argv = json.loads(row["argv"] or "[]")  # a JSON column, as storage.jobs.get_job reads it
         if all(a in argv for a in argv_has):
             return {**row, "argv": argv}
     return None
@@ -480,8 +456,13 @@ def export_path(name: str, fmt: str) -> Path:
     return path
 
 
-def errors() -> tuple[type[Exception], ...]:
-    return (StorageError, ValueError, identity.NotAllowed)
+ERRORS = (StorageError, ValueError, identity.NotAllowed)  # what a page shows as "could not …"
+
+
+# ---------------------------------------------------------------- on the page
+def show_table(df: pd.DataFrame, **kwargs):
+    """A table as every page shows one: the page's width, no index column."""
+    return st.dataframe(df, hide_index=True, width="stretch", **kwargs)
 
 
 # ---------------------------------------------------------------- empty states

@@ -62,10 +62,6 @@ def auth_section() -> dict:
     return auth if isinstance(auth, dict) else {}
 
 
-def auth_configured() -> bool:
-    return bool(auth_section())
-
-
 def providers() -> list[str | None]:
     """The st.login provider arguments: None for a provider set in [auth] itself, else the names
     of its [auth.<name>] tables."""
@@ -97,16 +93,11 @@ def script_option(name: str) -> str | None:
     return getattr(parser.parse_known_args(sys.argv[1:])[0], name)
 
 
-def cli_user() -> str | None:
-    """`prefsift serve --user NAME`."""
-    return (script_option("user") or "").strip() or None
-
-
 def current() -> Identity | None:
     """This session's person; None when sign-in is configured and they have not signed in, or
     their name is not on the configured list."""
-    if not auth_configured():
-        name = cli_user() or local_user()
+    if not auth_section():
+        name = (script_option("user") or "").strip() or local_user()  # prefsift serve --user NAME
         return Identity(name=name, role=CURATOR, display=name, signed_in=False)
     user = st.user
     if not user.get("is_logged_in"):

@@ -75,10 +75,8 @@ def table(
     this order. The page's widgets (keys starting with `prefix`, but `skip`) are kept for the way
     back; the table's key is `<prefix>table_sel`. (A chart without on_select has no state to skip.)"""
     key = f"{prefix}table_sel"
-    event = st.dataframe(
+    event = data.show_table(
         df,
-        hide_index=True,
-        width="stretch",
         on_select="rerun",
         selection_mode="single-row",
         key=key,
@@ -168,9 +166,7 @@ def position(dataset: str, pair_id: str) -> tuple[dict | None, dict | None, str]
             return pos, came_from, came_from["label"]
     runs = data.runs_table(dataset)
     run = _scored_run(runs)
-    if run is None:
-        return None, came_from, "the dataset by row order"
-    if data.snapshot(dataset, [run]) is None:
+    if run is None or data.snapshot(dataset, [run]) is None:
         return None, came_from, "the dataset by row order"
     pos = data.sq(dataset, "list_position", (run,), scored_filters(run), None, True, pair_id)
     return pos, came_from, "the dataset's scored pairs (row order)"

@@ -36,7 +36,7 @@ def render(dataset: str, pair_id: str) -> None:
     )
     try:
         got = data.cached("review_queue", dataset, me.name, signal, 2, default=None)
-    except data.errors() as exc:
+    except data.ERRORS as exc:
         c[0].caption(f"This order is not available: {exc}")
         return
     if got is None:

@@ -51,10 +51,8 @@ for m, (ra, rb) in pairs.items():
         {"score": m, "pairs": corr["n"], "Spearman ρ": corr["spearman"], "Pearson r": corr["pearson"]}
     )
 st.subheader("Rank correlation of each score between the two models")
-st.dataframe(
+data.show_table(
     pd.DataFrame(rows),
-    hide_index=True,
-    width="stretch",
     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("Spearman ρ", "Pearson r")},
 )
 

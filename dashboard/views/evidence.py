@@ -113,8 +113,8 @@ if experiments:
         c[0].plotly_chart(ec.arms_fig(arms_df, metric), key=f"evidence_arms_{metric}")
         c[1].plotly_chart(ec.diffs_fig(diffs_df, metric), key=f"evidence_diffs_{metric}")
         with st.expander(f"{ec.METRICS[metric][0]}: the numbers"):
-            st.dataframe(arms_df.drop(columns="arm"), hide_index=True, width="stretch")
-            st.dataframe(diffs_df.drop(columns=["arm", "vs"]), hide_index=True, width="stretch")
+            data.show_table(arms_df.drop(columns="arm"))
+            data.show_table(diffs_df.drop(columns=["arm", "vs"]))
     tif_lines = [
         ec.reading(d, "reward_accuracy")
         for d in metrics.get("reward_accuracy", {}).get("diffs", [])
@@ -266,26 +266,18 @@ if ev:
     if not bands.empty:
         with st.expander("overlap with TIF at each band: the numbers"):
             cols = ["band", "rule", "overlap", "chance", "null_lo", "null_hi", "lift", "kappa", "p_value"]
-            st.dataframe(bands[[c for c in cols if c in bands]], hide_index=True, width="stretch")
+            data.show_table(bands[[c for c in cols if c in bands]])
     if not corr.empty:
         cols = ["score", "subset", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo"]
         cols += ["spearman_hi", "partial_pearson", "partial_pearson_lo", "partial_pearson_hi", "chance_abs_r"]
-        st.dataframe(corr[[c for c in cols if c in corr]], hide_index=True, width="stretch")
+        data.show_table(corr[[c for c in cols if c in corr]])
     auroc = pd.DataFrame(ev.get("noise_auroc") or [])
     if not auroc.empty:
         st.markdown("**Noisy-pair detection**: AUROC of a low score for the flagged pairs (0.5 = chance)")
-        st.dataframe(
-            auroc[["score", "auroc", "auroc_lo", "auroc_hi", "n_positive", "n_negative"]],
-            hide_index=True,
-            width="stretch",
-        )
+        data.show_table(auroc[["score", "auroc", "auroc_lo", "auroc_hi", "n_positive", "n_negative"]])
     length = pd.DataFrame(ev.get("length") or [])
     if not length.empty:
         with st.expander("length confound: each score's Spearman with token counts"):
-            st.dataframe(
-                length[["score", "length", "spearman", "spearman_lo", "spearman_hi"]],
-                hide_index=True,
-                width="stretch",
-            )
+            data.show_table(length[["score", "length", "spearman", "spearman_lo", "spearman_hi"]])
 elif ev is not None:
     st.caption("`prefsift diagnose` returned no evidence for this selection.")

@@ -71,7 +71,7 @@ def do_export() -> dict | None:
         st.success(f"Exported {man['rows']:,} pairs to `{man['path']}` (sha256 {man['sha256'][:12]}…).")
         st.session_state["export_last"] = str(man["path"])
         return man
-    except data.errors() as exc:
+    except data.ERRORS as exc:
         st.error(f"Export failed: {exc}")
         return None
 
@@ -138,7 +138,7 @@ def downloads() -> None:
     else:
         dc[0].warning(f"`{path.name}` is no longer on the server.")
     dc[2].caption(f"selection `{row['selection']}` · {row['format']} · {row['created_at']}")
-    st.dataframe(past, hide_index=True, width="stretch")
+    data.show_table(past)
 
 
 downloads()
@@ -165,4 +165,4 @@ else:
             " the full data or a random subset of the same size, seeds and pairs paired: the Evidence page's"
             " experiment."
         )
-    st.dataframe(ledger, hide_index=True, width="stretch")
+    data.show_table(ledger)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import streamlit as st
 
 from prefsift.dashboard import annotation_form, charts, data, job_notice, pair_list, review
@@ -44,16 +43,8 @@ pos, came_from, walked = (
 prev_id, next_id = (pos["prev"], pos["next"]) if pos is not None else bundle["neighbours"]
 
 
-def _dirty() -> bool:
-    """The annotation widgets of this pair hold something that was not saved."""
-    return annotation_form.unsaved(pair_id)
-
-
-_FORCE_LABEL = {"keep": "force keep", "drop": "force drop"}
-
-
 def _go(target: str | None) -> None:
-    if target and _dirty() and not st.session_state.get("inspect_discard"):
+    if target and annotation_form.unsaved(pair_id) and not st.session_state.get("inspect_discard"):
         st.session_state["inspect_unsaved"] = target  # ask first: a typed note is not lost silently
         return
     st.session_state.pop("inspect_unsaved", None)
@@ -141,23 +132,11 @@ if runs.empty:
 else:
     snap = data.snapshot(dataset, list(runs["run_id"]))
     if snap is not None:
-        rows = []
-        for r in runs.itertuples():
-            value, pct = snap.percentile(r.run_id, pair_id)
-            rows.append(
-                {
-                    "metric": r.metric,
-                    "policy": r.policy,
-                    "value": value,
-                    "percentile": pct,
-                    "run": r.run_id,
-                    "created": r.created_at,
-                }
-            )
-        st.dataframe(
-            pd.DataFrame(rows),
-            hide_index=True,
-            width="stretch",
+        value, pct = zip(*(snap.percentile(r, pair_id) for r in runs["run_id"]))
+        data.show_table(
+            runs[["metric", "policy"]].assign(
+                value=value, percentile=pct, run=runs["run_id"], created=runs["created_at"]
+            ),
             column_config={
                 "percentile": st.column_config.ProgressColumn(
                     "percentile", min_value=0, max_value=100, format="%.1f"
@@ -214,9 +193,7 @@ fates = bundle["fates"]
 if fates is None or fates.empty:
     st.caption("No selection saved yet.")
 else:
-    st.dataframe(
-        fates[["selection", "fate", "n_kept", "n_total", "created_at"]], hide_index=True, width="stretch"
-    )
+    data.show_table(fates[["selection", "fate", "n_kept", "n_total", "created_at"]])
 
 # ---- annotation (dashboard/annotation_form.py: safe for two annotators on one pair)
 st.subheader("Annotation")

@@ -79,7 +79,7 @@ def _table(df, empty: str) -> None:
     if df is None or df.empty:
         st.caption(empty)
     else:
-        st.dataframe(df, hide_index=True, width="stretch")
+        data.show_table(df)
 
 
 def _name(role: str) -> str | None:
@@ -139,7 +139,7 @@ c[3].metric("Selections", len(sel))
 c[4].metric("Training runs", len(trained))
 
 st.subheader("Datasets")
-st.dataframe(ds, hide_index=True, width="stretch")
+data.show_table(ds)
 
 left, right = st.columns(2)
 with left:
@@ -152,10 +152,8 @@ with right:
     else:
         view = runs[["metric", "policy", "n_pairs", "created_at", "run_id"]].copy()
         view["coverage"] = view["n_pairs"] / max(int(row["pairs"]), 1)
-        st.dataframe(
+        data.show_table(
             view,
-            hide_index=True,
-            width="stretch",
             column_config={"coverage": st.column_config.ProgressColumn("coverage", format="percent")},
         )
 
@@ -165,7 +163,7 @@ if not runs.empty:
         if st.toggle("Compute coverage", key="overview_coverage"):
             snap = data.snapshot(dataset, list(latest.values()))
             if snap is not None:
-                st.dataframe(data.sq(dataset, "presence", latest), hide_index=True, width="stretch")
+                data.show_table(data.sq(dataset, "presence", latest))
 
 left, right = st.columns(2)
 with left:
@@ -174,7 +172,7 @@ with left:
     exports = bundle["exports"]
     if exports is not None and not exports.empty:
         st.caption("Exports")
-        st.dataframe(exports, hide_index=True, width="stretch")
+        data.show_table(exports)
 with right:
     st.subheader("Training runs")
     _table(trained, "None yet: export a selection and train on **Export & train**.")
@@ -192,11 +190,7 @@ def jobs_panel() -> None:
         s = data.job_status(job.status_path)
         eta = f" · ETA {s['eta_s']:.0f}s" if isinstance(s.get("eta_s"), int | float) else ""
         job_notice.progress(s, f"{job.job_id} — {s.get('stage', job.status)}", eta)
-    st.dataframe(
-        jobs[["job_id", "kind", "status", "created_at", "finished_at", "error"]],
-        hide_index=True,
-        width="stretch",
-    )
+    data.show_table(jobs[["job_id", "kind", "status", "created_at", "finished_at", "error"]])
 
 
 jobs_panel()

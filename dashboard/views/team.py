@@ -32,7 +32,7 @@ m[2].metric("agreed / single", f"{counts.get('agreed', 0):,} / {counts.get('sing
 m[3].metric("in conflict", f"{counts.get('conflict', 0):,}")
 
 st.subheader("Annotators")
-st.dataframe(people, hide_index=True, width="stretch")
+data.show_table(people)
 
 st.subheader("Agreement between annotators")
 agree = data.cached("agreement", dataset, default=None)
@@ -83,4 +83,4 @@ else:
 st.subheader("Recent decisions")
 hist = data.cached("history", dataset, None, None, 200, default=None)
 if hist is not None and not hist.empty:
-    st.dataframe(annotation_form.history_frame(hist), hide_index=True, width="stretch", key="team_history")
+    data.show_table(annotation_form.history_frame(hist), key="team_history")

@@ -150,10 +150,8 @@ for name, o in res["overlaps"].items():
         }
     )
 st.subheader("Compared with")
-st.dataframe(
+data.show_table(
     pd.DataFrame(rows),
-    hide_index=True,
-    width="stretch",
     column_config={
         "noisy among kept": st.column_config.NumberColumn(format="percent"),
         "overlap with this rule": st.column_config.NumberColumn(format="%.3f"),
@@ -201,5 +199,5 @@ if sc[2].button("Save selection", type="primary", key="tune_save"):
             f"A selection named **{name.strip()}** already exists. Tick **replace if it exists** to "
             "replace it, or choose another name."
         )
-    except data.errors() as exc:
+    except data.ERRORS as exc:
         st.error(str(exc))

@@ -2,8 +2,8 @@
 the same time, in two processes; two jobs started at once on one database.
 
 DuckDB lets one process hold a database file at a time, so the promise is made by short
-connections with a bounded retry (storage.connect) and the dashboard's own read/write
-helpers (dashboard.data.read/write): no exception escapes, every write lands, and every read
+connections with a bounded retry (storage.connect) and the dashboard's own retry and write
+helpers (dashboard.data._retrying, data.write): no exception escapes, every write lands, and every read
 is answered (after at most a few "busy" retries).
 """
 
@@ -50,15 +50,20 @@ READER = """
 import json, os, sys, time, traceback, warnings
 warnings.simplefilter("ignore")
 import logging; logging.disable(logging.WARNING)   # streamlit's "no runtime" chatter
+from prefsift import storage
 from prefsift.dashboard import data
 from prefsift.storage import annotations, explore, pairs, runs, selections
 ids, rounds, out = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
 BUSY = object()
 stats = {"reads": 0, "busy_retries": 0, "selections": [], "annotations": 0, "errors": []}
 
+def attempt(fn, *a):              # a short read-only connection, as the dashboard's reads open
+    with storage.connect(data.db_path(), read_only=True, timeout_s=2.0) as con:
+        return fn(con, *a)
+
 def read(fn, *a):
     for _ in range(30):            # the page would simply show this on its next refresh
-        v = data.read(fn, *a, default=BUSY)
+        v = data._retrying(lambda: attempt(fn, *a), BUSY)
         if v is not BUSY:
             stats["reads"] += 1
             return v
