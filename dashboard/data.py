@@ -293,12 +293,11 @@ def tune_rule(runs: pd.DataFrame) -> list[tuple[str, str, tuple[float, float]]]:
     if parts is not None:
         return [(m, r, tuple(b)) for m, r, b in parts if r in ids]
     bands = st.session_state.get("tune_bands", {})
-    out = []
-    for metric, on in TUNE_METRICS:
-        run = default_run(runs, metric)
-        if on and run:
-            out.append((metric, run, tuple(bands.get(metric, (10.0, 90.0)))))
-    return out
+    return [
+        (metric, run, tuple(bands.get(metric, (10.0, 90.0))))
+        for metric, on in TUNE_METRICS
+        if on and (run := default_run(runs, metric))
+    ]
 
 
 def rule_text(rule) -> str:

@@ -34,20 +34,10 @@ def arms_frame(metric_result: dict) -> pd.DataFrame:
     """{arm: {mean, lo, hi, n_seeds}} -> one row per arm in a fixed order."""
     arms = metric_result.get("arms", {})
     order = [a for a in ARM_ORDER if a in arms] + [a for a in arms if a not in ARM_ORDER]
-    return pd.DataFrame(
-        [
-            {
-                "arm": a,
-                "label": ARM_LABELS.get(a, a),
-                "mean": arms[a]["mean"],
-                "lo": arms[a]["lo"],
-                "hi": arms[a]["hi"],
-                "seeds": arms[a].get("n_seeds"),
-            }
-            for a in order
-        ],
-        columns=["arm", "label", "mean", "lo", "hi", "seeds"],
-    )
+    df = pd.DataFrame([arms[a] for a in order], columns=["mean", "lo", "hi", "n_seeds"])
+    df.insert(0, "arm", order)
+    df.insert(1, "label", [ARM_LABELS.get(a, a) for a in order])
+    return df.rename(columns={"n_seeds": "seeds"})
 
 
 def diffs_frame(metric_result: dict) -> pd.DataFrame:
@@ -55,16 +45,10 @@ def diffs_frame(metric_result: dict) -> pd.DataFrame:
     rows = list(metric_result.get("diffs", []))
     rank = {a: i for i, a in enumerate(ARM_ORDER)}
     rows.sort(key=lambda d: (d["vs"] != "random", rank.get(d["arm"], 99)))
-    return pd.DataFrame(
-        [
-            {
-                "comparison": f"{ARM_LABELS.get(d['arm'], d['arm'])} − {ARM_LABELS.get(d['vs'], d['vs'])}",
-                **{k: d[k] for k in ("arm", "vs", "diff", "lo", "hi", "p")},
-            }
-            for d in rows
-        ],
-        columns=["comparison", "arm", "vs", "diff", "lo", "hi", "p"],
-    )
+    df = pd.DataFrame(rows, columns=["arm", "vs", "diff", "lo", "hi", "p"])
+    names = [f"{ARM_LABELS.get(d['arm'], d['arm'])} − {ARM_LABELS.get(d['vs'], d['vs'])}" for d in rows]
+    df.insert(0, "comparison", names)
+    return df
 
 
 def _color(arm: str) -> str:
@@ -136,10 +120,6 @@ def diffs_fig(df: pd.DataFrame, metric: str) -> go.Figure:
     return fig
 
 
-def _num(x: float) -> str:
-    return f"{x:+.3f}"
-
-
 def reading(d: dict, metric: str, n_ref: int | None = None) -> str:
     """One paired difference in plain words, judged by its 95% interval alone."""
     label, higher, _ = METRICS.get(metric, (metric, True, None))
@@ -147,7 +127,7 @@ def reading(d: dict, metric: str, n_ref: int | None = None) -> str:
     ref = REF_WORDS.get(d["vs"], ARM_LABELS.get(d["vs"], d["vs"]))
     if d["vs"] == "full" and n_ref:
         ref += f" (all {n_ref:,} pairs)"
-    ci = f"{_num(d['diff'])} [{_num(d['lo'])}, {_num(d['hi'])}]"
+    ci = f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
     if d["lo"] > 0 or d["hi"] < 0:
         wins = (d["lo"] > 0) == higher
         verb = "beats" if wins else "does worse than"

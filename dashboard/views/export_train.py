@@ -97,10 +97,6 @@ if b[1].button("Export and train", type="primary", key="export_train"):
             st.error(f"Could not start training: {exc}")
 
 
-def _reader(path: Path):
-    return lambda: path.read_bytes()  # read when the person clicks, not on every rerun
-
-
 @st.fragment
 def downloads() -> None:
     """The exports of this dataset (newest first), each downloadable with its manifest: the file
@@ -120,7 +116,7 @@ def downloads() -> None:
     if path.exists():
         dc[0].download_button(
             f"Download {path.suffix[1:]} ({int(row['n_rows']):,} pairs)",
-            _reader(path),
+            path.read_bytes,  # read when the person clicks, not on every rerun
             file_name=path.name,
             key="export_download",
             on_click="ignore",
@@ -130,7 +126,7 @@ def downloads() -> None:
         if man.exists():
             dc[1].download_button(
                 "Download manifest",
-                _reader(man),
+                man.read_bytes,
                 file_name=man.name,
                 key="export_download_manifest",
                 on_click="ignore",

@@ -125,33 +125,22 @@ for col, (metric, run, _band) in zip(hc, parts):
         config={"displayModeBar": False},
     )
 
-rows = [
-    {
-        "rule": "this rule",
-        "kept": res["n_kept"],
-        "noisy among kept": noise_kept,
-        "overlap with this rule": 1.0,
-    },
-    {
-        "rule": "random, same size",
-        "kept": rand["n"],
-        "noisy among kept": rand["noisy"] / max(rand["n"], 1),
-        "overlap with this rule": rand["both"] / max(min(rand["n"], res["n_kept"]), 1),
-    },
+rows = [  # (rule, kept, noisy among kept, overlap with this rule)
+    ("this rule", res["n_kept"], noise_kept, 1.0),
+    (
+        "random, same size",
+        rand["n"],
+        rand["noisy"] / max(rand["n"], 1),
+        rand["both"] / max(min(rand["n"], res["n_kept"]), 1),
+    ),
 ]
 for name, o in res["overlaps"].items():
     mk = compare[name] & pool
-    rows.append(
-        {
-            "rule": name,
-            "kept": int(mk.sum()),
-            "noisy among kept": float((mk & noise).sum() / max(mk.sum(), 1)),
-            "overlap with this rule": o["both"] / max(min(res["n_kept"], o["n"]), 1),
-        }
-    )
+    overlap = o["both"] / max(min(res["n_kept"], o["n"]), 1)
+    rows.append((name, int(mk.sum()), float((mk & noise).sum() / max(mk.sum(), 1)), overlap))
 st.subheader("Compared with")
 data.show_table(
-    pd.DataFrame(rows),
+    pd.DataFrame(rows, columns=["rule", "kept", "noisy among kept", "overlap with this rule"]),
     column_config={
         "noisy among kept": st.column_config.NumberColumn(format="percent"),
         "overlap with this rule": st.column_config.NumberColumn(format="%.3f"),
