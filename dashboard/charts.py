@@ -26,8 +26,7 @@ LAYOUT = dict(
 def _empty(title: str, msg: str = "nothing to show") -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **LAYOUT)
-    return fig
+    return fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **LAYOUT)
 
 
 def _bins(df: pd.DataFrame) -> dict:
@@ -51,8 +50,7 @@ def histogram_fig(
     )
     if band and band[0] is not None and band[1] is not None:
         fig.add_vrect(x0=band[0], x1=band[1], fillcolor=KEPT, opacity=0.12, line_width=0)
-    fig.update_layout(title=title, bargap=0, yaxis_title="pairs", height=260, **LAYOUT)
-    return fig
+    return fig.update_layout(title=title, bargap=0, yaxis_title="pairs", height=260, **LAYOUT)
 
 
 def kept_dropped_fig(
@@ -152,10 +150,9 @@ def scatter_fig(
 def _xy_layout(fig, xs, ys, xband, yband, x_label, y_label, title) -> go.Figure:
     """A score-against-score figure's axes and layout (a box or lasso selects), and the rule's bands."""
     _draw_bands(fig, xs, ys, xband, yband, x_label, y_label)
-    fig.update_layout(
+    return fig.update_layout(
         title=title, xaxis_title=x_label, yaxis_title=y_label, height=520, dragmode="select", **LAYOUT
     )
-    return fig
 
 
 def _draw_bands(fig, xs, ys, xband, yband, x_label, y_label) -> None:
@@ -259,7 +256,7 @@ def ranks_fig(df: pd.DataFrame, a_label: str, b_label: str, title: str = "") -> 
         hovertemplate="%{customdata}<br>%{x:.2f} vs %{y:.2f}<extra></extra>",
         name="pairs",
     )
-    fig.update_layout(
+    return fig.update_layout(
         title=title,
         xaxis_title=f"percentile rank · {a_label}",
         yaxis_title=f"percentile rank · {b_label}",
@@ -268,7 +265,6 @@ def ranks_fig(df: pd.DataFrame, a_label: str, b_label: str, title: str = "") -> 
         height=420,
         **LAYOUT,
     )
-    return fig
 
 
 def verdict_fig(counts: dict, a_label: str, b_label: str) -> go.Figure:
@@ -285,9 +281,8 @@ def verdict_fig(counts: dict, a_label: str, b_label: str) -> go.Figure:
             textposition="auto",
         )
     )
-    fig.update_layout(title="Verdicts under the two models", height=260, xaxis_title="pairs", **LAYOUT)
     fig.update_yaxes(autorange="reversed")
-    return fig
+    return fig.update_layout(title="Verdicts under the two models", height=260, xaxis_title="pairs", **LAYOUT)
 
 
 def ledger_fig(df: pd.DataFrame, metric: str = "loss") -> go.Figure:
@@ -320,8 +315,7 @@ def ledger_fig(df: pd.DataFrame, metric: str = "loss") -> go.Figure:
         )
     )
     title = f"held-out {metric}" + (" (95% intervals)" if ci else "")
-    fig.update_layout(title=title, height=300, **LAYOUT)
-    return fig
+    return fig.update_layout(title=title, height=300, **LAYOUT)
 
 
 def progress_of(status: dict) -> float | None:

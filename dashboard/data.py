@@ -416,10 +416,8 @@ def latest_job(kind: str, *argv_has: str) -> dict | None:
 
 
 def job_status(path: str | None) -> dict:
-    if not path:
-        return {}
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text()) if path else {}
     except (OSError, ValueError):
         return {}
 

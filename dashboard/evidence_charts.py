@@ -84,8 +84,7 @@ def arms_fig(df: pd.DataFrame, metric: str) -> go.Figure:
             line_color=THETA,
             annotation_text="chance" if metric == "reward_accuracy" else "ln 2 (no preference)",
         )
-    fig.update_layout(title=title, yaxis_title=label, height=330, showlegend=False, **LAYOUT)
-    return fig
+    return fig.update_layout(title=title, yaxis_title=label, height=330, showlegend=False, **LAYOUT)
 
 
 def diffs_fig(df: pd.DataFrame, metric: str) -> go.Figure:
@@ -109,15 +108,14 @@ def diffs_fig(df: pd.DataFrame, metric: str) -> go.Figure:
         )
     )
     fig.add_vline(x=0, line_color=THETA, line_dash="dot")
-    fig.update_layout(
+    fig.update_yaxes(autorange="reversed")
+    return fig.update_layout(
         title=title,
         xaxis_title=f"difference in {label}",
         height=120 + 36 * len(df),
         showlegend=False,
         **{**LAYOUT, "margin": dict(l=20, r=20, t=50, b=45)},
     )
-    fig.update_yaxes(autorange="reversed")
-    return fig
 
 
 def reading(d: dict, metric: str, n_ref: int | None = None) -> str:
@@ -155,8 +153,8 @@ def overlap_fig(rows: pd.DataFrame) -> go.Figure:
     fig.add_trace(
         go.Scatter(x=rows["overlap"], y=y, mode="markers", name="observed", marker=dict(size=10, color=KEPT))
     )
-    fig.update_layout(title=title, xaxis_title="overlap coefficient", height=120 + 30 * len(rows), **LAYOUT)
     fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=title, xaxis_title="overlap coefficient", height=120 + 30 * len(rows), **LAYOUT)
     return fig
 
 
@@ -185,8 +183,7 @@ def correlation_fig(rows: pd.DataFrame) -> go.Figure:
     if math.isfinite(c):
         fig.add_vrect(x0=-c, x1=c, fillcolor=THETA, opacity=0.12, line_width=0)
     fig.add_vline(x=0, line_color=THETA, line_dash="dot")
-    fig.update_layout(
+    fig.update_yaxes(autorange="reversed")
+    return fig.update_layout(
         title=title, xaxis_title="r", xaxis_range=[-1, 1], height=140 + 34 * len(rows), **LAYOUT
     )
-    fig.update_yaxes(autorange="reversed")
-    return fig

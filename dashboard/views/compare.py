@@ -44,15 +44,13 @@ if snap is None:
 split = st.radio("split", ["train", "all"], horizontal=True, key="compare_split")
 filters = Filters(split=None if split == "all" else split)
 
-rows = []
-for m, (ra, rb) in pairs.items():
-    corr = data.sq(dataset, "rank_correlation", ra, rb, filters)
-    rows.append(
-        {"score": m, "pairs": corr["n"], "Spearman ρ": corr["spearman"], "Pearson r": corr["pearson"]}
-    )
+corrs = {m: data.sq(dataset, "rank_correlation", ra, rb, filters) for m, (ra, rb) in pairs.items()}
 st.subheader("Rank correlation of each score between the two models")
 data.show_table(
-    pd.DataFrame(rows),
+    pd.DataFrame(
+        [(m, c["n"], c["spearman"], c["pearson"]) for m, c in corrs.items()],
+        columns=["score", "pairs", "Spearman ρ", "Pearson r"],
+    ),
     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("Spearman ρ", "Pearson r")},
 )
 

@@ -206,14 +206,9 @@ else:
     m[2].metric("random: 95% range", f"{_f(tif['null_lo'])}–{_f(tif['null_hi'])}")
     m[3].metric("lift · κ", f"{_f(tif['lift'], '.2f')} · {_f(tif['kappa'], '.2f')}")
     m[4].metric("Fisher's p", _f(tif["p_value"], ".3g"))
-    verdict = (
-        "inside the range a random selection of the same size reaches: no sign of agreement beyond chance"
-        if inside
-        else (
-            "above the range a random selection of the same size reaches"
-            if tif["overlap"] > tif["null_hi"]
-            else "below the range a random selection of the same size reaches"
-        )
+    where = "inside" if inside else "above" if tif["overlap"] > tif["null_hi"] else "below"
+    verdict = f"{where} the range a random selection of the same size reaches" + (
+        ": no sign of agreement beyond chance" if inside else ""
     )
     st.markdown(
         f"The selection keeps {tif['n_a']:,} pairs; TIF (`{tif['rule']}`) flags {tif['n_b']:,} of "
