@@ -457,8 +457,11 @@ ERRORS = (StorageError, ValueError, identity.NotAllowed)  # what a page shows as
 
 
 # ---------------------------------------------------------------- on the page
-def show_table(df: pd.DataFrame, **kwargs):
-    """A table as every page shows one: the page's width, no index column."""
+def show_table(df: pd.DataFrame | None, empty: str | None = None, **kwargs):
+    """A table as every page shows one: the page's width, no index column; with `empty`, that
+    caption instead while there is no row (what to do to get some)."""
+    if empty is not None and (df is None or df.empty):
+        return st.caption(empty)
     return st.dataframe(df, hide_index=True, width="stretch", **kwargs)
 
 

@@ -189,11 +189,8 @@ else:
 
 # ---- fate under each saved selection
 st.subheader("Fate under saved selections")
-fates = bundle["fates"]
-if fates is None or fates.empty:
-    st.caption("No selection saved yet.")
-else:
-    data.show_table(fates[["selection", "fate", "n_kept", "n_total", "created_at"]])
+fates = bundle["fates"]  # a table (maybe of no row): the page has stopped if the pair is missing
+data.show_table(fates[["selection", "fate", "n_kept", "n_total", "created_at"]], "No selection saved yet.")
 
 # ---- annotation (dashboard/annotation_form.py: safe for two annotators on one pair)
 st.subheader("Annotation")

@@ -74,14 +74,6 @@ sel, trained, models = bundle["selections"], bundle["training_runs"], bundle["mo
 roles = data.cached("model_roles", dataset, default={}) or {}
 
 
-def _table(df, empty: str) -> None:
-    """A table, or what to do while it is empty."""
-    if df is None or df.empty:
-        st.caption(empty)
-    else:
-        data.show_table(df)
-
-
 def _name(role: str) -> str | None:
     m = roles.get(role)
     return m["name"] if m else None
@@ -144,7 +136,9 @@ data.show_table(ds)
 left, right = st.columns(2)
 with left:
     st.subheader("Models")
-    _table(models, "No model registered yet: `prefsift warmup` registers θ, `prefsift fit-val` θ_val.")
+    data.show_table(
+        models, "No model registered yet: `prefsift warmup` registers θ, `prefsift fit-val` θ_val."
+    )
 with right:
     st.subheader("Score runs")
     if runs.empty:
@@ -168,14 +162,14 @@ if not runs.empty:
 left, right = st.columns(2)
 with left:
     st.subheader("Selections")
-    _table(sel, "None saved yet: tune bands on **Tune & select** and save one.")
+    data.show_table(sel, "None saved yet: tune bands on **Tune & select** and save one.")
     exports = bundle["exports"]
     if exports is not None and not exports.empty:
         st.caption("Exports")
         data.show_table(exports)
 with right:
     st.subheader("Training runs")
-    _table(trained, "None yet: export a selection and train on **Export & train**.")
+    data.show_table(trained, "None yet: export a selection and train on **Export & train**.")
 
 
 @st.fragment(run_every="2s")
