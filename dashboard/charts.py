@@ -69,21 +69,6 @@ def kept_dropped_fig(
     return fig
 
 
-def region_of(x: pd.Series, y: pd.Series, xband, yband) -> pd.Series:
-    """'kept', 'dropped by x', 'dropped by y' or 'dropped by both' for each point."""
-
-    def inside(v, b):
-        if b is None or b[0] is None:
-            return pd.Series(True, index=v.index)
-        return (v >= b[0]) & (v <= b[1])
-
-    ix, iy = inside(x, xband), inside(y, yband)
-    out = np.where(
-        ix & iy, "kept", np.where(~ix & ~iy, "dropped by both", np.where(ix, "dropped by y", "dropped by x"))
-    )
-    return pd.Series(out, index=x.index)
-
-
 def scatter_fig(
     df: pd.DataFrame,
     x_label: str,
@@ -94,7 +79,7 @@ def scatter_fig(
     title: str = "",
 ) -> go.Figure:
     """Sampled pairs (pair_id, x, y, color, noise): coloured by the noise flag, a score or the
-    band region; the bands drawn as lines and the regions labelled."""
+    rule's verdict (column `region`); the bands drawn as lines and the regions labelled."""
     if df is None or df.empty:
         return _empty(title, "no pair has both scores")
     fig = go.Figure()
@@ -114,17 +99,10 @@ def scatter_fig(
         for flag, name, c in ((False, "clean", CLEAN), (True, "noisy (label flipped)", NOISY)):
             points(df[df["noise"] == flag], name, c)
     elif color == "region":
-        # The rule's verdict per point when the page passes it (column `region`: Tune's own
-        # evaluation, forced keep/drop included); else the band rectangle's regions.
-        regions = df["region"] if "region" in df else region_of(df["x"], df["y"], xband, yband)
-        palette = {
-            "kept": KEPT,
-            "dropped": DROPPED,
-            "dropped by x": "#f9a825",
-            "dropped by y": "#6a1b9a",
-            "dropped by both": DROPPED,
-            "not in the train split": "#9e9e9e",
-        }
+        # The rule's verdict per point (column `region`: Tune's own evaluation by the engine,
+        # forced keep/drop included, never redrawn from the band rectangle); no rule keeps all.
+        regions = df["region"] if "region" in df else pd.Series("kept", index=df.index)
+        palette = {"kept": KEPT, "dropped": DROPPED, "not in the train split": "#9e9e9e"}
         for r, c in palette.items():
             d = df[regions == r]
             if r == "kept" or not d.empty:

@@ -46,13 +46,6 @@ def test_only_the_bands_the_rule_uses_are_drawn():
     assert not charts.scatter_fig(df, "if", "ld", "noise", None, None).layout.shapes
 
 
-def test_region_of_labels_each_quadrant():
-    x = pd.Series([0.5, 5.0, 0.5, 5.0])
-    y = pd.Series([0.5, 0.5, 5.0, 5.0])
-    r = charts.region_of(x, y, (0, 1), (0, 1))
-    assert list(r) == ["kept", "dropped by x", "dropped by y", "dropped by both"]
-
-
 def test_scatter_fig_modes_and_region_labels():
     rng = np.random.default_rng(0)
     df = pd.DataFrame(
@@ -69,11 +62,9 @@ def test_scatter_fig_modes_and_region_labels():
     assert sum(len(t.x) for t in fig.data) == 50
     texts = {a.text for a in fig.layout.annotations}
     assert {"kept", "dropped by lossdiff", "dropped by irm", "dropped by both"} <= texts
-    reg = charts.scatter_fig(df, "lossdiff", "irm", "region", (-1, 1), (-1, 1))
-    names = [t.name.split(" (")[0] for t in reg.data]
-    assert names == ["kept", "dropped by x", "dropped by y", "dropped by both"]
-    kept_n = int(((df.x.between(-1, 1)) & (df.y.between(-1, 1))).sum())
-    assert len(reg.data[0].x) == kept_n
+    # the regions are the rule's verdicts (a `region` column, see above); with no rule all are kept
+    reg = charts.scatter_fig(df, "lossdiff", "irm", "region")
+    assert [t.name for t in reg.data] == ["kept (50)"] and len(reg.data[0].x) == 50
     col = charts.scatter_fig(df, "a", "b", "if")
     assert len(col.data) == 1 and list(col.data[0].customdata) == list(df["pair_id"])
     tif = charts.scatter_fig(df.assign(color=(df["color"] > 0.5).astype(float)), "a", "b", "tif")
