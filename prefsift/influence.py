@@ -83,7 +83,7 @@ def _gval(cfg, model, params, tok, val_records, val_ref, key: dict, folder: Path
             at = [mine[i] for i in idx]
             yield b, torch.as_tensor(val_ref[0][at]), torch.as_tensor(val_ref[1][at])
 
-    with Progress(len(toks), "influence: g_val", unit="pair", disable=None if dist.main else True) as prog:
+    with Progress(len(toks), "influence: g_val", unit="pair", main=dist.main) as prog:
         g, loss = I.validation_gradient(
             logp_fn, params, batches(), len(mine), cfg.beta, on_batch=lambda k: prog.update(k * dist.world)
         )
@@ -238,8 +238,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     batches = pair_batches(
         model, [toks[i] for i in todo], tok.pad_token_id, cfg.batch_tokens, layout, device=device
     )
-    quiet = None if dist.main else True
-    with Progress(n_seqs, "influence: D_v log-probs", unit="seq", initial=n_resumed, disable=quiet) as prog:
+    with Progress(n_seqs, "influence: D_v log-probs", unit="seq", initial=n_resumed, main=dist.main) as prog:
         for idx, f, df, used in I.stream_directional(logp_fn, params, g, batches, cfg.method, step=step):
             pids = [train_ids[todo[i]] for i in idx]
             shard = pa.table(

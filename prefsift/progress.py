@@ -1,7 +1,6 @@
 """Progress for long work: a tqdm bar for people, a JSON status file for other processes.
 
-The status file (path from `status_path` or $PREFSIFT_STATUS_FILE, which the job launcher
-sets) is replaced atomically at most twice a second, so the dashboard can read a running
+The status file ($PREFSIFT_STATUS_FILE, which the job launcher sets) is replaced atomically at most twice a second, so the dashboard can read a running
 job's progress without touching the database.
 """
 
@@ -44,19 +43,19 @@ class Progress:
         total: int | None,
         desc: str,
         unit: str = "pair",
-        status_path: str | os.PathLike | None = None,
         initial: int = 0,
-        disable: bool | None = None,
+        main: bool = True,
     ) -> None:
-        self.status_path = status_path or os.environ.get("PREFSIFT_STATUS_FILE")
+        # One process reports: the other ranks of a multi-process run neither draw a bar nor write
+        # the status file (they would overwrite the main process's counts with their own slice's).
+        self.status_path = os.environ.get("PREFSIFT_STATUS_FILE") if main else None
         self.desc = desc
         self.total = total
         self.done = initial
         self._t0 = time.monotonic()
         self._start_done = initial
         self._last_write = 0.0
-        if disable is None:
-            disable = os.environ.get("PREFSIFT_NO_PROGRESS") == "1"
+        disable = not main or os.environ.get("PREFSIFT_NO_PROGRESS") == "1"
         self.bar = tqdm(
             total=total, desc=desc, unit=unit, initial=initial, disable=disable, dynamic_ncols=True
         )

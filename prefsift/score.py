@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -114,10 +113,7 @@ def _compute(
     # A LoRA adapter is merged into the weights: one plain forward instead of base + adapter
     # matmuls per layer (PEFT's unmerged LoRA cost 1.74x the merged forward on an H100).
     model = load_model(spec, merge_adapter=bool(spec.adapter))
-    status = os.environ.get("PREFSIFT_STATUS_FILE") if dist.main else None
-    with Progress(
-        total, desc, unit="pair", status_path=status, initial=done, disable=None if dist.main else True
-    ) as bar:
+    with Progress(total, desc, unit="pair", initial=done, main=dist.main) as bar:
         for s in range(0, len(order), SHARD_PAIRS):
             idx = order[s : s + SHARD_PAIRS]
             res = pair_logps(
