@@ -392,10 +392,10 @@ def independent_check(run: Run) -> dict:
     import numpy as np
 
     from prefsift.storage import connect
-    from prefsift.storage import runs as rstore
+    from prefsift.storage.engine import get_scores
 
     with connect(run.db, read_only=True) as con:
-        df = rstore.get_scores(con, run.args.data)
+        df = get_scores(con, run.args.data)
     out = {"n": len(df)}
     f = df["if"].to_numpy(float)
     for m in ("irm", "lossdiff"):

@@ -265,7 +265,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     dc, dr = (torch.as_tensor(wide[("dlogp", side)].to_numpy()) for side in ("chosen", "rejected"))
     margin = metrics.margin(pc, pr, rc, rr, cfg.beta)  # the scoring maths, not a copy of it
     influence = I.influence_from_directional(torch.as_tensor(margin), dc, dr, cfg.beta).numpy()
-    from prefsift.storage.engine import band
+    from prefsift.storage.engine import band, get_scores
 
     tif = band(influence, np.ones(len(influence), bool), *cfg.band)[2]  # the selection engine's band
     methods_used = sorted(set(allt["method"]))
@@ -273,9 +273,7 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
         # LossDiff of this θ and β only (not the newest run of whatever policy)
         latest = runs.latest_score_runs(con, cfg.dataset, policy=fingerprint(pol_spec), beta=cfg.beta)
         others = (
-            runs.get_scores(con, cfg.dataset, {"lossdiff": latest["lossdiff"]})
-            if "lossdiff" in latest
-            else None
+            get_scores(con, cfg.dataset, {"lossdiff": latest["lossdiff"]}) if "lossdiff" in latest else None
         )
     compare = {"irm": margin}  # IRM(d) = m_theta(d), from the same theta and pi_ref
     if others is not None:

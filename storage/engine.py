@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import duckdb
 import numpy as np
+import pandas as pd
 
 from prefsift.storage import rules as R
 from prefsift.storage.annotations import forced as forced_annotations  # the dashboard reads it here
@@ -238,6 +239,18 @@ def load(
     for run_id in runs.values():
         snap.load_run(con, run_id)
     return snap, runs
+
+
+def get_scores(
+    con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
+    metric among the runs of one policy and beta, `latest_score_runs`), one row per pair of the
+    dataset that has a value in some run, by pair_id. The runs are checked and loaded as the
+    selection engine loads them (`load`), and the pivot is `Snapshot.wide`'s."""
+    snap, runs = load(con, dataset, runs, tuple(runs or ()), split=None, only_need=True)
+    wide = snap.wide(dict(sorted(runs.items())))
+    return wide[wide[sorted(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
 
 
 def select(

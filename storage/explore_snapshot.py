@@ -174,7 +174,7 @@ class Snapshot:
     def wide(self, runs: Mapping[str, str], split: str | None = None) -> pd.DataFrame:
         """The split's pairs (every pair with None) as a frame: pair_id + one float column per
         metric of `runs` (loaded run ids; NaN = missing), in snapshot order. The one long-to-wide
-        pivot of scores: get_scores, calibration and diagnostics read it."""
+        pivot of scores: engine.get_scores, calibration and diagnostics read it."""
         pos = np.flatnonzero(self.split_mask(split))
         cols = {"pair_id": self.ids.take(pos)}
         cols.update({m: pa.array(self.load_run_values(r)[pos]) for m, r in runs.items()})

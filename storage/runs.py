@@ -357,20 +357,6 @@ def resolve_runs(
     return dict(sorted(out.items()))
 
 
-def get_scores(
-    con: duckdb.DuckDBPyConnection, dataset: str, runs: Mapping[str, str] | None = None
-) -> pd.DataFrame:
-    """A wide frame: pair_id + one column per metric, in name order (default: the latest run of each
-    metric among the runs of one policy and beta, `latest_score_runs`), one row per pair of the
-    dataset that has a value in some run, by pair_id. The runs are checked and loaded as the
-    selection engine loads them (`engine.load`), and the pivot is `Snapshot.wide`'s."""
-    from prefsift.storage.engine import load  # the engine reads this module: import late
-
-    snap, runs = load(con, dataset, runs, tuple(runs or ()), split=None, only_need=True)
-    wide = snap.wide(dict(sorted(runs.items())))
-    return wide[wide[sorted(runs)].notna().any(axis=1)].sort_values("pair_id", ignore_index=True)
-
-
 def save_diagnostics(
     con: duckdb.DuckDBPyConnection, run_id: str, values: Mapping[str, float], detail: Mapping | None = None
 ) -> None:

@@ -103,7 +103,7 @@ def run(args):
 
     from prefsift.models import policy_ref_val
     from prefsift.score import score_dataset
-    from prefsift.storage import connect, resolve_db_path, runs
+    from prefsift.storage import connect, engine, resolve_db_path, runs
 
     db = resolve_db_path(args.db)
     policy, ref_arg, val_arg = policy_ref_val(db, args.dataset, args.policy, args.ref, args.val)
@@ -128,7 +128,7 @@ def run(args):
     lines = [f"scored {args.dataset} ({args.split}), beta={args.beta}:"]
     summary = {}
     with connect(db, read_only=True) as con:
-        df = runs.get_scores(con, args.dataset, out)
+        df = engine.get_scores(con, args.dataset, out)
         dropped = runs.get_score_run_config(con, out["irm"]).get("fully_truncated", {}).get("pair_ids", [])
     for metric, run_id in out.items():
         col = df[metric].dropna()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from prefsift.demo import DemoConfig, bundled_dataset, run_demo
-from prefsift.storage import connect, pairs, runs, selections
+from prefsift.storage import connect, engine, pairs, runs, selections
 
 
 def test_bundled_dataset_is_shipped():
@@ -29,7 +29,7 @@ def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, t
         train_ids = set(
             pairs.get_pairs(con, "demo", split="train", columns=("pair_id",)).column("pair_id").to_pylist()
         )
-        scores = runs.get_scores(con, "demo")
+        scores = engine.get_scores(con, "demo")
         kept = selections.get_selection(con, "lossdiff-irm")
         names = set(selections.list_selections(con)["name"])
         # pairs whose prompt fills --max-length have no response token: left out of every score
@@ -59,7 +59,7 @@ def test_demo_pipeline_scores_every_pair_and_reruns_from_cache(tiny_model_dir, t
 
 def _scores(db):
     with connect(db, read_only=True) as con:
-        return runs.get_scores(con, "demo").sort_values("pair_id", ignore_index=True)
+        return engine.get_scores(con, "demo").sort_values("pair_id", ignore_index=True)
 
 
 _STORED = {

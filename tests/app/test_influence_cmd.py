@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prefsift.cli import main
-from prefsift.storage import connect, runs
+from prefsift.storage import connect, engine, runs
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def test_influence_stores_if_tif_and_diagnostics(tiny_db, tiny_model_dir, tiny_m
     assert code == 0, out
     assert out["method"] == "jvp" and out["n_pairs"] == 6 and not out["gval_cached"]
     with connect(tiny_db, read_only=True) as con:
-        scores = runs.get_scores(con, "tiny").set_index("pair_id")
+        scores = engine.get_scores(con, "tiny").set_index("pair_id")
         diag = runs.get_diagnostics(con, out["run_id"]).set_index("name")["value"]
         train = pairs.get_pairs(con, "tiny", split="train").to_pylist()
         val = pairs.get_pairs(con, "tiny", split="val").to_pylist()
@@ -106,12 +106,12 @@ def test_resume_after_a_kill_and_cached_gval(tiny_db, tiny_model_dir, tiny_model
     assert code == 0, out
     assert out["gval_cached"] and 0 < out["n_resumed_seqs"] < 12
     with connect(tiny_db, read_only=True) as con:
-        resumed = runs.get_scores(con, "tiny")["if"].to_numpy()
+        resumed = engine.get_scores(con, "tiny")["if"].to_numpy()
     # The same run from scratch (other method key -> its own folder) gives the same numbers.
     code, fresh = influence(capsys, tiny_db, tiny_model_dir_b, tiny_model_dir, "--method", "grad")
     assert code == 0 and fresh["method"] == "grad" and fresh["n_resumed_seqs"] == 0
     with connect(tiny_db, read_only=True) as con:
-        by_grad = runs.get_scores(con, "tiny", {"if": fresh["run_id"]})["if"].to_numpy()
+        by_grad = engine.get_scores(con, "tiny", {"if": fresh["run_id"]})["if"].to_numpy()
     np.testing.assert_allclose(resumed, by_grad, rtol=1e-4, atol=1e-7)
 
 
@@ -142,8 +142,8 @@ def test_preconditioned_query_vector(tiny_db, tiny_model_dir, tiny_model_dir_b, 
     assert pre["gval_id"] != plain["gval_id"] and pre["run_id"] != plain["run_id"]
     with connect(tiny_db, read_only=True) as con:
         cfg = json.loads(runs.list_score_runs(con, "tiny").set_index("run_id").loc[pre["run_id"], "config"])
-        a = runs.get_scores(con, "tiny", {"if": plain["run_id"]})["if"].to_numpy()
-        b = runs.get_scores(con, "tiny", {"if": pre["run_id"]})["if"].to_numpy()
+        a = engine.get_scores(con, "tiny", {"if": plain["run_id"]})["if"].to_numpy()
+        b = engine.get_scores(con, "tiny", {"if": pre["run_id"]})["if"].to_numpy()
     assert cfg["precondition"] == {"method": "cg", "damping": 1.0, "cg_iters": 3}
     assert not np.allclose(a, b)
 
@@ -177,7 +177,7 @@ def test_influence_and_default_scores_match_the_policy_and_beta(
         assert out["lossdiff_run"] == of_b["lossdiff"] != of_a["lossdiff"]
         default = runs.latest_score_runs(con, "tiny")  # the newest run (IF of θ_B) sets the policy
         assert default["lossdiff"] == of_b["lossdiff"] and default["if"] == out["run_id"]
-        assert runs.get_scores(con, "tiny").equals(runs.get_scores(con, "tiny", default))
+        assert engine.get_scores(con, "tiny").equals(engine.get_scores(con, "tiny", default))
     # a newer scoring of θ_B at another beta: IF (beta 0.1) is no longer mixed into the default
     other_beta = score_dataset(tiny_db, "tiny", ref=a, policy=b, val=a, beta=0.5)
     with connect(tiny_db, read_only=True) as con:

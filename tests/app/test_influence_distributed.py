@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from prefsift.storage import connect, runs
+from prefsift.storage import connect, engine
 from prefsift.storage.paths import runs_dir
 
 
 def _if(db) -> np.ndarray:
     with connect(db, read_only=True) as con:
-        return runs.get_scores(con, "tiny").set_index("pair_id").sort_index()["if"].to_numpy()
+        return engine.get_scores(con, "tiny").set_index("pair_id").sort_index()["if"].to_numpy()
 
 
 @pytest.mark.e2e

@@ -31,3 +31,17 @@ def test_nothing_uses_the_old_top_level_names():
     assert not left, (
         "old top-level names in use (python tools/namespace_rename.py converts them):\n" + "\n".join(left)
     )
+
+
+def test_no_import_circles():
+    """No module of prefsift reaches itself through its imports, late (in-function) imports
+    included: a late import is how a circle hides, not how it goes away."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("prefsift")
+    circles = sorted(
+        (importer, imported)
+        for importer in graph.modules
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if graph.chain_exists(importer=imported, imported=importer)
+    )
+    assert not circles, circles

@@ -14,7 +14,7 @@ from prefsift.cli import main
 from prefsift.errors import UserError
 from prefsift.scoring import metrics
 from prefsift.scoring.models import ModelSpec
-from prefsift.storage import connect, runs
+from prefsift.storage import connect, engine, runs
 from prefsift.storage.paths import runs_dir
 
 
@@ -34,7 +34,7 @@ def test_score_stores_irm_lossdiff_and_reruns_compute_nothing(
     out = score_mod.score_dataset(tiny_db, "tiny", ref, pol, val, beta=0.2)
     assert set(out) == {"irm", "policy_loss", "lossdiff", "val_loss"}
     with connect(tiny_db, read_only=True) as con:
-        scores = runs.get_scores(con, "tiny", out).set_index("pair_id").sort_index()
+        scores = engine.get_scores(con, "tiny", out).set_index("pair_id").sort_index()
         lp = runs.list_logp_runs(con, "tiny")
         cfg = json.loads(runs.list_score_runs(con, "tiny").set_index("metric").loc["irm", "config"])
     assert len(scores) == 6 and len(lp) == 2  # ref and val are the same weights: one cached run
@@ -246,7 +246,7 @@ def test_cli_score_logps_info_explain(tiny_db, tiny_model_dir, tiny_model_dir_b,
     with connect(tiny_db, read_only=True) as con:
         rows = token_logps(con, pair_id).set_index("side")
         irm = (
-            runs.get_scores(con, "tiny", {"irm": out["score_runs"]["irm"]})
+            engine.get_scores(con, "tiny", {"irm": out["score_runs"]["irm"]})
             .set_index("pair_id")
             .loc[pair_id, "irm"]
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prefsift.storage import connect, runs
+from prefsift.storage import connect, engine
 
 
 @pytest.mark.e2e
@@ -73,8 +73,8 @@ def test_two_processes_equal_one(tiny_db, tiny_model_dir, tiny_model_dir_b, tmp_
     for d in run_dirs:
         assert {p.name[:10] for p in d.glob("shard-*.parquet")} == {"shard-r000", "shard-r001"}
     with connect(tiny_db, read_only=True) as con:
-        a = runs.get_scores(con, "tiny").set_index("pair_id").sort_index()
+        a = engine.get_scores(con, "tiny").set_index("pair_id").sort_index()
     with connect(one_db, read_only=True) as con:
-        b = runs.get_scores(con, "tiny").set_index("pair_id").sort_index()
+        b = engine.get_scores(con, "tiny").set_index("pair_id").sort_index()
     assert list(a.columns) == list(b.columns) and "lossdiff" in a.columns and len(a) == 6
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-5)

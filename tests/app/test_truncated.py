@@ -52,7 +52,7 @@ def test_score_leaves_out_and_reports_fully_truncated_pairs(
         "--policy", str(tiny_model_dir_b), "--val", str(tiny_model_dir), "--max-length", "24",
     )  # fmt: skip
     with connect(db) as con:
-        scores = runs.get_scores(con, "tiny", out["score_runs"])
+        scores = engine.get_scores(con, "tiny", out["score_runs"])
         assert long_id not in set(scores["pair_id"]) and len(scores) == 6
         # the log-probs still hold it (flagged), the scores do not; the command reports it
         assert out["fully_truncated"] == {"n": 1, "pair_ids": [long_id]}
@@ -76,7 +76,7 @@ def test_influence_leaves_out_fully_truncated_pairs(long_db, tiny_model_dir, tin
         "--ref", str(tiny_model_dir), "--max-length", "24", "--batch-tokens", "48",
     )  # fmt: skip
     with connect(db, read_only=True) as con:
-        scores = runs.get_scores(con, "tiny", {"if": out["run_id"], "tif": out["tif_run_id"]})
+        scores = engine.get_scores(con, "tiny", {"if": out["run_id"], "tif": out["tif_run_id"]})
     assert long_id not in set(scores["pair_id"]) and len(scores) == 6
     assert scores["if"].notna().all() and out["n_pairs"] == 6
     assert out["fully_truncated"]["n"] == 1 and out["fully_truncated"]["pair_ids"] == [long_id]

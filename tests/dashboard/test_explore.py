@@ -45,7 +45,7 @@ def test_snapshot_aligns_every_run(snap, wide, seeded):
 
 def test_get_scores_is_the_wide_pivot(wide, seeded):
     """get_scores: a row per pair scored by some run, a column per metric (name order), by pair_id."""
-    from prefsift.storage.runs import get_scores
+    from prefsift.storage.engine import get_scores
 
     names = sorted(seeded["runs"])
     with connect(seeded["db"], read_only=True) as con:

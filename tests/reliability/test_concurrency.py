@@ -52,7 +52,7 @@ warnings.simplefilter("ignore")
 import logging; logging.disable(logging.WARNING)   # streamlit's "no runtime" chatter
 from prefsift import storage
 from prefsift.dashboard import data
-from prefsift.storage import annotations, explore, pairs, runs, selections
+from prefsift.storage import annotations, engine, explore, pairs, runs, selections
 ids, rounds, out = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
 BUSY = object()
 stats = {"reads": 0, "busy_retries": 0, "selections": [], "annotations": 0, "errors": []}
@@ -73,7 +73,7 @@ def read(fn, *a):
 try:
     for j in range(rounds):
         assert "syn" in set(read(pairs.list_datasets)["name"])
-        scores = read(runs.get_scores, "syn")
+        scores = read(engine.get_scores, "syn")
         assert len(scores) == len(ids)
         read(explore.pair_fates, "syn", ids[j % len(ids)])
         read(explore.score_runs, "syn")
