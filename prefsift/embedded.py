@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from prefsift.errors import UserError
@@ -67,5 +68,14 @@ def smollm2_path(dtype: str = "float32") -> Path:
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.replace(out) if not out.exists() else None
+    return publish(tmp, out)
+
+
+def publish(tmp: Path, out: Path) -> Path:
+    """Move a finished build into place in one rename; when another process got there first (two
+    demos started at once), theirs is the same model: drop ours rather than leave it on disk."""
+    try:
+        tmp.replace(out)
+    except OSError:  # `out` exists and is not empty
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -35,3 +35,18 @@ def test_embedded_folder_is_named_for_what_it_holds(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(path).chat_template
+
+
+def test_a_build_that_lost_the_race_leaves_nothing_behind(tmp_path):
+    """Two processes built the embedded model at once: the first rename wins, the second build's
+    folder (540 MB in float32) is removed instead of left beside it."""
+    from prefsift.embedded import publish
+
+    out = tmp_path / f"{MODEL_NAME}-float32"
+    for name, text in ((".tmp1", "first"), (".tmp2", "second")):
+        tmp = out.with_name(out.name + name)
+        tmp.mkdir()
+        (tmp / "config.json").write_text(text)
+        assert publish(tmp, out) == out and not tmp.exists()
+    assert (out / "config.json").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
