@@ -350,3 +350,10 @@ def normalise(row: dict, fmt: str, cmap: ColumnMap, max_chars: int) -> Pair | Ba
     return Pair(
         pair_id(kind, prompt_s, chosen_s, rejected_s), kind, prompt_s, chosen_s, rejected_s, noise, meta
     )
+
+
+def pair_texts(row: dict) -> dict:
+    """A stored pair's prompt, chosen and rejected as `tokenize_pairs` takes them: a conversational
+    pair's fields decoded from the JSON text `parse_row` stored them as."""
+    conv = row.get("kind") == "conversational"
+    return {k: json.loads(row[k]) if conv else row[k] for k in ("prompt", "chosen", "rejected")}

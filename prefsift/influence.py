@@ -123,8 +123,9 @@ def compute_influence(db, cfg: InfluenceConfig) -> dict:
     import torch
 
     from prefsift.evidence import influence_diagnostics
+    from prefsift.formats import pair_texts
     from prefsift.models import resolve_model
-    from prefsift.score import aligned_logps, ensure_logps, pair_texts
+    from prefsift.score import aligned_logps, ensure_logps
     from prefsift.scoring import influence as I
     from prefsift.scoring import metrics
     from prefsift.scoring.logprobs import pair_batches

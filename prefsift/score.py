@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from prefsift.config import ScoreConfig
 from prefsift.errors import UserError
+from prefsift.formats import pair_texts
 from prefsift.scoring.models import ModelSpec, fingerprint
 from prefsift.scoring.tokenize import TokenizeConfig
 from prefsift.shards import Dist, read_shards, run_hash, write_shard
@@ -43,13 +44,6 @@ SHARD_PAIRS = 64  # pairs per shard: at most this much work is lost to a crash
 
 
 # ---------------------------------------------------------------- log-prob runs
-def pair_texts(row: dict) -> dict:
-    """A stored pair's prompt, chosen and rejected as `tokenize_pairs` takes them: a conversational
-    pair's fields decoded from their JSON text."""
-    conv = row.get("kind") == "conversational"
-    return {k: json.loads(row[k]) if conv else row[k] for k in ("prompt", "chosen", "rejected")}
-
-
 def _read_pairs(db, dataset: str, split: str | None) -> tuple[list[dict], str]:
     from prefsift.storage import connect, pairs
 

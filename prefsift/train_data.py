@@ -7,10 +7,10 @@ Rows come out as TRL expects them: prompt/chosen/rejected strings (standard) or 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from prefsift.errors import UserError
+from prefsift.formats import pair_texts
 
 
 def load_rows(db, dataset: str | None, split: str | None, selection: str | None, data_file: str | None):
@@ -48,14 +48,8 @@ def load_rows(db, dataset: str | None, split: str | None, selection: str | None,
         raise UserError(f"no pairs in {where}{hint}")
     ids_sorted = sorted(table.column("pair_id").to_pylist())
     digest = hashlib.md5(",".join(ids_sorted).encode()).hexdigest()
-    rows = [_decode(r) for r in table.to_pylist()]
+    rows = [pair_texts(r) for r in table.to_pylist()]
     return rows, digest, dataset
-
-
-def _decode(r: dict) -> dict:
-    if r.get("kind") == "conversational":
-        return {k: json.loads(r[k]) for k in ("prompt", "chosen", "rejected")}
-    return {k: r[k] for k in ("prompt", "chosen", "rejected")}
 
 
 def _rows_from_file(path: str):

@@ -43,10 +43,10 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
     The rows are keyed by the log-prob runs the pair's scores came from (found by model
     fingerprint), and tokenized as those runs were unless `tok_config` says otherwise, so the
     inspector shows the tokens behind the scores and can name the policy."""
-    import json
 
     from prefsift.config import ScoreConfig
     from prefsift.errors import UserError
+    from prefsift.formats import pair_texts
     from prefsift.score import logp_run_key
     from prefsift.scoring.logprobs import pair_token_logps, use_packed
     from prefsift.scoring.models import fingerprint, load_model, load_tokenizer
@@ -71,8 +71,7 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
             if pol_run
             else TokenizeConfig(max_length=ScoreConfig.max_length)
         )
-    if row["kind"] == "conversational":
-        row = {**row, **{k: json.loads(row[k]) for k in ("prompt", "chosen", "rejected")}}
+    row = {**row, **pair_texts(row)}
     tok = load_tokenizer(policy)
     tp = tokenize_pairs(tok, [row], tok_config)[0]
     seqs = [tp.chosen_seq(), tp.rejected_seq()]
