@@ -54,6 +54,12 @@ class TokenizeConfig:
         d["chat_template_kwargs"] = [list(kv) for kv in self.chat_template_kwargs]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TokenizeConfig:
+        """The config a run recorded (`to_dict`, read back from JSON)."""
+        kwargs = tuple(tuple(kv) for kv in d.get("chat_template_kwargs") or ())
+        return cls(**{**d, "chat_template_kwargs": kwargs})
+
 
 @dataclass
 class TokenizedPair:

@@ -29,14 +29,6 @@ def add_arguments(p) -> None:
     option(p, ScoreConfig, "--device", "auto | cpu | cuda | cuda:N")
 
 
-def _tok_config(d: dict):
-    from prefsift.scoring.tokenize import TokenizeConfig
-
-    d = dict(d)
-    d["chat_template_kwargs"] = tuple(tuple(kv) for kv in d.get("chat_template_kwargs") or ())
-    return TokenizeConfig(**d)
-
-
 def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dict:
     """Compute and store the token rows; returns {run_id, ref_run, sides: {side: {...}}}.
 
@@ -67,7 +59,7 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
     if tok_config is None:
         pol_run = scored["policy"]
         tok_config = (
-            _tok_config(pol_run[1]["tokenize"])
+            TokenizeConfig.from_dict(pol_run[1]["tokenize"])
             if pol_run
             else TokenizeConfig(max_length=ScoreConfig.max_length)
         )
@@ -80,7 +72,7 @@ def explain(db, dataset: str, pair_id: str, policy, ref, tok_config=None) -> dic
         # The log-prob run the scores came from when it was tokenized the same way, else the id
         # `prefsift score` would give it: the dashboard names the model through logp_runs.
         run = scored[who]
-        if run and _tok_config(run[1].get("tokenize") or {}) == tok_config:
+        if run and TokenizeConfig.from_dict(run[1].get("tokenize") or {}) == tok_config:
             return run[0]
         sig = tokenizer_signature(tok if spec is policy else load_tokenizer(spec))
         return logp_run_key(spec, dataset, row["split"], chash, tok_config, sig)[0]

@@ -159,3 +159,14 @@ def test_prompt_cut_counts_the_prompt_tokens_trl_leaves_out():
     )
     assert cut.prompt_cut >= 1
     assert (clean.prompt_cut, chat.prompt_cut) == (0, 0)
+
+
+def test_config_read_back_from_a_run_record_is_the_same_config():
+    """explain-pair tokenizes a pair as its score run did: the run records `to_dict()` as JSON."""
+    import json
+
+    config = TokenizeConfig(
+        max_length=64, truncation_mode="keep_end", chat_template_kwargs=(("a", 1), ("b", "x"))
+    )
+    assert TokenizeConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TokenizeConfig.from_dict({}) == TokenizeConfig()
