@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from prefsift.config import TrainConfig
 from prefsift.errors import UserError
 from prefsift.models import Resolved, _spec, lineage, resolve
+from prefsift.shards import run_hash
 from prefsift.train_data import check_chat_template, load_rows, prompt_boundary_note
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def run_id_for(
         "selection": selection,
         "config": cfg.to_dict(),
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return run_hash(key)
 
 
 def _prepare_output(out: Path, run_id: str, force: bool, resume: str) -> str | None:
